@@ -1,0 +1,183 @@
+//! Authorization: a pure function from (identity, request, roles) to a decision with a reason.
+
+mod identity;
+
+pub use identity::{GROUP_URI_PREFIX, Identity, IdentityError, Route, identity_from_certificate};
+
+use std::collections::BTreeMap;
+
+use crate::crd::v1alpha1::{AccessRole, RuleSet, SubjectKind};
+
+/// The database a request is for, as authorization sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseRef<'a> {
+    /// The namespace of the `Database` (AccessRoles only grant within their own namespace).
+    pub namespace: &'a str,
+    /// The `Database`'s name.
+    pub name: &'a str,
+    /// The `Database`'s labels.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// One access request: a database, the user to log in as, and the database name.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The target database.
+    pub database: DatabaseRef<'a>,
+    /// The database user (for DynamoDB/DocumentDB: the IAM role).
+    pub db_user: &'a str,
+    /// The database name; `None` where the protocol has none (DynamoDB), so it is not checked.
+    pub db_name: Option<&'a str>,
+}
+
+/// The outcome of an authorization check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Access is allowed by the named roles.
+    Allow {
+        /// The AccessRoles (`namespace/name`) whose `allow` matched.
+        roles: Vec<String>,
+        /// Whether statements must be audited (true if any allowing role asks for it).
+        audit_queries: bool,
+    },
+    /// Access is denied, with the reason.
+    Deny(DenyReason),
+}
+
+/// Why access was denied. The `Display` text is safe to show to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DenyReason {
+    /// No AccessRole in the database's namespace names the caller.
+    #[error("no AccessRole in namespace {namespace:?} grants user {user:?} (groups {groups:?}) anything")]
+    NoRoleForSubject { namespace: String, user: String, groups: Vec<String> },
+    /// Roles name the caller, but none allows this combination.
+    #[error(
+        "AccessRole(s) {roles:?} apply to user {user:?} but none allows database {database:?} as db user {db_user:?}{}",
+        db_name_suffix(.db_name)
+    )]
+    NotAllowed { roles: Vec<String>, user: String, database: String, db_user: String, db_name: Option<String> },
+    /// An AccessRole's `deny` matched; deny always wins.
+    #[error(
+        "AccessRole {role:?} denies user {user:?} database {database:?} as db user {db_user:?}{}",
+        db_name_suffix(.db_name)
+    )]
+    ExplicitlyDenied { role: String, user: String, database: String, db_user: String, db_name: Option<String> },
+    /// The client certificate is limited to another route.
+    #[error("your certificate is limited to {field} {allowed:?}, but {requested:?} was requested")]
+    OutsideCertificateRoute { field: &'static str, allowed: String, requested: String },
+}
+
+fn db_name_suffix(db_name: &Option<String>) -> String {
+    db_name.as_ref().map(|n| format!(" and db name {n:?}")).unwrap_or_default()
+}
+
+/// Decides whether `identity` may make `request`, given every AccessRole the proxy knows.
+///
+/// Default deny; a request is allowed when some role whose subjects match the caller allows it
+/// and no role whose subjects match the caller denies it. Roles only apply to databases in
+/// their own namespace.
+pub fn authorize(identity: &Identity, request: &Request<'_>, roles: &[AccessRole]) -> Decision {
+    if let Some(reason) = check_route(identity, request) {
+        return Decision::Deny(reason);
+    }
+    let namespace = request.database.namespace;
+    let applicable: Vec<&AccessRole> = roles
+        .iter()
+        .filter(|r| r.metadata.namespace.as_deref().unwrap_or("default") == namespace)
+        .filter(|r| subjects_match(r, identity))
+        .collect();
+    if applicable.is_empty() {
+        return Decision::Deny(DenyReason::NoRoleForSubject {
+            namespace: namespace.to_owned(),
+            user: identity.user.clone(),
+            groups: identity.groups.clone(),
+        });
+    }
+    let owned = |s: &str| s.to_owned();
+    if let Some(role) = applicable.iter().find(|r| r.spec.deny.as_ref().is_some_and(|d| rules_match(d, request, RuleKind::Deny))) {
+        return Decision::Deny(DenyReason::ExplicitlyDenied {
+            role: role_name(role),
+            user: identity.user.clone(),
+            database: request.database.name.to_owned(),
+            db_user: request.db_user.to_owned(),
+            db_name: request.db_name.map(owned),
+        });
+    }
+    let allowing: Vec<&&AccessRole> = applicable
+        .iter()
+        .filter(|r| r.spec.allow.as_ref().is_some_and(|a| rules_match(a, request, RuleKind::Allow)))
+        .collect();
+    if allowing.is_empty() {
+        return Decision::Deny(DenyReason::NotAllowed {
+            roles: applicable.iter().map(|r| role_name(r)).collect(),
+            user: identity.user.clone(),
+            database: request.database.name.to_owned(),
+            db_user: request.db_user.to_owned(),
+            db_name: request.db_name.map(owned),
+        });
+    }
+    Decision::Allow {
+        roles: allowing.iter().map(|r| role_name(r)).collect(),
+        audit_queries: allowing.iter().any(|r| r.spec.audit_queries()),
+    }
+}
+
+/// `namespace/name` of a role.
+pub fn role_name(role: &AccessRole) -> String {
+    format!("{}/{}", role.metadata.namespace.as_deref().unwrap_or("default"), role.metadata.name.as_deref().unwrap_or(""))
+}
+
+fn check_route(identity: &Identity, request: &Request<'_>) -> Option<DenyReason> {
+    let route = identity.route.as_ref()?;
+    let mismatch = |field, allowed: &Option<String>, requested: Option<&str>| match (allowed, requested) {
+        (Some(a), Some(r)) if a != r => {
+            Some(DenyReason::OutsideCertificateRoute { field, allowed: a.clone(), requested: r.to_owned() })
+        }
+        _ => None,
+    };
+    mismatch("database", &route.database, Some(request.database.name))
+        .or_else(|| mismatch("db user", &route.db_user, Some(request.db_user)))
+        .or_else(|| mismatch("db name", &route.db_name, request.db_name))
+}
+
+/// Whether any subject of `role` is the caller.
+pub fn subjects_match(role: &AccessRole, identity: &Identity) -> bool {
+    let role_ns = role.metadata.namespace.as_deref().unwrap_or("default");
+    role.spec.subjects.iter().any(|s| match s.kind {
+        SubjectKind::User => s.name == identity.user,
+        SubjectKind::Group => identity.groups.iter().any(|g| *g == s.name),
+        SubjectKind::ServiceAccount => {
+            let ns = s.namespace.as_deref().unwrap_or(role_ns);
+            identity.user == format!("system:serviceaccount:{ns}:{}", s.name)
+        }
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RuleKind {
+    Allow,
+    Deny,
+}
+
+/// Whether a rule set matches a request. In `allow`, an omitted dimension matches nothing; in
+/// `deny`, it matches everything.
+fn rules_match(rules: &RuleSet, request: &Request<'_>, kind: RuleKind) -> bool {
+    let omitted_matches = kind == RuleKind::Deny;
+    let db = request.database;
+    let database_ok = if rules.database_selector.is_none() && rules.databases.is_empty() {
+        omitted_matches
+    } else {
+        rules.database_selector.as_ref().is_some_and(|s| s.matches(db.labels)) || list_matches(&rules.databases, db.name)
+    };
+    let list_ok = |list: &[String], value: &str| if list.is_empty() { omitted_matches } else { list_matches(list, value) };
+    database_ok
+        && list_ok(&rules.db_users, request.db_user)
+        && request.db_name.is_none_or(|name| list_ok(&rules.db_names, name))
+}
+
+fn list_matches(list: &[String], value: &str) -> bool {
+    list.iter().any(|item| item == "*" || item == value)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! Table-driven tests of every authorization rule.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::crd::v1alpha1::AccessRoleSpec;
+
+fn role(ns: &str, name: &str, yaml: &str) -> AccessRole {
+    let spec: AccessRoleSpec = serde_yaml::from_str(yaml).expect("test role parses");
+    let mut r = AccessRole::new(name, spec);
+    r.metadata.namespace = Some(ns.to_owned());
+    r
+}
+
+fn alice() -> Identity {
+    Identity { user: "alice".into(), groups: vec!["dev".into()], ..Default::default() }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn decide(identity: &Identity, db: &str, db_labels: &BTreeMap<String, String>, user: &str, name: Option<&str>, roles: &[AccessRole]) -> Decision {
+    let request = Request { database: DatabaseRef { namespace: "team", name: db, labels: db_labels }, db_user: user, db_name: name };
+    authorize(identity, &request, roles)
+}
+
+fn allowed(d: &Decision) -> bool {
+    matches!(d, Decision::Allow { .. })
+}
+
+const DEV_ORDERS: &str = "
+subjects: [{kind: Group, name: dev}]
+allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}
+";
+
+#[test]
+fn every_rule_in_one_table() {
+    let prod = labels(&[("env", "prod")]);
+    let none = labels(&[]);
+    // (description, roles, database, labels, db user, db name, expected allow)
+    let cases: Vec<(&str, Vec<AccessRole>, &str, &BTreeMap<String, String>, &str, Option<&str>, bool)> = vec![
+        ("default deny: no roles at all", vec![], "orders", &none, "app", Some("orders"), false),
+        ("group subject allows the exact route", vec![role("team", "r", DEV_ORDERS)], "orders", &none, "app", Some("orders"), true),
+        ("other db user is not allowed", vec![role("team", "r", DEV_ORDERS)], "orders", &none, "admin", Some("orders"), false),
+        ("other db name is not allowed", vec![role("team", "r", DEV_ORDERS)], "orders", &none, "app", Some("postgres"), false),
+        ("other database is not allowed", vec![role("team", "r", DEV_ORDERS)], "billing", &none, "app", Some("orders"), false),
+        ("role in another namespace does not apply", vec![role("other", "r", DEV_ORDERS)], "orders", &none, "app", Some("orders"), false),
+        (
+            "user subject",
+            vec![role("team", "r", "subjects: [{kind: User, name: alice}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}")],
+            "x", &none, "y", Some("z"), true,
+        ),
+        (
+            "subject of another user does not apply",
+            vec![role("team", "r", "subjects: [{kind: User, name: bob}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}")],
+            "x", &none, "y", Some("z"), false,
+        ),
+        (
+            "label selector matches",
+            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchLabels: {env: prod}}, dbUsers: [app], dbNames: ['*']}")],
+            "orders", &prod, "app", Some("any"), true,
+        ),
+        (
+            "label selector does not match",
+            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchLabels: {env: prod}}, dbUsers: [app], dbNames: ['*']}")],
+            "orders", &none, "app", Some("any"), false,
+        ),
+        (
+            "allow with omitted dbUsers allows nothing",
+            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databases: ['*'], dbNames: ['*']}")],
+            "orders", &none, "app", Some("orders"), false,
+        ),
+        (
+            "allow with omitted databases allows nothing",
+            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {dbUsers: ['*'], dbNames: ['*']}")],
+            "orders", &none, "app", Some("orders"), false,
+        ),
+        (
+            "deny wins over allow in the same role",
+            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}\ndeny: {dbUsers: [postgres]}")],
+            "orders", &none, "postgres", Some("orders"), false,
+        ),
+        (
+            "deny wins over allow in another role",
+            vec![
+                role("team", "a", DEV_ORDERS),
+                role("team", "d", "subjects: [{kind: User, name: alice}]\ndeny: {databaseSelector: {}}"),
+            ],
+            "orders", &none, "app", Some("orders"), false,
+        ),
+        (
+            "deny that does not match leaves allow in force",
+            vec![role("team", "a", DEV_ORDERS), role("team", "d", "subjects: [{kind: Group, name: dev}]\ndeny: {dbUsers: [postgres]}")],
+            "orders", &none, "app", Some("orders"), true,
+        ),
+        (
+            "deny of another subject does not apply",
+            vec![role("team", "a", DEV_ORDERS), role("team", "d", "subjects: [{kind: User, name: bob}]\ndeny: {}")],
+            "orders", &none, "app", Some("orders"), true,
+        ),
+        (
+            "no db name (dynamodb) skips the db name check",
+            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databases: [orders], dbUsers: [reader]}")],
+            "orders", &none, "reader", None, true,
+        ),
+        (
+            "matchExpressions NotIn",
+            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchExpressions: [{key: env, operator: NotIn, values: [prod]}]}, dbUsers: ['*'], dbNames: ['*']}")],
+            "orders", &prod, "app", Some("x"), false,
+        ),
+    ];
+    for (what, roles, db, db_labels, user, name, expect) in cases {
+        let d = decide(&alice(), db, db_labels, user, name, &roles);
+        assert_eq!(allowed(&d), expect, "{what}: got {d:?}");
+    }
+}
+
+#[test]
+fn service_account_subject_uses_the_roles_namespace_by_default() {
+    let r = role("team", "r", "subjects: [{kind: ServiceAccount, name: worker}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}");
+    let sa = Identity { user: "system:serviceaccount:team:worker".into(), ..Default::default() };
+    let other = Identity { user: "system:serviceaccount:other:worker".into(), ..Default::default() };
+    assert!(allowed(&decide(&sa, "orders", &labels(&[]), "app", Some("x"), std::slice::from_ref(&r))));
+    assert!(!allowed(&decide(&other, "orders", &labels(&[]), "app", Some("x"), &[r])));
+}
+
+#[test]
+fn denial_reasons_name_what_failed() {
+    let none = labels(&[]);
+    let d = decide(&alice(), "orders", &none, "app", Some("orders"), &[]);
+    assert!(matches!(&d, Decision::Deny(DenyReason::NoRoleForSubject { .. })), "{d:?}");
+    let Decision::Deny(reason) = d else { unreachable!() };
+    assert!(reason.to_string().contains("no AccessRole in namespace \"team\" grants user \"alice\""), "{reason}");
+
+    let d = decide(&alice(), "orders", &none, "admin", Some("orders"), &[role("team", "r", DEV_ORDERS)]);
+    let Decision::Deny(reason) = d else { panic!("expected deny") };
+    assert_eq!(
+        reason.to_string(),
+        "AccessRole(s) [\"team/r\"] apply to user \"alice\" but none allows database \"orders\" as db user \"admin\" and db name \"orders\""
+    );
+
+    let deny = role("team", "block", "subjects: [{kind: Group, name: dev}]\ndeny: {dbUsers: [app]}");
+    let d = decide(&alice(), "orders", &none, "app", Some("orders"), &[role("team", "r", DEV_ORDERS), deny]);
+    assert!(matches!(&d, Decision::Deny(DenyReason::ExplicitlyDenied { role, .. }) if role == "team/block"), "{d:?}");
+}
+
+#[test]
+fn certificate_route_limits_the_request() {
+    let mut id = alice();
+    id.route = Some(Route { database: Some("orders".into()), db_user: Some("app".into()), db_name: None });
+    let roles = [role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}")];
+    let none = labels(&[]);
+    assert!(allowed(&decide(&id, "orders", &none, "app", Some("x"), &roles)));
+    let d = decide(&id, "orders", &none, "admin", Some("x"), &roles);
+    assert!(matches!(&d, Decision::Deny(DenyReason::OutsideCertificateRoute { field: "db user", .. })), "{d:?}");
+    let d = decide(&id, "billing", &none, "app", Some("x"), &roles);
+    assert!(matches!(&d, Decision::Deny(DenyReason::OutsideCertificateRoute { field: "database", .. })), "{d:?}");
+}
+
+#[test]
+fn audit_queries_follows_the_allowing_roles() {
+    let quiet = role("team", "q", "subjects: [{kind: Group, name: dev}]\nallow: {databases: [orders], dbUsers: [app], dbNames: [orders]}\naudit: {queries: false}");
+    let d = decide(&alice(), "orders", &labels(&[]), "app", Some("orders"), std::slice::from_ref(&quiet));
+    assert_eq!(d, Decision::Allow { roles: vec!["team/q".into()], audit_queries: false });
+    let d = decide(&alice(), "orders", &labels(&[]), "app", Some("orders"), &[quiet, role("team", "r", DEV_ORDERS)]);
+    assert!(matches!(d, Decision::Allow { audit_queries: true, .. }));
+}
+
+#[test]
+fn route_uri_round_trips_with_odd_characters() {
+    let route = Route { database: Some("orders".into()), db_user: Some("a&b=c".into()), db_name: Some("ünï".into()) };
+    let uri = route.to_uri();
+    assert!(uri.starts_with(ROUTE_URI_PREFIX_FOR_TESTS));
+    assert_eq!(Route::from_uri(&uri).unwrap().unwrap(), route);
+    assert!(Route::from_uri("portcullis:route?bogus=1").unwrap().is_err());
+    assert!(Route::from_uri("spiffe://x").is_none());
+}
+
+const ROUTE_URI_PREFIX_FOR_TESTS: &str = identity::ROUTE_URI_PREFIX;
+

@@ -1,0 +1,126 @@
+//! A credential cache with refresh-ahead: concurrent callers wait for one refresh.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_types::region::Region;
+use tokio::sync::{Mutex, OnceCell};
+
+use super::AwsError;
+
+/// Refresh credentials this long before they expire.
+const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+
+/// Caches the credentials of one provider (the default chain, or one assume-role chain).
+#[derive(Debug)]
+pub struct CachedCredentials {
+    provider: OnceCell<SharedCredentialsProvider>,
+    what: Source,
+    current: Mutex<Option<Credentials>>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Chain,
+    AssumeRole { role_arn: String, external_id: Option<String>, region: String, sdk: SdkConfig, base: Arc<CachedCredentials> },
+}
+
+impl CachedCredentials {
+    /// Caches `provider` (the default chain).
+    pub fn new(provider: SharedCredentialsProvider) -> Self {
+        Self { provider: OnceCell::new_with(Some(provider)), what: Source::Chain, current: Mutex::new(None) }
+    }
+
+    /// Caches the role `role_arn` assumed from `base` (with the external ID, when given).
+    pub fn assume_role(base: Arc<CachedCredentials>, role_arn: String, external_id: Option<String>, region: String, sdk: SdkConfig) -> Self {
+        Self { provider: OnceCell::new(), what: Source::AssumeRole { role_arn, external_id, region, sdk, base }, current: Mutex::new(None) }
+    }
+
+    async fn provider(&self) -> &SharedCredentialsProvider {
+        self.provider
+            .get_or_init(|| async {
+                let Source::AssumeRole { role_arn, external_id, region, sdk, base } = &self.what else {
+                    unreachable!("the default chain's provider is set at construction")
+                };
+                let mut builder = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
+                    .session_name("portcullis")
+                    .region(Region::new(region.clone()))
+                    .configure(sdk);
+                if let Some(id) = external_id {
+                    builder = builder.external_id(id.clone());
+                }
+                SharedCredentialsProvider::new(builder.build_from_provider(BaseHop(base.clone())).await)
+            })
+            .await
+    }
+
+    /// Current credentials, refreshed when they expire within five minutes. Many concurrent
+    /// callers cause exactly one call to the provider.
+    pub async fn get(&self) -> Result<Credentials, AwsError> {
+        let mut current = self.current.lock().await;
+        if let Some(creds) = current.as_ref() {
+            let fresh = creds.expiry().is_none_or(|exp| exp > SystemTime::now() + REFRESH_AHEAD);
+            if fresh {
+                return Ok(creds.clone());
+            }
+        }
+        let creds = self.provider().await.provide_credentials().await.map_err(|e| self.error(e))?;
+        *current = Some(creds.clone());
+        Ok(creds)
+    }
+
+    fn error(&self, e: CredentialsError) -> AwsError {
+        let detail = error_chain(&e);
+        match &self.what {
+            Source::Chain => AwsError::NoCredentials { detail, source: e },
+            Source::AssumeRole { role_arn, external_id, .. } => {
+                AwsError::AssumeRole { role_arn: role_arn.clone(), external_id: external_id.clone(), detail }
+            }
+        }
+    }
+}
+
+/// A cache used as the base of another provider (an assume-role hop).
+#[derive(Debug)]
+struct BaseHop(Arc<CachedCredentials>);
+
+impl ProvideCredentials for BaseHop {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move { self.0.get().await.map_err(CredentialsError::provider_error) })
+    }
+}
+
+/// A provider that never has credentials (when the SDK configuration has no provider at all).
+#[derive(Debug)]
+pub struct NoCredentialSource;
+
+impl ProvideCredentials for NoCredentialSource {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(CredentialsError::not_loaded("no credential provider is configured")))
+    }
+}
+
+/// Joins an error and its sources into one line.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = s.source();
+    }
+    parts.join(": ")
+}

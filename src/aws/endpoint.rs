@@ -1,0 +1,74 @@
+//! Which endpoints may receive IAM tokens, and the region an RDS host name implies.
+
+/// AWS database endpoint suffixes a token may go to without further configuration.
+const AWS_DATABASE_SUFFIXES: &[&str] = &[".rds.amazonaws.com", ".rds.amazonaws.com.cn", ".docdb.amazonaws.com", ".docdb.amazonaws.com.cn"];
+
+/// The endpoint a token was about to be sent to is not allowed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to send an IAM token to {host:?}: it is not an AWS database endpoint (*.rds.amazonaws.com, *.docdb.amazonaws.com). \
+     If this host really is your database (a private DNS name or a tunnel), add it to aws.allowedEndpoints in the proxy configuration"
+)]
+pub struct EndpointError {
+    /// The refused host.
+    pub host: String,
+}
+
+/// The set of hosts IAM tokens may be sent to.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPolicy {
+    extra_hosts: Vec<String>,
+}
+
+impl EndpointPolicy {
+    /// AWS database domains plus `extra_hosts` (exact host names or IP addresses).
+    pub fn new(extra_hosts: Vec<String>) -> Self {
+        Self { extra_hosts: extra_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect() }
+    }
+
+    /// Ok when `host` may receive a token.
+    pub fn check(&self, host: &str) -> Result<(), EndpointError> {
+        let host_lc = host.to_ascii_lowercase();
+        let aws = AWS_DATABASE_SUFFIXES.iter().any(|s| host_lc.ends_with(s) && host_lc.len() > s.len());
+        if aws || self.extra_hosts.contains(&host_lc) {
+            Ok(())
+        } else {
+            Err(EndpointError { host: host.to_owned() })
+        }
+    }
+}
+
+/// The region in an RDS or DocumentDB host name, e.g. `us-east-1` in
+/// `orders.cluster-abc.us-east-1.rds.amazonaws.com`.
+pub fn region_from_rds_host(host: &str) -> Option<String> {
+    let labels: Vec<&str> = host.split('.').collect();
+    let service = labels.iter().position(|l| *l == "rds" || *l == "docdb")?;
+    let region = labels.get(service.checked_sub(1)?)?;
+    let looks_like_region = region.split('-').count() >= 3 && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    looks_like_region.then(|| (*region).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_aws_database_domains_and_listed_hosts_receive_tokens() {
+        let policy = EndpointPolicy::new(vec!["127.0.0.1".into(), "DB.internal".into()]);
+        for ok in ["orders.cluster-abc.us-east-1.rds.amazonaws.com", "x.y.cn-north-1.rds.amazonaws.com.cn", "127.0.0.1", "db.internal"] {
+            assert!(policy.check(ok).is_ok(), "{ok}");
+        }
+        for bad in ["evil.example.com", "rds.amazonaws.com.evil.com", ".rds.amazonaws.com", "amazonaws.com", "localhost"] {
+            let err = policy.check(bad).unwrap_err();
+            assert!(err.to_string().contains("aws.allowedEndpoints"), "{err}");
+        }
+    }
+
+    #[test]
+    fn region_is_read_from_rds_host_names() {
+        assert_eq!(region_from_rds_host("orders.cluster-abc.us-east-1.rds.amazonaws.com").as_deref(), Some("us-east-1"));
+        assert_eq!(region_from_rds_host("db.abc.eu-central-1.docdb.amazonaws.com").as_deref(), Some("eu-central-1"));
+        assert_eq!(region_from_rds_host("127.0.0.1"), None);
+        assert_eq!(region_from_rds_host("rds.amazonaws.com"), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! Implementations of the subcommands that are not long-running services.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::authz::Route;
+use crate::cli::{CaCommand, CertCommand, Command, CrdArgs, IssueArgs, ProxyArgs};
+use crate::pki::{CaFiles, ClientFiles};
+
+/// Runs a subcommand.
+pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Proxy(args) => proxy(args).await,
+        Command::Crd(args) => crd(args),
+        Command::Ca(CaCommand::Init { dir, server_names, server_ttl, force }) => {
+            let files = CaFiles::new(&dir);
+            files.init(&server_names, server_ttl, force).context("portcullis ca init")?;
+            println!("client CA:          {}", files.ca_cert().display());
+            println!("CA key (keep safe): {}", files.ca_key().display());
+            println!("server certificate: {} (for {})", files.server_cert().display(), server_names.join(", "));
+            println!("server key:         {}", files.server_key().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cert(CertCommand::Issue(args)) => issue(args),
+    }
+}
+
+async fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    if args.check {
+        let config = crate::standalone::ProxyConfig::load(&args.config)?;
+        let manifests = crate::standalone::load_manifests(&config.resources)?;
+        for db in &manifests.databases {
+            crate::proxy::Upstream::resolve(db, config.secrets_dir.as_deref(), config.limits.upstream_connects_per_second)?;
+        }
+        println!(
+            "{}: OK ({} listener(s), {} Database(s), {} AccessRole(s))",
+            args.config.display(),
+            config.listeners.len(),
+            manifests.databases.len(),
+            manifests.roles.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::proxy::run_standalone(args.config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
+    let Some(dir) = args.out_dir else {
+        print!("{}", crate::crd::crds_yaml()?);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut drift = Vec::new();
+    for (name, yaml) in crate::crd::crd_files()? {
+        let path = dir.join(&name);
+        if args.check {
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current != yaml {
+                drift.push(path.display().to_string());
+            }
+        } else {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !drift.is_empty() {
+        eprintln!("CRDs out of date: {}\nrun `portcullis crd --out-dir {}` and commit the result", drift.join(", "), dir.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
+    let ca_files = CaFiles::new(&args.ca_dir);
+    let ca = ca_files.load().with_context(|| format!("loading the CA from {} (create it with `portcullis ca init`)", args.ca_dir.display()))?;
+    let route = (args.database.is_some() || args.db_user.is_some() || args.db_name.is_some())
+        .then(|| Route { database: args.database.clone(), db_user: args.db_user.clone(), db_name: args.db_name.clone() });
+    let issued = ca.issue_client(&args.user, &args.groups, route.as_ref(), args.ttl)?;
+    let out = ClientFiles::new(&args.out);
+    out.write(&issued, ca.cert_pem())?;
+    println!("issued a certificate for user {:?} groups {:?}, valid for {}", args.user, args.groups, humantime::format_duration(args.ttl));
+    println!(
+        "psql \"host=127.0.0.1 port=6432 user=<db user> dbname=<db name> sslmode=verify-full sslrootcert={} sslcert={} sslkey={}\"",
+        out.ca().display(),
+        out.cert().display(),
+        out.key().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,242 @@
+//! The audit trail: structured session events sent through a bounded queue to JSON-lines
+//! sinks (stdout, file). The data path never waits for the audit writer.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::metrics::ProxyMetrics;
+
+/// Statements longer than this are truncated in events (with their length and SHA-256).
+pub const MAX_STATEMENT: usize = 64 * 1024;
+
+/// Event names.
+pub mod events {
+    /// A session started (or was refused).
+    pub const SESSION_START: &str = "db.session.start";
+    /// A statement was sent.
+    pub const SESSION_QUERY: &str = "db.session.query";
+    /// A session ended.
+    pub const SESSION_END: &str = "db.session.end";
+}
+
+/// Fields every session event carries.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionFields {
+    /// The session id.
+    pub session_id: String,
+    /// The user (certificate CN); empty before the certificate is known.
+    pub user: String,
+    /// The user's groups.
+    pub groups: Vec<String>,
+    /// `namespace/name` of the `Database`.
+    pub database: String,
+    /// The protocol.
+    pub protocol: String,
+    /// The upstream endpoint.
+    pub endpoint: String,
+    /// The database user.
+    pub db_user: String,
+    /// The database name.
+    pub db_name: String,
+    /// The client's address.
+    pub client_addr: String,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// RFC 3339 time.
+    pub time: String,
+    /// Event name (`db.session.start`, …).
+    pub event: &'static str,
+    /// A stable code: `DB1000I` start, `DB1000W` start refused, `DB1001I` query, `DB1002I` end.
+    pub code: &'static str,
+    /// Session fields.
+    #[serde(flatten)]
+    pub session: std::sync::Arc<SessionFields>,
+    /// Whether the action succeeded.
+    pub success: bool,
+    /// Why it failed (safe text: never a token or key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Event-specific fields.
+    #[serde(flatten)]
+    pub detail: EventDetail,
+}
+
+/// The part of an event that depends on its kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum EventDetail {
+    /// Nothing more.
+    None {},
+    /// A statement.
+    Query(Statement),
+    /// The end of a session.
+    End {
+        /// Bytes from client to upstream.
+        bytes_from_client: u64,
+        /// Bytes from upstream to client.
+        bytes_to_client: u64,
+        /// How long the session lasted, in milliseconds.
+        duration_ms: u64,
+        /// Why it ended.
+        reason: String,
+    },
+}
+
+/// A statement as recorded.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Statement {
+    /// `query` (simple protocol) or `parse` (extended protocol).
+    pub kind: &'static str,
+    /// The statement, truncated past 64 KiB.
+    pub statement: String,
+    /// The statement's full length in bytes.
+    pub statement_length: usize,
+    /// The SHA-256 (hex) of the full statement.
+    pub statement_sha256: String,
+    /// Whether `statement` was truncated.
+    pub truncated: bool,
+    /// The prepared statement's name, for `parse`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_name: Option<String>,
+}
+
+impl Statement {
+    /// Builds a statement record from the full text.
+    pub fn from_text(kind: &'static str, text: &[u8], prepared_name: Option<String>) -> Self {
+        let truncated = text.len() > MAX_STATEMENT;
+        let shown = &text[..text.len().min(MAX_STATEMENT)];
+        Statement {
+            kind,
+            statement: String::from_utf8_lossy(shown).into_owned(),
+            statement_length: text.len(),
+            statement_sha256: hex::encode(Sha256::digest(text)),
+            truncated,
+            prepared_name,
+        }
+    }
+}
+
+impl AuditEvent {
+    /// A new event stamped now.
+    pub fn new(event: &'static str, code: &'static str, session: std::sync::Arc<SessionFields>, success: bool, error: Option<String>, detail: EventDetail) -> Self {
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Self { time, event, code, session, success, error, detail }
+    }
+}
+
+/// The sending side of the audit queue; cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<AuditEvent>,
+    metrics: ProxyMetrics,
+}
+
+impl AuditSink {
+    /// Queues an event; when the queue is full the event is dropped and counted.
+    pub fn emit(&self, event: AuditEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.metrics.audit_dropped.inc();
+        }
+    }
+}
+
+/// Where events are written.
+#[derive(Debug, Clone)]
+pub struct AuditTargets {
+    /// Write to standard output.
+    pub stdout: bool,
+    /// Append to this file.
+    pub file: Option<PathBuf>,
+}
+
+/// Starts the writer task; returns the sink and the task (which ends when every sink is dropped).
+pub fn start(targets: AuditTargets, queue: usize, metrics: ProxyMetrics) -> std::io::Result<(AuditSink, tokio::task::JoinHandle<()>)> {
+    let file = match &targets.file {
+        Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
+    let (tx, mut rx) = mpsc::channel::<AuditEvent>(queue);
+    let task = tokio::spawn(async move {
+        let mut file = file.map(tokio::fs::File::from_std);
+        let mut stdout = tokio::io::stdout();
+        while let Some(first) = rx.recv().await {
+            let mut batch = Vec::with_capacity(256);
+            push_line(&mut batch, &first);
+            while let Ok(next) = rx.try_recv() {
+                push_line(&mut batch, &next);
+                if batch.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if targets.stdout {
+                if let Err(e) = stdout.write_all(&batch).await {
+                    tracing::warn!(error = %e, "cannot write audit events to stdout");
+                }
+                let _ = stdout.flush().await;
+            }
+            if let Some(f) = file.as_mut() {
+                if let Err(e) = f.write_all(&batch).await {
+                    tracing::warn!(error = %e, "cannot write audit events to the audit file");
+                }
+                let _ = f.flush().await;
+            }
+        }
+    });
+    Ok((AuditSink { tx, metrics }, task))
+}
+
+fn push_line(buf: &mut Vec<u8>, event: &AuditEvent) {
+    if serde_json::to_writer(&mut *buf, event).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_statements_are_truncated_with_length_and_hash() {
+        let text = vec![b'x'; MAX_STATEMENT + 10];
+        let s = Statement::from_text("query", &text, None);
+        assert!(s.truncated);
+        assert_eq!(s.statement.len(), MAX_STATEMENT);
+        assert_eq!(s.statement_length, MAX_STATEMENT + 10);
+        assert_eq!(s.statement_sha256, hex::encode(Sha256::digest(&text)));
+        let short = Statement::from_text("parse", b"select 1", Some("s1".into()));
+        assert!(!short.truncated);
+        assert_eq!(short.statement, "select 1");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = ProxyMetrics::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let sink = AuditSink { tx, metrics: metrics.clone() };
+        let ev = || AuditEvent::new(events::SESSION_START, "DB1000I", Default::default(), true, None, EventDetail::None {});
+        sink.emit(ev());
+        sink.emit(ev());
+        sink.emit(ev());
+        assert_eq!(metrics.audit_dropped.get(), 2);
+    }
+
+    #[test]
+    fn events_serialize_flat_with_the_documented_fields() {
+        let session = SessionFields { session_id: "s1".into(), user: "alice".into(), ..Default::default() };
+        let ev = AuditEvent::new(events::SESSION_QUERY, "DB1001I", session.into(), true, None, EventDetail::Query(Statement::from_text("query", b"select 1", None)));
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        for field in ["time", "event", "code", "session_id", "user", "groups", "database", "protocol", "endpoint", "db_user", "db_name", "success", "statement", "statement_sha256"] {
+            assert!(v.get(field).is_some(), "missing {field} in {v}");
+        }
+        assert_eq!(v["event"], "db.session.query");
+    }
+}

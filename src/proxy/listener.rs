@@ -1,0 +1,191 @@
+//! Start-up of a standalone proxy and the accept loops: one task per connection, tracked so
+//! shutdown drains sessions before the process exits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::audit::{self, AuditTargets};
+use super::tls::{ServerTls, TlsError};
+use super::upstream::{ResolveError, Upstream};
+use super::{ProxyState, postgres};
+use crate::aws::{AwsContext, EndpointPolicy};
+use crate::crd::Protocol;
+use crate::metrics::ProxyMetrics;
+use crate::standalone::{ConfigError, ProxyConfig, load_manifests};
+
+/// How long running sessions get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Errors that stop the proxy from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration or a manifest is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A Database cannot be served.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// TLS files are unusable.
+    #[error("proxy TLS")]
+    Tls(#[from] TlsError),
+    /// A listener names a Database that is not loaded.
+    #[error("listener {address}: database {database:?} is not among the loaded Database manifests (loaded: {loaded})")]
+    UnknownListenerDatabase { address: SocketAddr, database: String, loaded: String },
+    /// A protocol has no engine in this build yet.
+    #[error("listener {address}: database {database:?} uses protocol {protocol}, which this proxy cannot serve yet")]
+    UnsupportedProtocol { address: SocketAddr, database: String, protocol: Protocol },
+    /// Binding an address failed.
+    #[error("cannot listen on {address}")]
+    Bind { address: SocketAddr, #[source] source: std::io::Error },
+    /// The audit file cannot be opened.
+    #[error("cannot open the audit file {path}")]
+    AuditFile { path: PathBuf, #[source] source: std::io::Error },
+}
+
+/// A bound listener and the database it serves, if fixed.
+struct Listener {
+    socket: TcpListener,
+    database: Option<Arc<Upstream>>,
+}
+
+/// Runs a standalone proxy from `config_path` until SIGINT/SIGTERM. SIGHUP reloads the
+/// AccessRoles from the manifests (running sessions are re-checked).
+pub async fn run_standalone(config_path: PathBuf) -> Result<(), ProxyError> {
+    let config = ProxyConfig::load(&config_path)?;
+    let manifests = load_manifests(&config.resources)?;
+    for skipped in &manifests.skipped {
+        info!(document = %skipped, "skipping a manifest that is not a Portcullis resource");
+    }
+    let mut databases = HashMap::new();
+    for db in &manifests.databases {
+        let upstream = Upstream::resolve(db, config.secrets_dir.as_deref(), config.limits.upstream_connects_per_second)?;
+        databases.insert(upstream.key(), Arc::new(upstream));
+    }
+    let server_tls = ServerTls::load(&config.tls.cert_file, &config.tls.key_file, &config.tls.client_ca_file, &[b"postgresql"])?;
+    let metrics = ProxyMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let targets = AuditTargets { stdout: config.audit.stdout, file: config.audit.file.clone() };
+    let (audit, audit_task) = audit::start(targets, config.audit.queue_size, metrics.clone())
+        .map_err(|source| ProxyError::AuditFile { path: config.audit.file.clone().unwrap_or_default(), source })?;
+    let (roles_tx, roles_rx) = watch::channel(Arc::new(manifests.roles.clone()));
+    let shutdown = CancellationToken::new();
+    let aws = AwsContext::load().await;
+    let state = Arc::new(ProxyState {
+        databases,
+        roles: roles_rx,
+        aws,
+        endpoints: EndpointPolicy::new(config.aws.allowed_endpoints.clone()),
+        server_tls,
+        audit,
+        metrics,
+        cancels: Default::default(),
+        limits: config.limits.clone(),
+        shutdown: shutdown.clone(),
+    });
+
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let database = match &l.database {
+            Some(name) => {
+                let db = state.database(name).ok_or_else(|| ProxyError::UnknownListenerDatabase {
+                    address: l.address,
+                    database: name.clone(),
+                    loaded: state.databases.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
+                if db.protocol != Protocol::Postgres {
+                    return Err(ProxyError::UnsupportedProtocol { address: l.address, database: name.clone(), protocol: db.protocol });
+                }
+                Some(db)
+            }
+            None => None,
+        };
+        let socket = TcpListener::bind(l.address).await.map_err(|source| ProxyError::Bind { address: l.address, source })?;
+        info!(address = %socket.local_addr().unwrap_or(l.address), database = ?l.database, "listening");
+        listeners.push(Listener { socket, database });
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    let tracker = TaskTracker::new();
+    if let Some(admin) = &config.admin {
+        let socket = super::admin::bind(admin.address).await.map_err(|source| ProxyError::Bind { address: admin.address, source })?;
+        info!(address = %admin.address, "admin endpoint (/metrics, /healthz, /readyz)");
+        let (ready, shutdown) = (ready.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = super::admin::serve(socket, registry, ready, shutdown).await {
+                warn!(error = %e, "admin endpoint stopped");
+            }
+        });
+    }
+    for listener in listeners {
+        tracker.spawn(accept_loop(listener, state.clone(), tracker.clone()));
+    }
+    ready.store(true, Ordering::Relaxed);
+    info!(databases = state.databases.len(), roles = state.roles.borrow().len(), "proxy ready");
+
+    wait_for_signals(&config.resources, &roles_tx).await;
+    info!("shutting down: no new connections; draining running sessions");
+    ready.store(false, Ordering::Relaxed);
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        warn!("sessions still running after {DRAIN:?}; exiting anyway");
+    }
+    drop(state);
+    let _ = tokio::time::timeout(Duration::from_secs(2), audit_task).await;
+    Ok(())
+}
+
+async fn wait_for_signals(resources: &[PathBuf], roles_tx: &watch::Sender<Arc<Vec<crate::crd::AccessRole>>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match load_manifests(resources) {
+                Ok(m) => {
+                    info!(roles = m.roles.len(), "reloaded AccessRoles; running sessions are re-checked");
+                    roles_tx.send_replace(Arc::new(m.roles));
+                }
+                Err(e) => warn!(error = %e, "reload failed; keeping the AccessRoles in force"),
+            },
+        }
+    }
+}
+
+async fn accept_loop(listener: Listener, state: Arc<ProxyState>, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            a = listener.socket.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let session_id = super::new_session_id();
+        let span = info_span!("session", id = %session_id, client = %peer);
+        let (state, database) = (state.clone(), listener.database.clone());
+        tracker.spawn(postgres::serve(state, database, stream, peer, session_id).instrument(span));
+    }
+}
