@@ -75,7 +75,7 @@ impl CachedCredentials {
     }
 
     fn error(&self, e: CredentialsError) -> AwsError {
-        let detail = error_chain(&e);
+        let detail = sts_failure(&e).unwrap_or_else(|| error_chain(&e));
         match &self.what {
             Source::Chain => AwsError::NoCredentials { detail, source: e },
             Source::AssumeRole { role_arn, external_id, .. } => {
@@ -109,6 +109,27 @@ impl ProvideCredentials for NoCredentialSource {
     {
         future::ProvideCredentials::ready(Err(CredentialsError::not_loaded("no credential provider is configured")))
     }
+}
+
+/// Describes an STS AssumeRole failure by its HTTP status, error code and message, when the
+/// error chain holds one.
+fn sts_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(SdkError::ServiceError(ctx)) = err.downcast_ref::<SdkError<AssumeRoleError>>() {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code().map(str::to_owned).unwrap_or_else(|| match status {
+                403 => "AccessDenied".into(),
+                s => format!("HTTP {s}"),
+            });
+            let message = ctx.err().message().unwrap_or("no message");
+            return Some(format!("STS answered HTTP {status} {code}: {message}"));
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// Joins an error and its sources into one line.

@@ -106,7 +106,9 @@ impl Postgres {
         let data = root.join("data");
         let socket_dir = root.join("sock");
         std::fs::create_dir_all(&socket_dir).unwrap();
-        run_ok(Command::new("chown").args(["postgres:postgres"]).arg(&socket_dir));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        run_ok(Command::new("chown").args(["postgres:postgres"]).arg(&socket_dir).arg(&data));
         run_ok(as_postgres(&pg_bin("initdb")).args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data).stdout(Stdio::null()));
 
         // Server certificate from a test CA, as RDS has from its regional CA.
@@ -153,13 +155,16 @@ impl Postgres {
         )
         .unwrap();
         let log = root.join("postgres.log");
+        std::fs::write(&log, "").unwrap();
+        run_ok(Command::new("chown").args(["postgres:postgres"]).arg(&log));
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off -c max_connections=1200 -c shared_buffers=64MB",
             socket_dir.display()
         );
         run_ok(as_postgres(&pg_bin("pg_ctl")).args(["-w", "-t", "30", "-D"]).arg(&data).arg("-l").arg(&log).args(["-o", &options, "start"]).stdout(Stdio::null()));
         let pg = Postgres { port, dir, ca_file, secrets_dir, pam_log, pam_service, data, socket_dir };
-        pg.sql("postgres", "CREATE ROLE app LOGIN; CREATE ROLE admin LOGIN; CREATE ROLE nobody LOGIN; CREATE DATABASE orders OWNER app;");
+        pg.sql("postgres", "CREATE ROLE app LOGIN; CREATE ROLE admin LOGIN; CREATE ROLE nobody LOGIN;");
+        pg.sql("postgres", "CREATE DATABASE orders OWNER app;");
         pg
     }
 
@@ -355,7 +360,7 @@ impl Proxy {
         std::fs::write(
             &config,
             format!(
-                "listeners: [{{address: '127.0.0.1:{port}', database: orders}}]\ntls: {{certFile: {ca}/server.crt, keyFile: {ca}/server.key, clientCaFile: {ca}/ca.crt}}\nadmin: {{address: '127.0.0.1:{admin_port}'}}\naudit: {{stdout: true, file: {}}}\naws: {{allowedEndpoints: ['127.0.0.1']}}\nresources: [{}]\nsecretsDir: {}\n",
+                "listeners: [{{address: '127.0.0.1:{port}', database: orders}}]\ntls: {{certFile: {ca}/server.crt, keyFile: {ca}/server.key, clientCaFile: {ca}/ca.crt}}\nadmin: {{address: '127.0.0.1:{admin_port}'}}\naudit: {{stdout: true, file: {}}}\naws: {{allowedEndpoints: ['127.0.0.1']}}\nresources: [{}]\nsecretsDir: {}\nlimits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n",
                 audit_file.display(),
                 manifests.display(),
                 setup.pg.secrets_dir.display(),

@@ -1,0 +1,230 @@
+//! Malformed and hostile traffic against the PostgreSQL listener: each gets an ErrorResponse
+//! or a close, never a panic or a hang, and the proxy keeps serving others.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::*;
+
+const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
+kind: AccessRole
+metadata: {name: developers}
+spec:
+  subjects: [{kind: Group, name: dev}]
+  allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}
+";
+
+/// Reads until EOF or timeout; returns the bytes and whether the peer closed.
+fn read_all(stream: &mut impl Read, limit: Duration) -> (Vec<u8>, bool) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+fn raw(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s
+}
+
+/// The text of the first ErrorResponse in `bytes`, if any.
+fn error_text(bytes: &[u8]) -> Option<String> {
+    let pos = bytes.iter().position(|&b| b == b'E')?;
+    Some(String::from_utf8_lossy(&bytes[pos..]).into_owned())
+}
+
+fn startup(version: u32, params: &[u8]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    body.extend_from_slice(params);
+    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+fn tls_client(pki: &ProxyPki, id: Option<&ClientIdentity>, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.crt")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match id {
+        Some(id) => {
+            let certs = CertificateDer::pem_file_iter(id.files.cert()).unwrap().map(|c| c.unwrap()).collect();
+            let key = PrivateKeyDer::from_pem_file(id.files.key()).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut tcp = raw(port);
+    tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut s = [0u8; 1];
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.read_exact(&mut s).unwrap();
+    assert_eq!(&s, b"S");
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+#[test]
+fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pg = shared_postgres();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let proxy = Proxy::start(
+        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info" },
+        &pki,
+    );
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let port = proxy.port;
+
+    // (what, bytes, expected text in an ErrorResponse or None for "closed")
+    let plain_startup = startup(196_608, b"user\0app\0database\0orders\0\0");
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("length 2^31", vec![0x80, 0, 0, 0, 4, 210, 22, 47], Some("invalid message length")),
+        ("oversized startup packet", [&20_000u32.to_be_bytes()[..], &[0u8; 64]].concat(), Some("invalid message length")),
+        ("length shorter than its header", vec![0, 0, 0, 3], Some("invalid message length")),
+        ("unknown protocol version", startup(0x0002_0000, b"\0"), Some("unsupported frontend protocol 2.0")),
+        ("protocol 4", startup(0x0004_0000, b"user\0x\0\0"), Some("unsupported frontend protocol 4.0")),
+        ("plaintext startup message", plain_startup, Some("requires TLS with a client certificate")),
+        ("GSSENCRequest", vec![0, 0, 0, 8, 4, 210, 22, 48], Some("GSSAPI encryption is not supported")),
+        ("invalid UTF-8 in parameters", startup(196_608, b"user\0\xff\xfe\0\0"), Some("not UTF-8")),
+        ("truncated startup packet then close", vec![0, 0], None),
+        ("random bytes", (0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect(), Some("")),
+    ];
+    for (what, bytes, expect) in cases {
+        let mut s = raw(port);
+        s.write_all(&bytes).unwrap();
+        if expect.is_none() {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+        let (got, closed) = read_all(&mut s, Duration::from_secs(6));
+        assert!(closed, "{what}: the proxy neither answered nor closed within 6 s");
+        if let Some(needle) = expect {
+            let err = error_text(&got).unwrap_or_else(|| panic!("{what}: no ErrorResponse, got {got:?}"));
+            assert!(err.contains(needle), "{what}: {err}");
+        }
+    }
+
+    // A client that sends half a header and then nothing is cut off by the handshake timeout.
+    let mut slow = raw(port);
+    slow.write_all(&[0, 0]).unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_all(&mut slow, Duration::from_secs(8));
+    assert!(closed && started.elapsed() >= Duration::from_secs(2), "slow client: closed={closed} after {:?}", started.elapsed());
+
+    // SSLRequest, then garbage instead of a TLS ClientHello.
+    let mut s = raw(port);
+    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    s.write_all(b"\x16\x03\x01\xff\xffthis is not TLS at all").unwrap();
+    let (_, closed) = read_all(&mut s, Duration::from_secs(6));
+    assert!(closed, "garbage after SSLRequest must be closed");
+
+    // TLS without a client certificate: a PostgreSQL error over TLS.
+    let mut tls = tls_client(&pki, None, port);
+    tls.write_all(&startup(196_608, b"user\0app\0\0")).unwrap();
+    let (got, _) = read_all(&mut tls, Duration::from_secs(5));
+    let err = error_text(&got).expect("ErrorResponse for a missing certificate");
+    assert!(err.contains("a client certificate is required"), "{err}");
+
+    // Inside TLS with a valid certificate: random bytes, then invalid UTF-8 parameters.
+    let mut tls = tls_client(&pki, Some(&alice), port);
+    tls.write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    let (got, closed) = read_all(&mut tls, Duration::from_secs(5));
+    assert!(closed, "random bytes after TLS");
+    assert!(error_text(&got).is_some_and(|e| e.contains("invalid")), "{got:?}");
+    let mut tls = tls_client(&pki, Some(&alice), port);
+    tls.write_all(&startup(196_608, b"user\0app\0database\0\xc3\x28\0\0")).unwrap();
+    let (got, _) = read_all(&mut tls, Duration::from_secs(5));
+    assert!(error_text(&got).is_some_and(|e| e.contains("not UTF-8")), "{got:?}");
+
+    // Expired and foreign certificates.
+    let expired = expired_certificate(&pki, dir.path());
+    let t = text(&psql(&proxy.conninfo(&expired, "app", "orders"), &["-c", "select 1"]));
+    assert!(t.contains("your client certificate has expired"), "{t}");
+    let foreign_pki = ProxyPki::new(&dir.path().join("foreign"));
+    let foreign = foreign_pki.client("mallory", "alice", &["dev"], None, Duration::from_secs(3600));
+    let mut info = proxy.conninfo(&foreign, "app", "orders");
+    info = info.replace(foreign.files.ca().to_str().unwrap(), pki.dir.join("ca.crt").to_str().unwrap());
+    let t = text(&psql(&info, &["-c", "select 1"]));
+    assert!(t.contains("not issued by this proxy's client CA"), "{t}");
+
+    // Still serving, still alive.
+    let out = psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select 41 + 1"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), proxy.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
+}
+
+#[test]
+fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pg = shared_postgres();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let proxy = Proxy::start(
+        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info" },
+        &pki,
+    );
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let mut tls = tls_client(&pki, Some(&alice), proxy.port);
+    tls.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0")).unwrap();
+    // Wait for ReadyForQuery, then send a message whose length lies (2^31 - 1).
+    let (got, _) = read_all_until(&mut tls, b'Z', Duration::from_secs(10));
+    assert!(got.contains(&b'Z'), "no ReadyForQuery: {got:?}");
+    tls.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b's']).unwrap();
+    let (_, closed) = read_all(&mut tls, Duration::from_secs(6));
+    assert!(closed, "a lying length ends the session");
+    let out = psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select 1"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn read_all_until(stream: &mut impl Read, tag: u8, limit: Duration) -> (Vec<u8>, bool) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit && !out.contains(&tag) {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+/// A client certificate from the proxy's CA that expired an hour ago.
+fn expired_certificate(pki: &ProxyPki, dir: &std::path::Path) -> ClientIdentity {
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.dir.join("ca.crt")).unwrap(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(3);
+    params.not_after = now - time::Duration::hours(1);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let files = portcullis::pki::ClientFiles::new(dir.join("expired"));
+    let issued = portcullis::pki::Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+    files.write(&issued, &std::fs::read_to_string(pki.dir.join("ca.crt")).unwrap()).unwrap();
+    ClientIdentity { files }
+}
