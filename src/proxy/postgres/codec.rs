@@ -275,3 +275,36 @@ mod tests {
         assert_eq!(message_header([b'Q', 0, 0, 0, 9], 100), Ok((b'Q', 5)));
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    //! Pseudo-random inputs through every decoder: errors are fine, panics are not. (The
+    //! `fuzz/` targets do this coverage-guided; this keeps a cheap version in every test run.)
+    use super::*;
+
+    #[test]
+    fn random_bytes_never_panic_the_decoders() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if next() % 3 == 0 && bytes.len() >= 4 {
+                bytes[..4].copy_from_slice(&[0, 3, 0, 0]);
+            }
+            let _ = decode_startup(&bytes);
+            let _ = decode_error_fields(&bytes);
+            if bytes.len() >= 5 {
+                let _ = message_header(bytes[..5].try_into().unwrap(), 1 << 20);
+                let _ = startup_length(bytes[..4].try_into().unwrap());
+            }
+            let mut scanner = crate::proxy::postgres::scanner::ClientScanner::new(true);
+            let _ = scanner.feed(&bytes, &mut Vec::new());
+        }
+    }
+}

@@ -1,0 +1,39 @@
+# Installs what the demo and the tests need on a fresh Debian machine (run as root):
+# PostgreSQL server and client, PgBouncer, the Python AWS emulator and SDK, and checks for
+# Rust and Go. Sourced by scripts/demo.sh and scripts/test.sh; idempotent and quick when
+# everything is present.
+
+portcullis_need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: run as root: the tests start PostgreSQL as the 'postgres' user and install a PAM service in /etc/pam.d" >&2
+    exit 1
+  fi
+}
+
+portcullis_install_deps() {
+  local missing=()
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || [ -x /usr/lib/postgresql/16/bin/postgres ] || [ -x /usr/lib/postgresql/17/bin/postgres ] || missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  [ -e /usr/lib/x86_64-linux-gnu/security/pam_exec.so ] || [ -e /lib/x86_64-linux-gnu/security/pam_exec.so ] || missing+=(libpam-modules)
+  command -v runuser >/dev/null || missing+=(util-linux)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq
+    # Do not let the package start a cluster of its own.
+    mkdir -p /etc/postgresql-common
+    grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  id postgres >/dev/null 2>&1 || { echo "error: no 'postgres' user after installing PostgreSQL" >&2; exit 1; }
+  if ! python3 -c 'import moto, boto3, botocore, requests, flask' 2>/dev/null || ! command -v moto_server >/dev/null; then
+    echo "installing Python packages: moto[server] boto3" >&2
+    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests
+  fi
+  command -v cargo >/dev/null || { echo "error: Rust (cargo) is required" >&2; exit 1; }
+  command -v go >/dev/null || { echo "error: Go is required (it builds the test-only token checker)" >&2; exit 1; }
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis/target}"
+  export GOFLAGS="${GOFLAGS:--mod=readonly}"
+  export GOTOOLCHAIN=local
+}

@@ -1,0 +1,90 @@
+//! The command line: CRD generation and drift detection, local PKI commands, config checks.
+
+use std::process::Command;
+
+fn portcullis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("run portcullis");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn committed_crds_match_the_generated_ones_and_drift_is_detected() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let (ok, text) = output(portcullis().args(["crd", "--check", "--out-dir"]).arg(format!("{repo}/crds")));
+    assert!(ok, "crds/ is stale: {text}");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _) = output(portcullis().args(["crd", "--out-dir"]).arg(dir.path()));
+    assert!(ok);
+    let db = dir.path().join("databases.portcullis.io.yaml");
+    let yaml = std::fs::read_to_string(&db).unwrap();
+    assert!(yaml.contains("shortNames:\n    - db"), "{yaml}");
+    assert!(yaml.contains("x-kubernetes-validations"), "the endpoint rule is in the schema");
+    std::fs::write(&db, yaml.replace("The wire protocol", "A wire protocol")).unwrap();
+    let (ok, text) = output(portcullis().args(["crd", "--check", "--out-dir"]).arg(dir.path()));
+    assert!(!ok && text.contains("CRDs out of date") && text.contains("databases.portcullis.io.yaml"), "{text}");
+}
+
+#[test]
+fn ca_init_and_cert_issue_write_files_psql_can_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (ok, text) = output(portcullis().args(["ca", "init", "--dir"]).arg(&ca));
+    assert!(ok, "{text}");
+    let (ok, text) = output(portcullis().args(["ca", "init", "--dir"]).arg(&ca));
+    assert!(!ok && text.contains("--force"), "an existing CA is not overwritten silently: {text}");
+    let out = dir.path().join("alice");
+    let (ok, text) = output(
+        portcullis()
+            .args(["cert", "issue", "--ca-dir"])
+            .arg(&ca)
+            .args(["--user", "alice", "--group", "dev", "--group", "ops", "--ttl", "2h", "--database", "orders", "--out"])
+            .arg(&out),
+    );
+    assert!(ok, "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("client.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "libpq refuses keys readable by others");
+    let der = rustls::pki_types::pem::PemObject::from_pem_file(out.join("client.crt")).map(|c: rustls::pki_types::CertificateDer<'static>| c.to_vec()).unwrap();
+    let id = portcullis::authz::identity_from_certificate(&der).unwrap();
+    assert_eq!((id.user.as_str(), id.groups.len()), ("alice", 2));
+    assert_eq!(id.route.unwrap().database.as_deref(), Some("orders"));
+    let (ok, text) = output(portcullis().args(["cert", "issue", "--ca-dir"]).arg(dir.path().join("missing")).args(["--user", "x"]));
+    assert!(!ok && text.contains("portcullis ca init"), "{text}");
+    let (ok, text) = output(portcullis().args(["cert", "issue", "--ca-dir"]).arg(&ca).args(["--user", "x", "--ttl", "1s", "--out"]).arg(dir.path().join("x")));
+    assert!(!ok && text.contains("between 1 minute and 1 year"), "{text}");
+}
+
+#[test]
+fn proxy_check_names_the_file_document_and_field_of_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("proxy.yaml"), "listeners: [{address: '127.0.0.1:6432'}]\ntls: {certFile: a, keyFile: b, clientCaFile: c}\nresources: [db.yaml]\n").unwrap();
+    std::fs::write(p.join("db.yaml"), "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {name: orders}\nspec: {protocol: postgres, endpoint: db.x.us-east-1.rds.amazonaws.com, tls: {mode: verify-all}}\n").unwrap();
+    let (ok, text) = output(portcullis().args(["proxy", "--check", "--config"]).arg(p.join("proxy.yaml")));
+    assert!(!ok);
+    assert!(text.contains("db.yaml: document 1 (Database \"orders\"): spec.tls.mode"), "{text}");
+    assert!(text.contains("verify-all"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    std::fs::write(p.join("db.yaml"), "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {name: orders}\nspec: {protocol: postgres, endpoint: db.x.us-east-1.rds.amazonaws.com}\n").unwrap();
+    let (ok, text) = output(portcullis().args(["proxy", "--check", "--config"]).arg(p.join("proxy.yaml")));
+    assert!(ok, "{text}");
+    assert!(text.contains("1 Database(s)"), "{text}");
+    // Serving needs the TLS files: a missing one is named.
+    let (ok, text) = output(portcullis().args(["proxy", "--config"]).arg(p.join("proxy.yaml")).env("AWS_EC2_METADATA_DISABLED", "true"));
+    assert!(!ok && text.contains("cannot read the server certificate") && text.contains(&p.join("a").display().to_string()), "{text}");
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let (ok, text) = output(portcullis().arg("--help"));
+    assert!(ok);
+    for sub in ["proxy", "crd", "ca", "cert"] {
+        assert!(text.contains(sub), "{text}");
+    }
+    let (_, text) = output(portcullis().args(["cert", "issue", "--help"]));
+    assert!(text.contains("--db-user") && text.contains("Common Name"), "{text}");
+}
