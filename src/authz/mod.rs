@@ -122,6 +122,19 @@ pub fn authorize(identity: &Identity, request: &Request<'_>, roles: &[AccessRole
     }
 }
 
+/// The `allow` rule sets of every role in the database's namespace that match the database
+/// itself (whoever the subjects are): what could ever be granted on it.
+pub fn allow_rules_for<'a>(database: &DatabaseRef<'_>, roles: &'a [AccessRole]) -> Vec<&'a RuleSet> {
+    roles
+        .iter()
+        .filter(|r| r.metadata.namespace.as_deref().unwrap_or("default") == database.namespace)
+        .filter_map(|r| r.spec.allow.as_ref())
+        .filter(|a| {
+            (a.database_selector.as_ref().is_some_and(|s| s.matches(database.labels))) || list_matches(&a.databases, database.name)
+        })
+        .collect()
+}
+
 /// `namespace/name` of a role.
 pub fn role_name(role: &AccessRole) -> String {
     format!("{}/{}", role.metadata.namespace.as_deref().unwrap_or("default"), role.metadata.name.as_deref().unwrap_or(""))

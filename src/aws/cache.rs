@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use aws_types::region::Region;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::AwsError;
+use super::{AwsError, Hop};
 
 /// Refresh credentials this long before they expire.
 const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
@@ -27,7 +27,7 @@ pub struct CachedCredentials {
 #[derive(Debug, Clone)]
 enum Source {
     Chain,
-    AssumeRole { role_arn: String, external_id: Option<String>, region: String, sdk: SdkConfig, base: Arc<CachedCredentials> },
+    AssumeRole { hop: Hop, external_id: Option<String>, region: String, sdk: SdkConfig, base: Arc<CachedCredentials> },
 }
 
 impl CachedCredentials {
@@ -36,19 +36,21 @@ impl CachedCredentials {
         Self { provider: OnceCell::new_with(Some(provider)), what: Source::Chain, current: Mutex::new(None) }
     }
 
-    /// Caches the role `role_arn` assumed from `base` (with the external ID, when given).
-    pub fn assume_role(base: Arc<CachedCredentials>, role_arn: String, external_id: Option<String>, region: String, sdk: SdkConfig) -> Self {
-        Self { provider: OnceCell::new(), what: Source::AssumeRole { role_arn, external_id, region, sdk, base }, current: Mutex::new(None) }
+    /// Caches the role of `hop` assumed from `base` (with the external ID, when given).
+    /// Sessions last one hour, the limit of chained roles.
+    pub fn assume_role(base: Arc<CachedCredentials>, hop: Hop, external_id: Option<String>, region: String, sdk: SdkConfig) -> Self {
+        Self { provider: OnceCell::new(), what: Source::AssumeRole { hop, external_id, region, sdk, base }, current: Mutex::new(None) }
     }
 
     async fn provider(&self) -> &SharedCredentialsProvider {
         self.provider
             .get_or_init(|| async {
-                let Source::AssumeRole { role_arn, external_id, region, sdk, base } = &self.what else {
+                let Source::AssumeRole { hop, external_id, region, sdk, base } = &self.what else {
                     unreachable!("the default chain's provider is set at construction")
                 };
-                let mut builder = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
-                    .session_name("portcullis")
+                let mut builder = aws_config::sts::AssumeRoleProvider::builder(hop.role_arn.clone())
+                    .session_name(hop.session_name.clone())
+                    .session_length(std::time::Duration::from_secs(3600))
                     .region(Region::new(region.clone()))
                     .configure(sdk);
                 if let Some(id) = external_id {
@@ -78,8 +80,8 @@ impl CachedCredentials {
         let detail = sts_failure(&e).unwrap_or_else(|| error_chain(&e));
         match &self.what {
             Source::Chain => AwsError::NoCredentials { detail, source: e },
-            Source::AssumeRole { role_arn, external_id, .. } => {
-                AwsError::AssumeRole { role_arn: role_arn.clone(), external_id: external_id.clone(), detail }
+            Source::AssumeRole { hop, external_id, .. } => {
+                AwsError::AssumeRole { role_arn: hop.role_arn.clone(), external_id: external_id.clone(), detail }
             }
         }
     }

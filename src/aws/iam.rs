@@ -1,0 +1,240 @@
+//! IAM policy documents: the least-privilege policy of the proxy's identity for a set of
+//! `Database`s and `AccessRole`s, split to fit AWS size limits, and the IRSA trust policy.
+
+use serde_json::{Value, json};
+
+use super::endpoint::region_from_rds_host;
+use super::roles::{partition_of, role_arn};
+use crate::authz::{DatabaseRef, allow_rules_for};
+use crate::crd::{AccessRole, Database, Protocol};
+
+/// Where a policy will live, which decides its size limit (characters, white space excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyKind {
+    /// A customer managed policy: 6,144 characters.
+    Managed,
+    /// Inline policies of a role: 10,240 characters in total.
+    RoleInline,
+    /// Inline policies of a user: 2,048 characters in total.
+    UserInline,
+}
+
+impl PolicyKind {
+    /// The limit in characters.
+    pub fn limit(self) -> usize {
+        match self {
+            PolicyKind::Managed => 6_144,
+            PolicyKind::RoleInline => 10_240,
+            PolicyKind::UserInline => 2_048,
+        }
+    }
+}
+
+/// Generated documents and what the user should know about them.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    /// One or more policy documents, each within the limit.
+    pub documents: Vec<Value>,
+    /// Warnings (wildcards used for unknown identifiers, splits, …).
+    pub warnings: Vec<String>,
+}
+
+/// Options of policy generation.
+#[derive(Debug, Clone)]
+pub struct PolicyOptions {
+    /// The size limit to respect.
+    pub kind: PolicyKind,
+    /// Grant `sts:AssumeRole` on roles carrying this tag (`key`, `value`) instead of listing them.
+    pub role_tag: Option<(String, String)>,
+}
+
+/// The characters IAM counts: the document without white space outside strings.
+pub fn policy_size(doc: &Value) -> usize {
+    serde_json::to_string(doc).map(|s| s.len()).unwrap_or(0)
+}
+
+/// Builds the proxy identity's least-privilege policy for `databases` given `roles`.
+pub fn proxy_policy(databases: &[Database], roles: &[AccessRole], options: &PolicyOptions) -> PolicySet {
+    let mut warnings = Vec::new();
+    let mut connect = Vec::new();
+    let mut assume = Vec::new();
+    let mut describe = Vec::new();
+    let mut modify = Vec::new();
+    for db in databases {
+        let name = db.metadata.name.clone().unwrap_or_default();
+        let namespace = db.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let spec = &db.spec;
+        let host = spec.endpoint.as_deref().map(|e| e.split(':').next().unwrap_or(e)).unwrap_or("");
+        let region = spec.aws.region.clone().or_else(|| region_from_rds_host(host)).unwrap_or_else(|| "*".into());
+        let partition = partition_of(&region);
+        let account = spec.aws.account_id.clone().unwrap_or_else(|| {
+            warnings.push(format!("Database {namespace}/{name}: spec.aws.accountId is not set; `*` is used for the account"));
+            "*".into()
+        });
+        let labels = db.metadata.labels.clone().unwrap_or_default();
+        let reference = DatabaseRef { namespace: &namespace, name: &name, labels: &labels };
+        let mut db_users: Vec<String> = allow_rules_for(&reference, roles).into_iter().flat_map(|r| r.db_users.clone()).collect();
+        db_users.sort();
+        db_users.dedup();
+        if db_users.is_empty() {
+            warnings.push(format!("Database {namespace}/{name}: no AccessRole allows any db user; nothing to grant"));
+        }
+        if let Some(first) = &spec.aws.assume_role_arn {
+            assume.push(first.clone());
+        }
+        match spec.protocol {
+            Protocol::Postgres | Protocol::Mysql => {
+                let resource_id = spec.aws.rds.as_ref().and_then(|r| r.resource_id.clone()).unwrap_or_else(|| {
+                    warnings.push(format!("Database {namespace}/{name}: spec.aws.rds.resourceId is not set; rds-db:connect uses `*` for it"));
+                    "*".into()
+                });
+                let target = if spec.aws.assume_role_arn.is_some() { &mut Vec::new() } else { &mut connect };
+                for user in &db_users {
+                    target.push(format!("arn:{partition}:rds-db:{region}:{account}:dbuser:{resource_id}/{user}"));
+                }
+                if spec.aws.assume_role_arn.is_some() {
+                    warnings.push(format!(
+                        "Database {namespace}/{name}: rds-db:connect belongs in the policy of {} (the proxy assumes it)",
+                        spec.aws.assume_role_arn.as_deref().unwrap_or_default()
+                    ));
+                }
+            }
+            Protocol::Mongodb | Protocol::Dynamodb => {
+                for user in db_users.iter().filter(|u| *u != "*") {
+                    match role_arn(user, partition, &account) {
+                        Ok(arn) => assume.push(arn),
+                        Err(e) => warnings.push(format!("Database {namespace}/{name}: db user {user:?}: {e}")),
+                    }
+                }
+                if db_users.iter().any(|u| u == "*") {
+                    warnings.push(format!("Database {namespace}/{name}: dbUsers has `*`; use --role-tag to grant sts:AssumeRole by tag"));
+                }
+            }
+        }
+        if let Some(rds) = &spec.aws.rds {
+            if let Some(id) = &rds.instance_id {
+                let arn = format!("arn:{partition}:rds:{region}:{account}:db:{id}");
+                describe.push(arn.clone());
+                if spec.aws.enable_iam_auth {
+                    modify.push(("rds:ModifyDBInstance", arn));
+                }
+            }
+            if let Some(id) = &rds.cluster_id {
+                let arn = format!("arn:{partition}:rds:{region}:{account}:cluster:{id}");
+                describe.push(arn.clone());
+                if spec.aws.enable_iam_auth {
+                    modify.push(("rds:ModifyDBCluster", arn));
+                }
+            }
+        } else if matches!(spec.protocol, Protocol::Postgres | Protocol::Mysql | Protocol::Mongodb) {
+            describe.push("*".into());
+            if spec.aws.enable_iam_auth {
+                warnings.push(format!("Database {namespace}/{name}: enableIamAuth needs spec.aws.rds.instanceId or clusterId to grant ModifyDB* narrowly"));
+            }
+        }
+    }
+    let mut statements = Vec::new();
+    for chunk in dedup(connect).chunks(50) {
+        statements.push(json!({"Sid": "ConnectAsDbUsers", "Effect": "Allow", "Action": "rds-db:connect", "Resource": chunk}));
+    }
+    let assume = dedup(assume);
+    if let Some((key, value)) = &options.role_tag {
+        statements.push(json!({"Sid": "AssumeTaggedRoles", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*",
+            "Condition": {"StringEquals": {format!("aws:ResourceTag/{key}"): value}}}));
+    } else {
+        for chunk in assume.chunks(50) {
+            statements.push(json!({"Sid": "AssumeDatabaseRoles", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": chunk}));
+        }
+    }
+    let describe = dedup(describe);
+    if !describe.is_empty() {
+        let resource: Value = if describe.iter().any(|d| d == "*") { json!("*") } else { json!(describe) };
+        statements.push(json!({"Sid": "DescribeDatabases", "Effect": "Allow",
+            "Action": ["rds:DescribeDBInstances", "rds:DescribeDBClusters"], "Resource": resource}));
+    }
+    for (action, arn) in modify {
+        statements.push(json!({"Sid": "EnableIamAuth", "Effect": "Allow", "Action": action, "Resource": arn}));
+    }
+    let documents = split(statements, options.kind.limit(), &mut warnings);
+    PolicySet { documents, warnings }
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn document(statements: Vec<Value>) -> Value {
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// Packs statements into as few documents as fit `limit`, splitting long resource lists.
+fn split(statements: Vec<Value>, limit: usize, warnings: &mut Vec<String>) -> Vec<Value> {
+    let whole = document(statements.clone());
+    if policy_size(&whole) <= limit {
+        return vec![whole];
+    }
+    let total = policy_size(&whole);
+    let mut pieces = Vec::new();
+    for st in statements {
+        let resources = st.get("Resource").and_then(Value::as_array).cloned();
+        match resources {
+            Some(list) if policy_size(&document(vec![st.clone()])) > limit && list.len() > 1 => {
+                let (a, b) = list.split_at(list.len() / 2);
+                let mut left = st.clone();
+                left["Resource"] = json!(a);
+                let mut right = st.clone();
+                right["Resource"] = json!(b);
+                pieces.extend(split_statement(left, limit));
+                pieces.extend(split_statement(right, limit));
+            }
+            _ => pieces.push(st),
+        }
+    }
+    let mut docs: Vec<Vec<Value>> = vec![Vec::new()];
+    for st in pieces {
+        let mut candidate = docs.last().cloned().unwrap_or_default();
+        candidate.push(st.clone());
+        if policy_size(&document(candidate.clone())) <= limit || docs.last().is_some_and(Vec::is_empty) {
+            *docs.last_mut().unwrap_or(&mut Vec::new()) = candidate;
+        } else {
+            docs.push(vec![st]);
+        }
+    }
+    warnings.push(format!(
+        "the policy would be {total} characters, over the {limit}-character limit: split into {} documents. To shrink it, give \
+         groups of databases their own spec.aws.assumeRoleArn, or grant sts:AssumeRole by tag (--role-tag)",
+        docs.len()
+    ));
+    docs.into_iter().map(document).collect()
+}
+
+fn split_statement(st: Value, limit: usize) -> Vec<Value> {
+    split(vec![st], limit, &mut Vec::new()).into_iter().flat_map(|d| d["Statement"].as_array().cloned().unwrap_or_default()).collect()
+}
+
+/// The IRSA trust policy: the cluster's OIDC provider may assume the role for one ServiceAccount.
+pub fn irsa_trust_policy(oidc_provider_arn: &str, namespace: &str, service_account: &str) -> Result<Value, String> {
+    let issuer = oidc_provider_arn
+        .split_once(":oidc-provider/")
+        .map(|(_, issuer)| issuer.to_owned())
+        .filter(|i| !i.is_empty() && oidc_provider_arn.starts_with("arn:"))
+        .ok_or_else(|| format!("{oidc_provider_arn:?} is not an OIDC provider ARN (arn:aws:iam::ACCOUNT:oidc-provider/oidc.eks.REGION.amazonaws.com/id/ID)"))?;
+    Ok(json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": oidc_provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                format!("{issuer}:sub"): format!("system:serviceaccount:{namespace}:{service_account}"),
+                format!("{issuer}:aud"): "sts.amazonaws.com"
+            }}
+        }]
+    }))
+}
+
+#[cfg(test)]
+#[path = "iam_tests.rs"]
+mod tests;
