@@ -35,6 +35,76 @@ pub enum Command {
     /// Issue client certificates (standalone mode).
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Check the whole chain: AWS credentials, caller identity, assume-role hops, IMDS, and
+    /// each database's network path, TLS certificate and IAM authentication. Exits non-zero
+    /// when a check fails.
+    Doctor(DoctorArgs),
+    /// Print IAM policy documents for the proxy's identity.
+    #[command(subcommand)]
+    Iam(IamCommand),
+}
+
+/// `portcullis doctor`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["config", "manifests"]))]
+pub struct DoctorArgs {
+    /// A standalone proxy configuration: its Database manifests and secretsDir are checked.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Database manifests (files or directories) to check, instead of --config.
+    #[arg(long, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// Where `spec.tls.caSecretRef` is looked up with --manifests (`<dir>/<secret>/<key>`).
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
+    /// Time allowed for each network check.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// How reports are printed.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A table with remedies.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// `portcullis iam …`.
+#[derive(Debug, Subcommand)]
+pub enum IamCommand {
+    /// The least-privilege policy for the proxy's identity, for a set of Database and
+    /// AccessRole manifests: rds-db:connect per db user, RDS describe actions, rds:ModifyDB*
+    /// only where enableIamAuth is set, sts:AssumeRole on the roles it needs. Split into
+    /// several documents when it would pass the size limit.
+    Policy {
+        /// Database and AccessRole manifests (files or directories).
+        #[arg(long, required = true, num_args = 1..)]
+        manifests: Vec<PathBuf>,
+        /// Where the policy will be attached (decides the size limit).
+        #[arg(long, value_enum, default_value_t = crate::aws::iam::PolicyKind::Managed)]
+        kind: crate::aws::iam::PolicyKind,
+        /// Grant sts:AssumeRole on roles with this tag (`key=value`) instead of listing them.
+        #[arg(long)]
+        role_tag: Option<String>,
+    },
+    /// The IRSA trust policy letting one Kubernetes ServiceAccount assume the proxy's role.
+    TrustPolicy {
+        /// The cluster's IAM OIDC provider ARN
+        /// (arn:aws:iam::ACCOUNT:oidc-provider/oidc.eks.REGION.amazonaws.com/id/ID).
+        #[arg(long)]
+        oidc_provider_arn: String,
+        /// The ServiceAccount's namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The ServiceAccount's name.
+        #[arg(long)]
+        service_account: String,
+    },
 }
 
 /// `portcullis proxy`.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::authz::Route;
-use crate::cli::{CaCommand, CertCommand, Command, CrdArgs, IssueArgs, ProxyArgs};
+use crate::cli::{CaCommand, CertCommand, Command, CrdArgs, DoctorArgs, IamCommand, IssueArgs, OutputFormat, ProxyArgs};
 use crate::pki::{CaFiles, ClientFiles};
 
 /// Runs a subcommand.
@@ -23,7 +23,53 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cert(CertCommand::Issue(args)) => issue(args),
+        Command::Doctor(args) => doctor(args).await,
+        Command::Iam(cmd) => iam(cmd),
     }
+}
+
+async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let (paths, secrets) = match &args.config {
+        Some(path) => {
+            let config = crate::standalone::ProxyConfig::load(path)?;
+            (config.resources, config.secrets_dir.or(args.secrets_dir))
+        }
+        None => (args.manifests.clone(), args.secrets_dir),
+    };
+    let manifests = crate::standalone::load_manifests(&paths)?;
+    let checks = crate::doctor::run(&manifests.databases, secrets.as_deref(), args.timeout).await;
+    match args.output {
+        OutputFormat::Table => print!("{}", crate::doctor::render_table(&checks)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
+    }
+    let failed = checks.iter().any(|c| c.status == crate::doctor::Status::Fail);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn iam(cmd: IamCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        IamCommand::Policy { manifests, kind, role_tag } => {
+            let role_tag = match role_tag {
+                Some(t) => Some(t.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).context("--role-tag takes key=value")?),
+                None => None,
+            };
+            let m = crate::standalone::load_manifests(&manifests)?;
+            let set = crate::aws::iam::proxy_policy(&m.databases, &m.roles, &crate::aws::iam::PolicyOptions { kind, role_tag });
+            for w in &set.warnings {
+                eprintln!("warning: {w}");
+            }
+            if set.documents.len() == 1 {
+                println!("{}", serde_json::to_string_pretty(&set.documents[0])?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&set.documents)?);
+            }
+        }
+        IamCommand::TrustPolicy { oidc_provider_arn, namespace, service_account } => {
+            let doc = crate::aws::iam::irsa_trust_policy(&oidc_provider_arn, &namespace, &service_account).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {

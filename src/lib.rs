@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod crd;
+pub mod doctor;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;

@@ -187,7 +187,7 @@ fn assume_role_goes_through_sts_and_a_wrong_external_id_is_refused() {
     assert!(!out.status.success());
     assert!(t.contains(&format!("sts:AssumeRole on {role} failed")) && t.contains("AccessDenied"), "{t}");
     assert!(t.contains("trust policy") && t.contains("sts:ExternalId"), "the checklist is shown: {t}");
-    assert!(!t.contains("ext-wrong"), "the external ID is not echoed: {t}");
+    assert!(t.contains("\"sts:ExternalId\": \"ext-wrong\"") && t.contains("arn:aws:iam::123456789012:user/proxy"), "both ARNs and the external ID condition are filled in: {t}");
     drop(proxy);
 
     // The right external ID gets temporary credentials from STS and a token is signed with

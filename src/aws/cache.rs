@@ -14,11 +14,12 @@ use tokio::sync::{Mutex, OnceCell};
 use super::{AwsError, Hop};
 
 /// Refresh credentials this long before they expire.
-const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+pub const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
 
 /// Caches the credentials of one provider (the default chain, or one assume-role chain).
 #[derive(Debug)]
 pub struct CachedCredentials {
+    refresh_ahead: Duration,
     provider: OnceCell<SharedCredentialsProvider>,
     what: Source,
     current: Mutex<Option<Credentials>>,
@@ -33,13 +34,13 @@ enum Source {
 impl CachedCredentials {
     /// Caches `provider` (the default chain).
     pub fn new(provider: SharedCredentialsProvider) -> Self {
-        Self { provider: OnceCell::new_with(Some(provider)), what: Source::Chain, current: Mutex::new(None) }
+        Self { refresh_ahead: REFRESH_AHEAD, provider: OnceCell::new_with(Some(provider)), what: Source::Chain, current: Mutex::new(None) }
     }
 
     /// Caches the role of `hop` assumed from `base` (with the external ID, when given).
     /// Sessions last one hour, the limit of chained roles.
-    pub fn assume_role(base: Arc<CachedCredentials>, hop: Hop, external_id: Option<String>, region: String, sdk: SdkConfig) -> Self {
-        Self { provider: OnceCell::new(), what: Source::AssumeRole { hop, external_id, region, sdk, base }, current: Mutex::new(None) }
+    pub fn assume_role(base: Arc<CachedCredentials>, hop: Hop, external_id: Option<String>, region: String, sdk: SdkConfig, refresh_ahead: Duration) -> Self {
+        Self { refresh_ahead, provider: OnceCell::new(), what: Source::AssumeRole { hop, external_id, region, sdk, base }, current: Mutex::new(None) }
     }
 
     async fn provider(&self) -> &SharedCredentialsProvider {
@@ -66,30 +67,41 @@ impl CachedCredentials {
     pub async fn get(&self) -> Result<Credentials, AwsError> {
         let mut current = self.current.lock().await;
         if let Some(creds) = current.as_ref() {
-            let fresh = creds.expiry().is_none_or(|exp| exp > SystemTime::now() + REFRESH_AHEAD);
+            let fresh = creds.expiry().is_none_or(|exp| exp > SystemTime::now() + self.refresh_ahead);
             if fresh {
                 return Ok(creds.clone());
             }
         }
-        let creds = self.provider().await.provide_credentials().await.map_err(|e| self.error(e))?;
+        let creds = match self.provider().await.provide_credentials().await {
+            Ok(c) => c,
+            Err(e) => return Err(self.error(e).await),
+        };
         *current = Some(creds.clone());
         Ok(creds)
     }
 
-    fn error(&self, e: CredentialsError) -> AwsError {
+    async fn error(&self, e: CredentialsError) -> AwsError {
         let detail = sts_failure(&e).unwrap_or_else(|| error_chain(&e));
         match &self.what {
             Source::Chain => AwsError::NoCredentials { detail, source: e },
-            Source::AssumeRole { hop, external_id, .. } => {
-                AwsError::AssumeRole { role_arn: hop.role_arn.clone(), external_id: external_id.clone(), detail }
+            Source::AssumeRole { hop, external_id, sdk, base, .. } => {
+                // Name the principal that tried, for the trust-policy checklist.
+                let caller = match Box::pin(base.get()).await {
+                    Ok(creds) => {
+                        let config = sdk.to_builder().credentials_provider(SharedCredentialsProvider::new(creds)).build();
+                        aws_sdk_sts::Client::new(&config).get_caller_identity().send().await.ok().and_then(|o| o.arn().map(str::to_owned))
+                    }
+                    Err(_) => None,
+                };
+                AwsError::AssumeRole { role_arn: hop.role_arn.clone(), caller, external_id: external_id.clone(), detail }
             }
         }
     }
 }
 
-/// A cache used as the base of another provider (an assume-role hop).
+/// A cache used as a provider (the base of an assume-role hop, or an SDK client's credentials).
 #[derive(Debug)]
-struct BaseHop(Arc<CachedCredentials>);
+pub(crate) struct BaseHop(pub(crate) Arc<CachedCredentials>);
 
 impl ProvideCredentials for BaseHop {
     fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>

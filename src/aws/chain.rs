@@ -109,7 +109,7 @@ impl ReportingChain {
                         }
                     }
                     report.attempts.push(Attempt { provider: name, outcome });
-                    result = Err(other);
+                    result = Err(CredentialsError::provider_error(format!("the default chain stopped at {name}: {}", report.describe())));
                     break;
                 }
             }

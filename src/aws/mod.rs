@@ -29,8 +29,8 @@ pub enum AwsError {
     #[error("no AWS credentials: {detail}")]
     NoCredentials { detail: String, #[source] source: aws_credential_types::provider::error::CredentialsError },
     /// STS refused or failed an AssumeRole call.
-    #[error("{}", assume_role_help(.role_arn, .external_id.as_deref(), .detail))]
-    AssumeRole { role_arn: String, external_id: Option<String>, detail: String },
+    #[error("{}", assume_role_help(.role_arn, .caller.as_deref(), .external_id.as_deref(), .detail))]
+    AssumeRole { role_arn: String, caller: Option<String>, external_id: Option<String>, detail: String },
     /// Signing the RDS token failed.
     #[error("cannot sign the RDS IAM auth token: {0}")]
     Sign(String),
@@ -42,12 +42,13 @@ pub enum AwsError {
     Endpoint(#[from] EndpointError),
 }
 
-fn assume_role_help(role_arn: &str, external_id: Option<&str>, detail: &str) -> String {
+fn assume_role_help(role_arn: &str, caller: Option<&str>, external_id: Option<&str>, detail: &str) -> String {
+    let who = caller.unwrap_or("the proxy's identity");
     let ext = external_id
-        .map(|_| "\n  - the trust policy's sts:ExternalId condition equals the externalId in the Database (the value is not shown here)")
-        .unwrap_or("");
+        .map(|id| format!("\n  - the trust policy's statement has the condition {{\"StringEquals\": {{\"sts:ExternalId\": \"{id}\"}}}}, the externalId of the Database"))
+        .unwrap_or_default();
     format!(
-        "sts:AssumeRole on {role_arn} failed: {detail}\nCheck:\n  - the role's trust policy allows the proxy's identity as Principal with Action sts:AssumeRole{ext}\n  - the proxy's identity has an IAM policy allowing sts:AssumeRole on {role_arn}\n  - no permissions boundary or SCP denies sts:AssumeRole"
+        "sts:AssumeRole on {role_arn} failed: {detail}\nCheck:\n  - the trust policy of {role_arn} allows {{\"Principal\": {{\"AWS\": \"{who}\"}}, \"Action\": \"sts:AssumeRole\"}}{ext}\n  - {who} has an IAM policy allowing sts:AssumeRole on {role_arn}\n  - no permissions boundary or SCP denies sts:AssumeRole to {who}"
     )
 }
 
@@ -60,10 +61,27 @@ pub struct Hop {
     pub session_name: String,
 }
 
+/// Describes an SDK error by HTTP status, error code and message (never credentials).
+pub fn describe_sdk_error<E, R>(e: &aws_sdk_sts::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_sts::error::SdkError;
+    match e {
+        SdkError::ServiceError(ctx) => {
+            let err = ctx.err();
+            format!("{}: {}", err.code().unwrap_or("service error"), err.message().unwrap_or("no message"))
+        }
+        other => cache::error_chain(other),
+    }
+}
+
 /// Process-wide AWS state: the SDK configuration loaded once, the default chain behind a
 /// cache, and one cached provider per assume-role chain.
 #[derive(Clone)]
 pub struct AwsContext {
+    refresh_ahead: std::time::Duration,
     sdk: SdkConfig,
     chain: Option<Arc<ReportingChain>>,
     base: Arc<CachedCredentials>,
@@ -85,19 +103,31 @@ impl AwsContext {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
         let chain = Arc::new(ReportingChain::default_chain(sdk.region().cloned()));
         let base = Arc::new(CachedCredentials::new(SharedCredentialsProvider::new(ChainHandle(chain.clone()))));
-        Self { sdk, chain: Some(chain), base, chains: Arc::default() }
+        Self { refresh_ahead: cache::REFRESH_AHEAD, sdk, chain: Some(chain), base, chains: Arc::default() }
     }
 
     /// Builds the context from an already loaded SDK configuration and its credentials.
     pub fn from_sdk_config(sdk: SdkConfig) -> Self {
         let base_provider = sdk.credentials_provider().unwrap_or_else(|| SharedCredentialsProvider::new(cache::NoCredentialSource));
         let base = Arc::new(CachedCredentials::new(base_provider));
-        Self { sdk, chain: None, base, chains: Arc::default() }
+        Self { refresh_ahead: cache::REFRESH_AHEAD, sdk, chain: None, base, chains: Arc::default() }
+    }
+
+    /// Refresh assumed-role credentials this long before they expire (five minutes by
+    /// default; tests use more to force refreshes).
+    pub fn with_refresh_ahead(mut self, refresh_ahead: std::time::Duration) -> Self {
+        self.refresh_ahead = refresh_ahead;
+        self
     }
 
     /// The SDK configuration.
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.sdk
+    }
+
+    /// The SDK configuration with `credentials` as its provider (for STS/RDS API clients).
+    pub fn sdk_config_with(&self, credentials: Arc<CachedCredentials>) -> SdkConfig {
+        self.sdk.to_builder().credentials_provider(SharedCredentialsProvider::new(cache::BaseHop(credentials))).build()
     }
 
     /// The default chain's credentials (cached).
@@ -131,7 +161,7 @@ impl AwsContext {
                 .entry(prefix)
                 .or_insert_with(|| {
                     let ext = if i == 0 { key.external_id.clone() } else { None };
-                    Arc::new(CachedCredentials::assume_role(current.clone(), hop.clone(), ext, region.to_owned(), self.sdk.clone()))
+                    Arc::new(CachedCredentials::assume_role(current.clone(), hop.clone(), ext, region.to_owned(), self.sdk.clone(), self.refresh_ahead))
                 })
                 .clone();
         }

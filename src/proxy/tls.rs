@@ -141,8 +141,9 @@ impl ClientCertVerifier for DeferredClientVerifier {
     }
 }
 
-/// Builds the TLS client configuration for one upstream database.
-pub fn upstream_config(ca: Option<(&[CertificateDer<'static>], &Path)>, mode: UpstreamTlsMode) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// The verifier of an upstream database's certificate: the CA bundle (or the system trust
+/// store) and, for `verify-full`, the host name.
+pub fn upstream_verifier(ca: Option<(&[CertificateDer<'static>], &Path)>, mode: UpstreamTlsMode) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
     let roots = match ca {
         Some((certs, path)) => root_store(certs, path)?,
         None => {
@@ -153,16 +154,18 @@ pub fn upstream_config(ca: Option<(&[CertificateDer<'static>], &Path)>, mode: Up
             roots
         }
     };
-    let roots = Arc::new(roots);
-    let builder = rustls::ClientConfig::builder();
-    let config = match mode {
-        UpstreamTlsMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
-        UpstreamTlsMode::VerifyCa => {
-            let inner = rustls::client::WebPkiServerVerifier::builder(roots).build().map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(IgnoreHostName { inner })).with_no_client_auth()
-        }
-    };
-    Ok(Arc::new(config))
+    let inner = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(format!("no usable CA certificate: {e}"))))?;
+    Ok(match mode {
+        UpstreamTlsMode::VerifyFull => inner,
+        UpstreamTlsMode::VerifyCa => Arc::new(IgnoreHostName { inner }),
+    })
+}
+
+/// Builds the TLS client configuration for one upstream database.
+pub fn upstream_config(verifier: Arc<dyn ServerCertVerifier>) -> Arc<rustls::ClientConfig> {
+    Arc::new(rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
 }
 
 /// `verify-ca`: the chain must verify; a host-name mismatch is accepted.

@@ -97,6 +97,8 @@ pub struct Upstream {
     pub external_id: Option<String>,
     /// TLS towards the database.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The verifier of the database's certificate (also used by `portcullis doctor`).
+    pub verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
     /// The name verified in the database's certificate.
     pub server_name: ServerName<'static>,
     /// Limits new upstream connections.
@@ -139,8 +141,9 @@ impl Upstream {
             Some(p) => Some(tls::load_certs(p, "cannot read the database CA bundle").map_err(|source| ResolveError::Ca { database: database.clone(), source })?),
             None => None,
         };
-        let tls = tls::upstream_config(ca_certs.as_deref().zip(ca_path.as_deref()), spec.tls.mode)
+        let verifier = tls::upstream_verifier(ca_certs.as_deref().zip(ca_path.as_deref()), spec.tls.mode)
             .map_err(|source| ResolveError::Ca { database: database.clone(), source })?;
+        let tls = tls::upstream_config(verifier.clone());
         let sni = spec.tls.server_name.clone().unwrap_or_else(|| host.clone());
         let server_name = ServerName::try_from(sni.clone()).map_err(|_| ResolveError::ServerName { database: database.clone(), name: sni })?;
         Ok(Upstream {
@@ -154,6 +157,7 @@ impl Upstream {
             assume_role_arn: spec.aws.assume_role_arn.clone(),
             external_id: spec.aws.external_id.clone(),
             tls,
+            verifier,
             server_name,
             limiter: RateLimiter::new(connects_per_second),
         })
@@ -162,6 +166,14 @@ impl Upstream {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The name verified in the database's certificate.
+    pub fn server_name_str(&self) -> &str {
+        match &self.server_name {
+            ServerName::DnsName(d) => d.as_ref(),
+            _ => &self.host,
+        }
     }
 
     /// `host:port`.

@@ -43,9 +43,18 @@ def main():
             "Condition": {"StringEquals": {"sts:ExternalId": a.external_id}},
         }],
     }))
+    reader_arn = f"arn:aws:iam::{ACCOUNT}:role/reader"
     iam.put_role_policy(RoleName=role_name, PolicyName="connect", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "rds-db:connect", "Resource": "*"}],
+        "Statement": [
+            {"Effect": "Allow", "Action": "rds-db:connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": reader_arn},
+        ],
+    }))
+    # The second hop: a db user that is an IAM role, assumable from the first hop's role.
+    iam.create_role(RoleName="reader", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
     }))
     iam.create_user(UserName="nopriv")
     nopriv = iam.create_access_key(UserName="nopriv")["AccessKey"]
@@ -53,7 +62,7 @@ def main():
     print(json.dumps({
         "access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"],
         "nopriv_access_key": nopriv["AccessKeyId"], "nopriv_secret_key": nopriv["SecretAccessKey"],
-        "role_arn": role_arn, "account": ACCOUNT,
+        "role_arn": role_arn, "reader_arn": reader_arn, "account": ACCOUNT,
     }))
 
 

@@ -1,0 +1,182 @@
+//! The checks `portcullis doctor` runs, in the order a connection needs them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::tls_probe::{fetch_chain, judge};
+use super::{Check, Status};
+use crate::aws::{AwsContext, AwsError, imds, region_from_rds_host};
+use crate::crd::{Database, Protocol};
+use crate::proxy::Upstream;
+
+/// Runs every check for `databases` (CA bundles from `secrets_dir`).
+pub async fn run(databases: &[Database], secrets_dir: Option<&Path>, timeout: Duration) -> Vec<Check> {
+    let aws = AwsContext::load().await;
+    let mut checks = Vec::new();
+    let base = aws.base();
+    let creds_ok = match base.get().await {
+        Ok(_) => {
+            let source = aws.chain_report().and_then(|r| r.source).unwrap_or("configured provider");
+            checks.push(Check::new("AWS credentials", Status::Ok, format!("from {source}")));
+            true
+        }
+        Err(e) => {
+            checks.push(
+                Check::new("AWS credentials", Status::Fail, e.to_string())
+                    .remedy("give the proxy an AWS identity: IRSA (spec.proxy.iamRoleArn / the eks.amazonaws.com/role-arn annotation), EKS Pod Identity, or instance credentials"),
+            );
+            false
+        }
+    };
+    if creds_ok {
+        let sts = aws_sdk_sts::Client::new(&aws.sdk_config_with(base.clone()));
+        match sts.get_caller_identity().send().await {
+            Ok(out) => checks.push(Check::new("caller identity", Status::Ok, out.arn().unwrap_or("?").to_owned())),
+            Err(e) => checks.push(
+                Check::new("caller identity", Status::Fail, crate::aws::describe_sdk_error(&e))
+                    .remedy("the credentials were found but STS refuses them: they may be expired or revoked, or the STS endpoint is unreachable (VPC endpoint?)"),
+            ),
+        }
+    } else {
+        checks.push(Check::new("caller identity", Status::Skip, "no credentials"));
+    }
+    checks.push(imds_check(creds_ok).await);
+    for db in databases {
+        checks.extend(database_checks(&aws, db, secrets_dir, timeout).await);
+    }
+    checks
+}
+
+async fn imds_check(creds_ok: bool) -> Check {
+    if !imds::should_probe() {
+        return Check::new("instance metadata (IMDS)", Status::Skip, "IRSA or Pod Identity is configured, or IMDS is disabled");
+    }
+    let verdict = imds::probe(&imds::endpoint(), imds::PROBE_TIMEOUT).await;
+    let status = match &verdict {
+        imds::ImdsVerdict::Working => Status::Ok,
+        imds::ImdsVerdict::HopLimitProbablyOne => Status::Fail,
+        imds::ImdsVerdict::V1Only { .. } => Status::Warn,
+        imds::ImdsVerdict::Unreachable { .. } if creds_ok => Status::Skip,
+        imds::ImdsVerdict::Unreachable { .. } => Status::Warn,
+    };
+    let check = Check::new("instance metadata (IMDS)", status, verdict.explain());
+    match verdict {
+        imds::ImdsVerdict::HopLimitProbablyOne => check.remedy(
+            "use IRSA or EKS Pod Identity for the proxy (preferred), or raise the hop limit: aws ec2 modify-instance-metadata-options --instance-id ID --http-put-response-hop-limit 2 --http-tokens required",
+        ),
+        imds::ImdsVerdict::V1Only { .. } => check.remedy("require IMDSv2 on the instance (--http-tokens required) and prefer IRSA or Pod Identity"),
+        _ => check,
+    }
+}
+
+async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&Path>, timeout: Duration) -> Vec<Check> {
+    let key = format!("{}/{}", db.metadata.namespace.as_deref().unwrap_or("default"), db.metadata.name.as_deref().unwrap_or(""));
+    let label = |what: &str| format!("db {key}: {what}");
+    let mut checks = Vec::new();
+    let upstream = match Upstream::resolve(db, secrets_dir, 0) {
+        Ok(u) => u,
+        Err(e) => {
+            checks.push(Check::new(label("configuration"), Status::Fail, e.to_string()).remedy("fix the Database manifest"));
+            return checks;
+        }
+    };
+    if let Some(role) = &upstream.assume_role_arn {
+        let creds = aws.credentials_for(Some(role), upstream.external_id.as_deref(), &upstream.region);
+        checks.push(match creds.get().await {
+            Ok(_) => Check::new(label("assume role"), Status::Ok, format!("assumed {role}")),
+            Err(e @ AwsError::AssumeRole { .. }) => {
+                let text = e.to_string();
+                let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+                Check::new(label("assume role"), Status::Fail, first.to_owned()).remedy(rest.trim().to_owned())
+            }
+            Err(e) => Check::new(label("assume role"), Status::Fail, e.to_string()),
+        });
+    }
+    let addr = upstream.endpoint();
+    let started = Instant::now();
+    let reachable = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((upstream.host.as_str(), upstream.port))).await {
+        Ok(Ok(stream)) => {
+            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.clone());
+            checks.push(Check::new(label("network path"), Status::Ok, format!("connected to {peer} in {} ms", started.elapsed().as_millis())));
+            true
+        }
+        Ok(Err(e)) => {
+            checks.push(Check::new(label("network path"), Status::Fail, format!("cannot connect to {addr}: {e}")).remedy(format!(
+                "nothing accepts connections at {addr}: check the endpoint and port in the Database"
+            )));
+            false
+        }
+        Err(_) => {
+            checks.push(Check::new(label("network path"), Status::Fail, format!("connecting to {addr} timed out after {timeout:?}")).remedy(format!(
+                "a timeout usually means a security group or NACL drops the traffic: allow the proxy's nodes/pods to reach {addr}"
+            )));
+            false
+        }
+    };
+    if reachable && matches!(upstream.protocol, Protocol::Postgres) {
+        checks.push(match fetch_chain(&upstream.host, upstream.port, upstream.protocol, timeout).await {
+            Err(e) => Check::new(label("TLS certificate"), Status::Fail, e),
+            Ok(chain) => match judge(&chain, upstream.server_name_str(), &upstream.verifier) {
+                Err(e) => Check::new(label("TLS certificate"), Status::Fail, e),
+                Ok(f) if !f.has_san => Check::new(label("TLS certificate"), Status::Fail, format!("{} has no subject alternative names: a legacy Common-Name-only certificate", f.subject))
+                    .remedy("rotate the instance's certificate authority to a current one (e.g. rds-ca-rsa2048-g1) and update spec.tls.caSecretRef"),
+                Ok(f) if f.expired => Check::new(label("TLS certificate"), Status::Fail, format!("{} expired {}", f.subject, f.not_after))
+                    .remedy("rotate the instance's certificate authority"),
+                Ok(f) => match f.verification {
+                    Ok(()) => Check::new(label("TLS certificate"), Status::Ok, format!("{} verifies, valid until {}", f.subject, f.not_after)),
+                    Err(e) => Check::new(label("TLS certificate"), Status::Fail, format!("{}: {e}", f.subject))
+                        .remedy("point spec.tls.caSecretRef at the CA bundle of the database's region, and spec.tls.serverName at a name in the certificate"),
+                },
+            },
+        });
+    } else if reachable {
+        checks.push(Check::new(label("TLS certificate"), Status::Skip, format!("checked for postgres only in this release (protocol {})", upstream.protocol)));
+    }
+    checks.push(iam_auth_check(aws, db, &upstream, &label("IAM authentication")).await);
+    checks
+}
+
+async fn iam_auth_check(aws: &AwsContext, db: &Database, upstream: &Upstream, label: &str) -> Check {
+    if matches!(upstream.protocol, Protocol::Dynamodb) {
+        return Check::new(label, Status::Skip, "DynamoDB always uses IAM");
+    }
+    let rds = db.spec.aws.rds.clone().unwrap_or_default();
+    let is_rds_host = region_from_rds_host(&upstream.host).is_some();
+    if rds.instance_id.is_none() && rds.cluster_id.is_none() && !is_rds_host {
+        return Check::new(label, Status::Skip, "not an RDS endpoint; set spec.aws.rds.instanceId or clusterId to check");
+    }
+    let creds = aws.credentials_for(upstream.assume_role_arn.as_deref(), upstream.external_id.as_deref(), &upstream.region);
+    let mut config = aws.sdk_config_with(creds).to_builder();
+    config.set_region(Some(aws_types::region::Region::new(upstream.region.clone())));
+    let client = aws_sdk_rds::Client::new(&config.build());
+    let found = if let Some(cluster) = &rds.cluster_id {
+        client.describe_db_clusters().db_cluster_identifier(cluster).send().await.map(|out| {
+            out.db_clusters().first().map(|c| (format!("cluster {cluster}"), c.iam_database_authentication_enabled().unwrap_or(false), c.engine_version().map(str::to_owned)))
+        }).map_err(|e| crate::aws::describe_sdk_error(&e))
+    } else {
+        let request = client.describe_db_instances();
+        let request = match &rds.instance_id { Some(id) => request.db_instance_identifier(id), None => request };
+        request.send().await.map(|out| {
+            out.db_instances()
+                .iter()
+                .find(|i| rds.instance_id.is_some() || i.endpoint().and_then(|e| e.address()) == Some(upstream.host.as_str()))
+                .map(|i| (format!("instance {}", i.db_instance_identifier().unwrap_or("?")), i.iam_database_authentication_enabled().unwrap_or(false), i.engine_version().map(str::to_owned)))
+        }).map_err(|e| crate::aws::describe_sdk_error(&e))
+    };
+    match found {
+        Ok(Some((what, true, version))) => Check::new(label, Status::Ok, format!("enabled on {what} (engine {})", version.unwrap_or_default())),
+        Ok(Some((what, false, _))) => {
+            let cmd = match (&rds.cluster_id, &rds.instance_id) {
+                (Some(c), _) => format!("aws rds modify-db-cluster --db-cluster-identifier {c} --enable-iam-database-authentication --apply-immediately"),
+                (_, Some(i)) => format!("aws rds modify-db-instance --db-instance-identifier {i} --enable-iam-database-authentication --apply-immediately"),
+                _ => "aws rds modify-db-instance --db-instance-identifier ID --enable-iam-database-authentication --apply-immediately".into(),
+            };
+            Check::new(label, Status::Fail, format!("IAM database authentication is off on {what}"))
+                .remedy(format!("{cmd}, or set spec.aws.enableIamAuth: true and let the operator do it; then GRANT rds_iam TO each db user"))
+        }
+        Ok(None) => Check::new(label, Status::Fail, format!("no RDS instance or cluster has the endpoint {}", upstream.host))
+            .remedy("set spec.aws.rds.instanceId or clusterId, and check the region and account"),
+        Err(e) => Check::new(label, Status::Fail, format!("cannot describe the database: {e}"))
+            .remedy("allow the proxy's identity rds:DescribeDBInstances and rds:DescribeDBClusters (see `portcullis iam policy`)"),
+    }
+}
