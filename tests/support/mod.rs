@@ -138,6 +138,7 @@ impl Postgres {
         std::fs::write(&pam_log, "").unwrap();
         run_ok(Command::new("chown").args(["postgres:postgres"]).arg(&pam_log));
         let pam_service = format!("portcullis-test-{port}-{}", std::process::id());
+        let pam_guard = PamService(pam_service.clone());
         std::fs::write(
             format!("/etc/pam.d/{pam_service}"),
             format!(
@@ -164,6 +165,7 @@ impl Postgres {
             socket_dir.display()
         );
         run_ok(as_postgres(&pg_bin("pg_ctl")).args(["-w", "-t", "30", "-D"]).arg(&data).arg("-l").arg(&log).args(["-o", &options, "start"]).stdout(Stdio::null()));
+        std::mem::forget(pam_guard); // from here on, Postgres's Drop removes it
         let pg = Postgres { port, dir, ca_file, secrets_dir, pam_log, pam_service, data, socket_dir };
         pg.sql("postgres", "CREATE ROLE app LOGIN; CREATE ROLE admin LOGIN; CREATE ROLE nobody LOGIN;");
         pg.sql("postgres", "CREATE DATABASE orders OWNER app;");
@@ -191,6 +193,15 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = as_postgres(&pg_bin("pg_ctl")).args(["-D"]).arg(&self.data).args(["-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         let _ = std::fs::remove_file(format!("/etc/pam.d/{}", self.pam_service));
+    }
+}
+
+/// Removes a PAM service file if start-up fails before `Postgres` owns it.
+struct PamService(String);
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/etc/pam.d/{}", self.0));
     }
 }
 
