@@ -20,7 +20,7 @@ spec:
 
 fn start_proxy(dir: &std::path::Path, pg: &Postgres, env: Vec<(String, String)>, aws_extra: &str, log_level: &str) -> (ProxyPki, Proxy) {
     let pki = ProxyPki::new(dir);
-    let proxy = Proxy::start(ProxySetup { dir, pg, aws_extra, roles: ROLES, env, log_level }, &pki);
+    let proxy = Proxy::start(ProxySetup { dir, pg, aws_extra, roles: ROLES, env, log_level, endpoint: None }, &pki);
     (pki, proxy)
 }
 
@@ -273,4 +273,33 @@ fn reloading_roles_ends_a_session_whose_access_was_revoked() {
     // New sessions are refused at once.
     let t = text(&psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select 1"]));
     assert!(t.contains("access denied"), "{t}");
+}
+
+#[test]
+fn an_unreachable_database_or_a_foreign_endpoint_is_reported_without_sending_a_token() {
+    let pg = shared_postgres();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let closed = free_port();
+    let proxy = Proxy::start(
+        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("127.0.0.1:{closed}")) },
+        &pki,
+    );
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let t = text(&psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select 1"]));
+    assert!(t.contains(&format!("cannot reach the database at 127.0.0.1:{closed}")) && t.contains("security group"), "{t}");
+
+    // `localhost` is not an AWS database domain and not in aws.allowedEndpoints: no token leaves.
+    let dir2 = scratch();
+    let pki2 = ProxyPki::new(dir2.path());
+    let proxy2 = Proxy::start(
+        ProxySetup { dir: dir2.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("localhost:{}", pg.port)) },
+        &pki2,
+    );
+    let before = pg.pam_decisions().len();
+    let alice2 = pki2.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let t = text(&psql(&proxy2.conninfo(&alice2, "app", "orders"), &["-c", "select 1"]));
+    assert!(t.contains("refusing to send an IAM token to \"localhost\"") && t.contains("aws.allowedEndpoints"), "{t}");
+    assert_eq!(pg.pam_decisions().len(), before, "the database never saw a token");
+    assert!(proxy2.metrics().contains("portcullis_auth_failures_total{kind=\"endpoint\"} 1"), "{}", proxy2.metrics());
 }

@@ -88,7 +88,7 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());
     let proxy = Proxy::start(
-        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info" },
+        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None },
         &pki,
     );
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
@@ -179,7 +179,7 @@ fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());
     let proxy = Proxy::start(
-        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info" },
+        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None },
         &pki,
     );
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));

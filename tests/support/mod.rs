@@ -340,6 +340,8 @@ pub struct ProxySetup<'a> {
     pub env: Vec<(String, String)>,
     /// Log level.
     pub log_level: &'a str,
+    /// The Database's endpoint; the test PostgreSQL when `None`.
+    pub endpoint: Option<String>,
 }
 
 /// The default AWS environment: static keys, no profile, no IMDS.
@@ -363,8 +365,8 @@ impl Proxy {
         std::fs::write(
             &manifests,
             format!(
-                "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, labels: {{env: test}}}}\nspec:\n  protocol: postgres\n  endpoint: 127.0.0.1:{}\n  aws:\n    region: {REGION}\n{}\n  tls: {{mode: verify-full, caSecretRef: {{name: upstream-ca}}}}\n---\n{}",
-                setup.pg.port, setup.aws_extra, setup.roles
+                "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, labels: {{env: test}}}}\nspec:\n  protocol: postgres\n  endpoint: {}\n  aws:\n    region: {REGION}\n{}\n  tls: {{mode: verify-full, caSecretRef: {{name: upstream-ca}}}}\n---\n{}",
+                setup.endpoint.clone().unwrap_or_else(|| format!("127.0.0.1:{}", setup.pg.port)), setup.aws_extra, setup.roles
             ),
         )
         .unwrap();
