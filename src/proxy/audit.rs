@@ -94,9 +94,9 @@ pub enum EventDetail {
 pub struct Statement {
     /// `query` (simple protocol) or `parse` (extended protocol).
     pub kind: &'static str,
-    /// The statement, truncated past 64 KiB.
+    /// The statement as UTF-8, truncated past 64 KiB (invalid bytes shown as U+FFFD).
     pub statement: String,
-    /// The statement's full length in bytes.
+    /// The statement's full length in raw bytes.
     pub statement_length: usize,
     /// The SHA-256 (hex) of the full statement.
     pub statement_sha256: String,
@@ -107,14 +107,24 @@ pub struct Statement {
     pub prepared_name: Option<String>,
 }
 
+/// Shows raw statement bytes as UTF-8 (invalid bytes become U+FFFD) of at most `max` bytes,
+/// cut at a character boundary.
+pub fn shown_text(raw: &[u8], max: usize) -> String {
+    let mut text = String::from_utf8_lossy(&raw[..raw.len().min(max)]).into_owned();
+    if text.len() > max {
+        let cut = text.floor_char_boundary(max);
+        text.truncate(cut);
+    }
+    text
+}
+
 impl Statement {
     /// Builds a statement record from the full text.
     pub fn from_text(kind: &'static str, text: &[u8], prepared_name: Option<String>) -> Self {
         let truncated = text.len() > MAX_STATEMENT;
-        let shown = &text[..text.len().min(MAX_STATEMENT)];
         Statement {
             kind,
-            statement: String::from_utf8_lossy(shown).into_owned(),
+            statement: shown_text(text, MAX_STATEMENT),
             statement_length: text.len(),
             statement_sha256: hex::encode(Sha256::digest(text)),
             truncated,
@@ -203,6 +213,16 @@ fn push_line(buf: &mut Vec<u8>, event: &AuditEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_text_never_exceeds_the_cap_even_with_invalid_utf8() {
+        assert_eq!(shown_text(&[0xff; 10], 30).len(), 30, "ten U+FFFD");
+        assert!(shown_text(&[0xff; 100_000], MAX_STATEMENT).len() <= MAX_STATEMENT);
+        let mut s = vec![b'a'; MAX_STATEMENT - 1];
+        s.extend_from_slice("é".as_bytes());
+        let shown = shown_text(&s, MAX_STATEMENT);
+        assert_eq!(shown.len(), MAX_STATEMENT - 1, "a character cut in half is dropped, not replaced");
+    }
 
     #[test]
     fn long_statements_are_truncated_with_length_and_hash() {

@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use super::codec::{CodecError, MAX_MESSAGE_LEN};
-use crate::proxy::audit::{MAX_STATEMENT, Statement};
+use crate::proxy::audit::{MAX_STATEMENT, Statement, shown_text};
 
 /// What the scanner saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +87,10 @@ impl Capture {
     }
 
     fn finish(self) -> Statement {
-        let prepared_name = self.name.map(|n| String::from_utf8_lossy(&n).into_owned());
+        let prepared_name = self.name.map(|n| shown_text(&n, 1024));
         Statement {
             kind: self.kind,
-            statement: String::from_utf8_lossy(&self.shown).into_owned(),
+            statement: shown_text(&self.shown, MAX_STATEMENT),
             statement_length: self.length,
             statement_sha256: hex::encode(self.hasher.finalize()),
             truncated: self.length > self.shown.len(),
