@@ -20,5 +20,19 @@ bash tests/support/build-rdstokencheck.sh >/dev/null
 python3 tests/support/moto_auth_probe.py > /tmp/portcullis-moto-probe.log || { cat /tmp/portcullis-moto-probe.log; exit 1; }
 tail -n 1 /tmp/portcullis-moto-probe.log
 
+echo "== Kubernetes test control plane (testenv: etcd, kube-apiserver, kube-controller-manager, helm)" >&2
+bash testenv/build.sh >/dev/null
+
 echo "== cargo test" >&2
-cargo test --locked --no-fail-fast
+status=0
+cargo test --locked --no-fail-fast || status=$?
+
+echo "== nothing left behind" >&2
+left=$(pgrep -af 'portcullis/testenv/[^ ]*/bin/|/tmp/portcullis-test-|moto_server -H 127.0.0.1' || true)
+if [ -n "$left" ]; then
+  echo "processes left behind by the tests:" >&2; echo "$left" >&2; status=1
+fi
+if ls /etc/pam.d/portcullis-test-* >/dev/null 2>&1 || [ -n "$(ip netns list 2>/dev/null | grep '^pc')" ]; then
+  echo "PAM services or network namespaces left behind by the tests" >&2; status=1
+fi
+exit $status

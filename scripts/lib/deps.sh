@@ -18,6 +18,9 @@ portcullis_install_deps() {
   command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
   [ -e /usr/lib/x86_64-linux-gnu/security/pam_exec.so ] || [ -e /lib/x86_64-linux-gnu/security/pam_exec.so ] || missing+=(libpam-modules)
   command -v runuser >/dev/null || missing+=(util-linux)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v ss >/dev/null && command -v ip >/dev/null || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use portcullis::pki::{Ca, ClientFiles};
 
 pub mod counting_proxy;
+pub mod control_plane;
 
 /// The static AWS keys the proxy signs with in most tests, and that PAM knows.
 pub const ACCESS_KEY: &str = "AKIAPORTCULLISTEST01";

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = "self.protocol == 'dynamodb' || has(self.endpoint)"
+    validation = "self.spec.protocol == 'dynamodb' || has(self.spec.endpoint)"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = super::allow_unknown_in_schema)]

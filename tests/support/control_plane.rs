@@ -1,0 +1,227 @@
+//! A real Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager
+//! (built by testenv/build.sh from the published Go modules) on free 127.0.0.1 ports, with
+//! clients for the admin and for any user name and groups.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::{Proc, free_port, repo, run_ok};
+
+/// The directory of the test binaries (built once per machine, cached by testenv/build.sh).
+pub fn testenv_bin() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = run_ok(Command::new("bash").arg(repo().join("testenv/build.sh")));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("build.sh prints the bin dir").trim())
+    })
+    .clone()
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// The API server URL (`https://127.0.0.1:PORT`).
+    pub url: String,
+    /// Scratch directory with certificates and kubeconfigs.
+    pub dir: tempfile::TempDir,
+    /// How long it took from starting etcd to a ready API server and controller manager.
+    pub startup: Duration,
+    /// The processes (etcd, kube-apiserver, kube-controller-manager).
+    pub procs: Vec<Proc>,
+    /// The ports it listens on.
+    pub ports: Vec<u16>,
+    users: Mutex<u32>,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    run_ok(Command::new("openssl").args(args).current_dir(dir).stdout(Stdio::null()).stderr(Stdio::null()));
+}
+
+impl ControlPlane {
+    /// Starts etcd, the API server and the controller manager (garbage collector and namespace
+    /// controllers), and waits until they are ready.
+    pub fn start() -> ControlPlane {
+        let bin = testenv_bin();
+        let dir = super::scratch();
+        let d_owned = dir.path().to_owned();
+        let d = d_owned.as_path();
+        let started = Instant::now();
+        openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=testenv-client-ca", "-days", "2"], d);
+        openssl(&["genrsa", "-out", "sa.key", "2048"], d);
+        openssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], d);
+        let (etcd_client, etcd_peer, api, kcm) = (free_port(), free_port(), free_port(), free_port());
+        let log = |name: &str| std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
+        let spawn = |cmd: &mut Command, name: &str| Proc { child: cmd.stdout(log(name)).stderr(log(&format!("{name}.err"))).spawn().unwrap_or_else(|e| panic!("start {name}: {e}")) };
+        let mut procs = Vec::new();
+        procs.push(spawn(
+            Command::new(bin.join("etcd")).args([
+                "--name=testenv".to_owned(),
+                format!("--data-dir={}", d.join("etcd").display()),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=testenv=http://127.0.0.1:{etcd_peer}"),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ]),
+            "etcd",
+        ));
+        procs.push(spawn(
+            Command::new(bin.join("kube-apiserver")).args([
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api}"),
+                format!("--cert-dir={}", d.join("apiserver").display()),
+                format!("--client-ca-file={}", d.join("ca.crt").display()),
+                "--authorization-mode=RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                format!("--service-account-key-file={}", d.join("sa.pub").display()),
+                format!("--service-account-signing-key-file={}", d.join("sa.key").display()),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--endpoint-reconciler-type=none".into(),
+            ]),
+            "kube-apiserver",
+        ));
+        let mut cp = ControlPlane { url: format!("https://127.0.0.1:{api}"), dir, startup: Duration::ZERO, procs, ports: vec![etcd_client, etcd_peer, api, kcm], users: Mutex::new(0) };
+        let admin = cp.kubeconfig("admin", &["system:masters"]);
+        cp.wait_ready(&admin, "/readyz", Duration::from_secs(90));
+        let d = cp.dir.path().to_owned();
+        let proc = spawn(
+            Command::new(bin.join("kube-controller-manager")).args([
+                format!("--kubeconfig={}", admin.display()),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={kcm}"),
+                format!("--cert-dir={}", d.join("kcm").display()),
+                "--leader-elect=false".into(),
+                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,root-ca-certificate-publisher-controller".into(),
+                "--use-service-account-credentials=false".into(),
+                format!("--service-account-private-key-file={}", d.join("sa.key").display()),
+                format!("--root-ca-file={}", d.join("apiserver/apiserver.crt").display()),
+            ]),
+            "kube-controller-manager",
+        );
+        cp.procs.push(proc);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", kcm)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(60), "kube-controller-manager did not start:\n{}", cp.log("kube-controller-manager.err"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cp.startup = started.elapsed();
+        eprintln!("control plane ready in {:?} at {}", cp.startup, cp.url);
+        cp
+    }
+
+    /// A log file's contents.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    fn wait_ready(&self, kubeconfig: &Path, path: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let out = Command::new("curl")
+                .args(["-sf", "--max-time", "2", "--cacert"])
+                .arg(self.dir.path().join("apiserver/apiserver.crt"))
+                .arg("--cert")
+                .arg(kubeconfig.with_extension("crt"))
+                .arg("--key")
+                .arg(kubeconfig.with_extension("key"))
+                .arg(format!("{}{path}", self.url))
+                .output();
+            if out.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "kube-apiserver not ready after {timeout:?}:\n{}", self.log("kube-apiserver.err").lines().rev().take(30).collect::<Vec<_>>().join("\n"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Writes a client certificate for `user` in `groups` (signed by the control plane's client
+    /// CA) and a kubeconfig using it; returns the kubeconfig's path (`.crt`/`.key` beside it).
+    pub fn kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let d = self.dir.path();
+        let n = {
+            let mut n = self.users.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        let base = format!("user{n}");
+        let subject = std::iter::once(format!("/CN={user}")).chain(groups.iter().map(|g| format!("/O={g}"))).collect::<String>();
+        openssl(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &format!("{base}.key"), "-out", &format!("{base}.csr"), "-subj", &subject], d);
+        std::fs::write(d.join(format!("{base}.ext")), "extendedKeyUsage=clientAuth\n").unwrap();
+        openssl(&["x509", "-req", "-in", &format!("{base}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{base}.crt"), "-days", "2", "-extfile", &format!("{base}.ext")], d);
+        let path = d.join(format!("{base}.kubeconfig"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: testenv, cluster: {{server: '{}', certificate-authority: '{}'}}}}]\n\
+                 users: [{{name: u, user: {{client-certificate: '{}', client-key: '{}'}}}}]\n\
+                 contexts: [{{name: c, context: {{cluster: testenv, user: u}}}}]\ncurrent-context: c\n",
+                self.url,
+                d.join("apiserver/apiserver.crt").display(),
+                d.join(format!("{base}.crt")).display(),
+                d.join(format!("{base}.key")).display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// A client acting as `user` in `groups`.
+    pub async fn client(&self, user: &str, groups: &[&str]) -> kube::Client {
+        let path = self.kubeconfig(user, groups);
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// A client in group `system:masters`.
+    pub async fn admin(&self) -> kube::Client {
+        self.client("admin", &["system:masters"]).await
+    }
+
+    /// The process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.child.id()).collect()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Controller manager first, etcd last.
+        while let Some(p) = self.procs.pop() {
+            drop(p);
+        }
+    }
+}
+
+/// One control plane per test binary while any test uses it.
+pub fn shared_control_plane() -> Arc<ControlPlane> {
+    static SHARED: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
+    let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(cp) = slot.upgrade() {
+        return cp;
+    }
+    let cp = Arc::new(ControlPlane::start());
+    *slot = Arc::downgrade(&cp);
+    cp
+}
+
+/// A fresh namespace for one test.
+pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = format!("{prefix}-{}", rand_suffix());
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    api.create(&Default::default(), &ns).await.unwrap();
+    name
+}
+
+fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:x}", nanos ^ std::process::id())
+}
