@@ -25,7 +25,8 @@ bash testenv/build.sh >/dev/null
 
 echo "== cargo test" >&2
 status=0
-cargo test --locked --no-fail-fast || status=$?
+log=$(mktemp)
+cargo test --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 
 echo "== nothing left behind" >&2
 left=$(pgrep -af 'portcullis/testenv/[^ ]*/bin/|/tmp/portcullis-test-|moto_server -H 127.0.0.1' || true)
@@ -35,4 +36,9 @@ fi
 if ls /etc/pam.d/portcullis-test-* >/dev/null 2>&1 || [ -n "$(ip netns list 2>/dev/null | grep '^pc')" ]; then
   echo "PAM services or network namespaces left behind by the tests" >&2; status=1
 fi
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+[ "$passed" -gt 0 ] || status=1
+echo "cargo test: $passed passed, $failed failed"
 exit $status
