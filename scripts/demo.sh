@@ -38,7 +38,7 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
 PY
 )
 export AWS_ACCESS_KEY_ID=$ak AWS_SECRET_ACCESS_KEY=$sk AWS_REGION=us-east-1 AWS_ENDPOINT_URL_STS="http://127.0.0.1:$moto_port" AWS_EC2_METADATA_DISABLED=true
-echo "proxy identity: $(aws sts get-caller-identity --query Arn --output text 2>/dev/null || echo "$ak")"
+echo "proxy identity: $(aws --endpoint-url "http://127.0.0.1:$moto_port" sts get-caller-identity --query Arn --output text 2>/dev/null || echo "$ak")"
 
 step "starting PostgreSQL: TLS only, IAM users log in with a token checked by PAM (like RDS)"
 pg_port=$(free_port)
