@@ -22,18 +22,7 @@ spec:
 
 /// Reads until EOF or timeout; returns the bytes and whether the peer closed.
 fn read_all(stream: &mut impl Read, limit: Duration) -> (Vec<u8>, bool) {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < limit {
-        match stream.read(&mut buf) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-            Err(_) => return (out, true),
-        }
-    }
-    (out, false)
+    read_all_until(stream, None, limit)
 }
 
 fn raw(port: u16) -> TcpStream {
@@ -186,7 +175,7 @@ fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
     let mut tls = tls_client(&pki, Some(&alice), proxy.port);
     tls.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0")).unwrap();
     // Wait for ReadyForQuery, then send a message whose length lies (2^31 - 1).
-    let (got, _) = read_all_until(&mut tls, b'Z', Duration::from_secs(10));
+    let (got, _) = read_all_until(&mut tls, Some(b'Z'), Duration::from_secs(10));
     assert!(got.contains(&b'Z'), "no ReadyForQuery: {got:?}");
     tls.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b's']).unwrap();
     let (_, closed) = read_all(&mut tls, Duration::from_secs(6));
@@ -195,11 +184,13 @@ fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-fn read_all_until(stream: &mut impl Read, tag: u8, limit: Duration) -> (Vec<u8>, bool) {
+/// Reads until EOF, until `tag` has been seen, or until `limit`; returns the bytes and whether
+/// the peer closed.
+fn read_all_until(stream: &mut impl Read, tag: Option<u8>, limit: Duration) -> (Vec<u8>, bool) {
     let start = Instant::now();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while start.elapsed() < limit && !out.contains(&tag) {
+    while start.elapsed() < limit && !tag.is_some_and(|t| out.contains(&t)) {
         match stream.read(&mut buf) {
             Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&buf[..n]),
