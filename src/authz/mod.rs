@@ -158,7 +158,7 @@ pub fn subjects_match(role: &AccessRole, identity: &Identity) -> bool {
     let role_ns = role.metadata.namespace.as_deref().unwrap_or("default");
     role.spec.subjects.iter().any(|s| match s.kind {
         SubjectKind::User => s.name == identity.user,
-        SubjectKind::Group => identity.groups.iter().any(|g| *g == s.name),
+        SubjectKind::Group => identity.groups.contains(&s.name),
         SubjectKind::ServiceAccount => {
             let ns = s.namespace.as_deref().unwrap_or(role_ns);
             identity.user == format!("system:serviceaccount:{ns}:{}", s.name)

@@ -103,11 +103,10 @@ impl ReportingChain {
                 }
                 Err(other) => {
                     let mut outcome = error_chain(&other);
-                    if *name == names::WEB_IDENTITY {
-                        if let Some(hint) = web_identity::diagnose() {
+                    if *name == names::WEB_IDENTITY
+                        && let Some(hint) = web_identity::diagnose() {
                             outcome = format!("{hint} ({outcome})");
                         }
-                    }
                     report.attempts.push(Attempt { provider: name, outcome });
                     result = Err(CredentialsError::provider_error(format!("the default chain stopped at {name}: {}", report.describe())));
                     break;

@@ -196,11 +196,10 @@ pub fn start(targets: AuditTargets, queue: usize, metrics: ProxyMetrics) -> std:
                     tracing::warn!("cannot write audit events to stdout");
                 }
             }
-            if let Some(f) = file.as_mut() {
-                if let Err(e) = f.write_all(&batch).and_then(|_| f.flush()) {
+            if let Some(f) = file.as_mut()
+                && let Err(e) = f.write_all(&batch).and_then(|_| f.flush()) {
                     tracing::warn!(error = %e, "cannot write audit events to the audit file");
                 }
-            }
             batch.clear();
         }
     })?;

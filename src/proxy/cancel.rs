@@ -19,16 +19,19 @@ pub struct UpstreamCancel {
     pub key: Vec<u8>,
 }
 
+/// The proxy-side cancel key: (pid, secret).
+type ProxyKey = (u32, [u8; 4]);
+
 /// The registry of live sessions' cancel keys.
 #[derive(Clone, Default)]
 pub struct CancelRegistry {
-    inner: Arc<Mutex<HashMap<(u32, [u8; 4]), UpstreamCancel>>>,
+    inner: Arc<Mutex<HashMap<ProxyKey, UpstreamCancel>>>,
 }
 
 /// Removes its entry from the registry when dropped (when the session ends).
 pub struct CancelGuard {
     registry: CancelRegistry,
-    key: (u32, [u8; 4]),
+    key: ProxyKey,
 }
 
 impl Drop for CancelGuard {
@@ -38,7 +41,7 @@ impl Drop for CancelGuard {
 }
 
 impl CancelRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, [u8; 4]), UpstreamCancel>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProxyKey, UpstreamCancel>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 

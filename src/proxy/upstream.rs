@@ -37,11 +37,10 @@ pub fn validate_database(db: &Database) -> Result<(), FieldError> {
             });
         }
     }
-    if let Some(arn) = spec.aws.assume_role_arn.as_deref() {
-        if !arn.starts_with("arn:") || !arn.contains(":role/") {
+    if let Some(arn) = spec.aws.assume_role_arn.as_deref()
+        && (!arn.starts_with("arn:") || !arn.contains(":role/")) {
             return Err(FieldError { field: "spec.aws.assumeRoleArn", message: format!("{arn:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)") });
         }
-    }
     if spec.aws.external_id.is_some() && spec.aws.assume_role_arn.is_none() {
         return Err(FieldError { field: "spec.aws.externalId", message: "only used with spec.aws.assumeRoleArn, which is not set".into() });
     }

@@ -14,9 +14,8 @@ pub use selector::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
 /// Strips `additionalProperties: false` (which `deny_unknown_fields` produces and which a
 /// structural schema may not combine with `properties`) from a generated schema.
 pub(crate) fn allow_unknown_in_schema(schema: &mut schemars::Schema) {
-    if let Some(obj) = schema.as_object_mut() {
-        if obj.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+    if let Some(obj) = schema.as_object_mut()
+        && obj.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
             obj.remove("additionalProperties");
         }
-    }
 }
