@@ -70,17 +70,32 @@ fn tls_client(pki: &ProxyPki, id: Option<&ClientIdentity>, port: u16) -> rustls:
     rustls::StreamOwned::new(conn, tcp)
 }
 
+/// A proxy in front of the shared PostgreSQL and a client identity allowed through it. Fields
+/// drop in order: the proxy stops before its directory goes.
+struct Fixture {
+    proxy: Proxy,
+    alice: ClientIdentity,
+    pki: ProxyPki,
+    dir: tempfile::TempDir,
+    _pg: std::sync::Arc<Postgres>,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let pg = shared_postgres();
+        let dir = scratch();
+        let pki = ProxyPki::new(dir.path());
+        let setup = ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
+        let proxy = Proxy::start(setup, &pki);
+        let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+        Fixture { proxy, alice, pki, dir, _pg: pg }
+    }
+}
+
 #[test]
 fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let pg = shared_postgres();
-    let dir = scratch();
-    let pki = ProxyPki::new(dir.path());
-    let proxy = Proxy::start(
-        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None },
-        &pki,
-    );
-    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let Fixture { proxy, alice, pki, dir, .. } = &Fixture::start();
     let port = proxy.port;
 
     // (what, bytes, expected text in an ErrorResponse or None for "closed")
@@ -163,15 +178,7 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
 
 #[test]
 fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let pg = shared_postgres();
-    let dir = scratch();
-    let pki = ProxyPki::new(dir.path());
-    let proxy = Proxy::start(
-        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None },
-        &pki,
-    );
-    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let Fixture { proxy, alice, pki, .. } = &Fixture::start();
     let mut tls = tls_client(&pki, Some(&alice), proxy.port);
     tls.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0")).unwrap();
     // Wait for ReadyForQuery, then send a message whose length lies (2^31 - 1).

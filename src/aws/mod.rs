@@ -146,13 +146,24 @@ impl AwsContext {
         if hops.len() > 2 {
             return Err(AwsError::Role(RoleError::TooManyHops(hops.len())));
         }
+        Ok(self.chain(hops, external_id, region))
+    }
+
+    /// The credentials for a database with an optional first hop (`spec.aws.assumeRoleArn`).
+    pub fn credentials_for(&self, assume_role_arn: Option<&str>, external_id: Option<&str>, region: &str) -> Arc<CachedCredentials> {
+        let hops = assume_role_arn.map(|arn| Hop { role_arn: arn.to_owned(), session_name: "portcullis".into() }).into_iter().collect();
+        self.chain(hops, external_id, region)
+    }
+
+    /// The cached provider of a chain of hops (length already checked), building each prefix once.
+    fn chain(&self, hops: Vec<Hop>, external_id: Option<&str>, region: &str) -> Arc<CachedCredentials> {
         if hops.is_empty() {
-            return Ok(self.base.clone());
+            return self.base.clone();
         }
         let key = ChainKey { hops, external_id: external_id.map(str::to_owned), region: region.to_owned() };
         let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = chains.get(&key) {
-            return Ok(found.clone());
+            return found.clone();
         }
         let mut current = self.base.clone();
         for (i, hop) in key.hops.iter().enumerate() {
@@ -165,13 +176,7 @@ impl AwsContext {
                 })
                 .clone();
         }
-        Ok(current)
-    }
-
-    /// The credentials for a database with an optional first hop (`spec.aws.assumeRoleArn`).
-    pub fn credentials_for(&self, assume_role_arn: Option<&str>, external_id: Option<&str>, region: &str) -> Arc<CachedCredentials> {
-        let hops = assume_role_arn.map(|arn| Hop { role_arn: arn.to_owned(), session_name: "portcullis".into() }).into_iter().collect();
-        self.credentials_for_hops(hops, external_id, region).unwrap_or_else(|_| self.base.clone())
+        current
     }
 }
 
