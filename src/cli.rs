@@ -42,6 +42,116 @@ pub enum Command {
     /// Print IAM policy documents for the proxy's identity.
     #[command(subcommand)]
     Iam(IamCommand),
+    /// Run the Kubernetes operator: reconciles Databases into proxy Deployments, reports
+    /// AccessRole matches, and signs client certificates requested with `portcullis login`.
+    Operator(OperatorArgs),
+    /// Print the install manifests (operator, RBAC), or write/check them in a directory.
+    Manifests(ManifestsArgs),
+    /// Get a short-lived client certificate from the cluster with your Kubernetes login
+    /// (a CertificateSigningRequest signed by the operator when an AccessRole allows you).
+    Login(LoginArgs),
+    /// Work with databases as a user.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+/// `portcullis operator`.
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// The namespace the operator runs in (its CA Secret and leader Lease live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "portcullis-system")]
+    pub namespace: String,
+    /// The container image of the proxy pods.
+    #[arg(long, env = "PORTCULLIS_PROXY_IMAGE", default_value = concat!("ghcr.io/portcullis/portcullis:", env!("CARGO_PKG_VERSION")))]
+    pub proxy_image: String,
+    /// A host besides *.rds.amazonaws.com / *.docdb.amazonaws.com that proxies may send IAM
+    /// tokens to (private DNS names, tunnels). Repeatable.
+    #[arg(long = "allowed-endpoint", env = "PORTCULLIS_ALLOWED_ENDPOINTS", value_delimiter = ',')]
+    pub allowed_endpoints: Vec<String>,
+    /// Check the AWS side (IAM authentication on, endpoint ownership, DocumentDB version and
+    /// TLS) with the operator's own AWS identity.
+    #[arg(long, env = "PORTCULLIS_AWS_CHECKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub aws_checks: bool,
+    /// How often the AWS side is re-checked.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub aws_recheck: std::time::Duration,
+    /// Lifetime of proxy server certificates (renewed when a third is left).
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub server_cert_ttl: std::time::Duration,
+    /// Client certificate lifetime when no AccessRole sets maxSessionTtl.
+    #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+    pub default_client_ttl: std::time::Duration,
+    /// The longest client certificate ever issued.
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    pub max_client_ttl: std::time::Duration,
+    /// Take part in leader election (only the Lease holder reconciles).
+    #[arg(long, env = "PORTCULLIS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// This instance's name in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "portcullis-operator-local")]
+    pub identity: String,
+    /// How long the Lease stays valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: std::time::Duration,
+    /// Reconciles running at once, per controller.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "PORTCULLIS_ADMIN_ADDRESS", default_value = "0.0.0.0:9090")]
+    pub admin_address: std::net::SocketAddr,
+}
+
+/// `portcullis manifests`.
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    /// Write the files into this directory (usually `deploy`) instead of printing them.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// With --out-dir: do not write; fail if the files there differ from the generated ones.
+    #[arg(long, requires = "out_dir")]
+    pub check: bool,
+    /// The image the operator Deployment runs.
+    #[arg(long, default_value = concat!("ghcr.io/portcullis/portcullis:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+}
+
+/// Where and how a user logs in.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The kubeconfig to use (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Requested certificate lifetime; the operator caps it at the AccessRoles' maxSessionTtl.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// Directory for client.crt, client.key (mode 0600) and ca.crt
+    /// (default: ~/.portcullis/certs/<namespace>-<database> or ~/.portcullis/certs/login).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// How long to wait for the operator's decision.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `portcullis db …`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Get a client certificate limited to one database (and optionally db user and name).
+    Login {
+        /// The Database's name.
+        database: String,
+        /// The Database's namespace (default: the kubeconfig context's namespace).
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// The database user to log in as.
+        #[arg(long)]
+        db_user: Option<String>,
+        /// The database name.
+        #[arg(long)]
+        db_name: Option<String>,
+        #[command(flatten)]
+        login: LoginArgs,
+    },
 }
 
 /// `portcullis doctor`.
@@ -114,6 +224,11 @@ pub struct ProxyArgs {
     /// See docs/standalone.md for every field.
     #[arg(long, short, env = "PORTCULLIS_CONFIG")]
     pub config: PathBuf,
+    /// Cluster mode: serve this Database (`NAMESPACE/NAME`) read from the Kubernetes API,
+    /// watch the namespace's AccessRoles live, and report CredentialsResolved and
+    /// UpstreamReachable into its status. The config's `resources` are then not used.
+    #[arg(long, env = "PORTCULLIS_DATABASE", value_name = "NAMESPACE/NAME")]
+    pub database: Option<String>,
     /// Check the configuration and manifests, print a summary, and exit without serving.
     #[arg(long)]
     pub check: bool,

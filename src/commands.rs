@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::authz::Route;
-use crate::cli::{CaCommand, CertCommand, Command, CrdArgs, DoctorArgs, IamCommand, IssueArgs, OutputFormat, ProxyArgs};
+use crate::cli::{
+    CaCommand, CertCommand, Command, CrdArgs, DbCommand, DoctorArgs, IamCommand, IssueArgs, ManifestsArgs, OperatorArgs, OutputFormat, ProxyArgs,
+};
 use crate::pki::{CaFiles, ClientFiles};
 
 /// Runs a subcommand.
@@ -25,6 +27,12 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cert(CertCommand::Issue(args)) => issue(args),
         Command::Doctor(args) => doctor(args).await,
         Command::Iam(cmd) => iam(cmd),
+        Command::Operator(args) => operator(args).await,
+        Command::Manifests(args) => manifests(args),
+        Command::Login(args) => crate::client::login(None, args).await,
+        Command::Db(DbCommand::Login { database, namespace, db_user, db_name, login }) => {
+            crate::client::login(Some(crate::client::DbTarget { database, namespace, db_user, db_name }), login).await
+        }
     }
 }
 
@@ -88,19 +96,58 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    crate::proxy::run_standalone(args.config).await?;
+    match args.database {
+        Some(reference) => crate::proxy::run_cluster(args.config, &reference).await?,
+        None => crate::proxy::run_standalone(args.config).await?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
+async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
+    let options = crate::operator::RunOptions {
+        settings: crate::operator::context::Settings {
+            namespace: args.namespace,
+            proxy_image: args.proxy_image,
+            allowed_endpoints: args.allowed_endpoints,
+            server_cert_ttl: args.server_cert_ttl,
+            max_client_cert_ttl: args.max_client_ttl,
+            default_client_cert_ttl: args.default_client_ttl,
+            aws_checks: args.aws_checks,
+            aws_recheck: args.aws_recheck,
+        },
+        identity: args.identity,
+        leader_election: args.leader_election,
+        lease_duration: args.lease_duration,
+        concurrency: args.concurrency.max(1),
+        admin_address: args.admin_address,
+    };
+    crate::operator::run(options).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn manifests(args: ManifestsArgs) -> anyhow::Result<ExitCode> {
+    write_or_check(args.out_dir, args.check, crate::operator::manifests::files(&args.image), "manifests", "portcullis manifests --out-dir")
+}
+
 fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
-    let Some(dir) = args.out_dir else {
-        print!("{}", crate::crd::crds_yaml()?);
+    write_or_check(args.out_dir, args.check, crate::crd::crd_files()?, "CRDs", "portcullis crd --out-dir")
+}
+
+/// Prints generated files, writes them into `out_dir`, or (with `check`) reports drift.
+fn write_or_check(out_dir: Option<std::path::PathBuf>, check: bool, files: Vec<(String, String)>, what: &str, command: &str) -> anyhow::Result<ExitCode> {
+    let Some(dir) = out_dir else {
+        for (_, yaml) in &files {
+            if !yaml.starts_with("---") {
+                println!("---");
+            }
+            print!("{yaml}");
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let mut drift = Vec::new();
-    for (name, yaml) in crate::crd::crd_files()? {
+    for (name, yaml) in files {
         let path = dir.join(&name);
-        if args.check {
+        if check {
             let current = std::fs::read_to_string(&path).unwrap_or_default();
             if current != yaml {
                 drift.push(path.display().to_string());
@@ -112,7 +159,7 @@ fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !drift.is_empty() {
-        eprintln!("CRDs out of date: {}\nrun `portcullis crd --out-dir {}` and commit the result", drift.join(", "), dir.display());
+        eprintln!("{what} out of date: {}\nrun `{command} {}` and commit the result", drift.join(", "), dir.display());
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -5,10 +5,12 @@
 pub mod authz;
 pub mod aws;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod crd;
 pub mod doctor;
 pub mod metrics;
+pub mod operator;
 pub mod pki;
 pub mod proxy;
 pub mod standalone;

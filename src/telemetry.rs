@@ -22,3 +22,15 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// An error and all its sources on one line (`outer: inner: root`), for log fields.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

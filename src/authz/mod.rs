@@ -148,7 +148,14 @@ fn check_route(identity: &Identity, request: &Request<'_>) -> Option<DenyReason>
         }
         _ => None,
     };
-    mismatch("database", &route.database, Some(request.database.name))
+    // A route names the database as `name` (standalone) or `namespace/name` (cluster mode).
+    let qualified = format!("{}/{}", request.database.namespace, request.database.name);
+    let database = match &route.database {
+        Some(a) if a == &qualified || (!a.contains('/') && a == request.database.name) => None,
+        Some(a) => Some(DenyReason::OutsideCertificateRoute { field: "database", allowed: a.clone(), requested: qualified }),
+        None => None,
+    };
+    database
         .or_else(|| mismatch("db user", &route.db_user, Some(request.db_user)))
         .or_else(|| mismatch("db name", &route.db_name, request.db_name))
 }

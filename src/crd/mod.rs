@@ -1,5 +1,6 @@
 //! Custom resource types (`portcullis.io`), one module per API version, and CRD generation.
 
+pub mod conditions;
 pub mod v1alpha1;
 
 use kube::CustomResourceExt;

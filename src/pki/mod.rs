@@ -29,6 +29,9 @@ pub enum PkiError {
     /// The CA files do not hold a usable CA.
     #[error("{path} does not hold a usable CA: {reason}")]
     BadCa { path: String, reason: String },
+    /// A certificate signing request is malformed or its signature does not verify.
+    #[error("the certificate signing request is unusable: {0}")]
+    BadRequest(String),
     /// A requested lifetime is unusable.
     #[error("the certificate lifetime must be between 1 minute and 1 year, got {0:?}")]
     BadTtl(Duration),
@@ -108,23 +111,68 @@ impl Ca {
     /// and the route (if any) as a `portcullis:route?…` URI.
     pub fn issue_client(&self, user: &str, groups: &[String], route: Option<&Route>, ttl: Duration) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn(user, groups);
-        let mut sans = Vec::new();
-        for g in groups {
-            let encoded = percent_encoding::utf8_percent_encode(g, percent_encoding::NON_ALPHANUMERIC);
-            sans.push(SanType::URI(format!("{GROUP_URI_PREFIX}{encoded}").try_into()?));
-        }
-        if let Some(route) = route {
-            sans.push(SanType::URI(route.to_uri().try_into()?));
-        }
-        params.subject_alt_names = sans;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        set_validity(&mut params, ttl)?;
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = client_params(user, groups, route, ttl)?.signed_by(&key, &self.issuer)?;
         Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+
+    /// Signs a client certificate for the key in `request`. The user, groups and route come
+    /// from the caller (the CSR signer takes them from the API server, never from the request).
+    pub fn sign_client_request(&self, request: &ClientRequest, user: &str, groups: &[String], ttl: Duration) -> Result<String, PkiError> {
+        let cert = client_params(user, groups, request.route.as_ref(), ttl)?.signed_by(&request.public_key, &self.issuer)?;
+        Ok(cert.pem())
+    }
+}
+
+/// A certificate signing request whose signature checked out, with the route it asks for.
+pub struct ClientRequest {
+    public_key: rcgen::PublicKey,
+    /// The route requested as a `portcullis:route?…` SAN URI, if any.
+    pub route: Option<Route>,
+}
+
+/// Parses a PEM certificate signing request and checks its self-signature.
+pub fn parse_client_request(pem: &str) -> Result<ClientRequest, PkiError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(pem).map_err(|e| PkiError::BadRequest(e.to_string()))?;
+    let mut route = None;
+    for san in &csr.params.subject_alt_names {
+        if let SanType::URI(uri) = san
+            && let Some(parsed) = Route::from_uri(uri.as_str())
+        {
+            route = Some(parsed.map_err(|e| PkiError::BadRequest(e.to_string()))?);
+        }
+    }
+    Ok(ClientRequest { public_key: csr.public_key, route })
+}
+
+/// A new key and a PEM certificate signing request asking for `route` (what `portcullis
+/// login` sends). Returns `(csr_pem, key_pem)`.
+pub fn new_client_request(route: Option<&Route>) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn("portcullis-login", &[]);
+    if let Some(route) = route {
+        params.subject_alt_names = vec![SanType::URI(route.to_uri().try_into()?)];
+    }
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
+
+fn client_params(user: &str, groups: &[String], route: Option<&Route>, ttl: Duration) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(user, groups);
+    let mut sans = Vec::new();
+    for g in groups {
+        let encoded = percent_encoding::utf8_percent_encode(g, percent_encoding::NON_ALPHANUMERIC);
+        sans.push(SanType::URI(format!("{GROUP_URI_PREFIX}{encoded}").try_into()?));
+    }
+    if let Some(route) = route {
+        sans.push(SanType::URI(route.to_uri().try_into()?));
+    }
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    set_validity(&mut params, ttl)?;
+    Ok(params)
 }
 
 fn dn(common_name: &str, groups: &[String]) -> DistinguishedName {
@@ -177,6 +225,30 @@ mod tests {
         let id = identity_from_certificate(&der(&issued.cert_pem)).unwrap();
         assert_eq!(id.groups, vec!["ops".to_string()], "group must not be counted twice");
         assert_eq!(id.route, None);
+    }
+
+    #[test]
+    fn a_signed_request_keeps_the_route_but_takes_user_and_groups_from_the_signer() {
+        let (ca, _) = Ca::generate("test CA").unwrap();
+        let route = Route { database: Some("shop/orders".into()), db_user: Some("app".into()), db_name: None };
+        let (csr, _key) = new_client_request(Some(&route)).unwrap();
+        let request = parse_client_request(&csr).unwrap();
+        assert_eq!(request.route.as_ref(), Some(&route));
+        let pem = ca.sign_client_request(&request, "alice", &["dev".into()], Duration::from_secs(600)).unwrap();
+        let id = identity_from_certificate(&der(&pem)).unwrap();
+        assert_eq!((id.user.as_str(), id.groups.clone(), id.route), ("alice", vec!["dev".to_string()], Some(route)));
+    }
+
+    #[test]
+    fn a_tampered_request_is_refused() {
+        let (csr, _) = new_client_request(None).unwrap();
+        let body: String = csr.lines().filter(|l| !l.starts_with("-----")).collect();
+        let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
+        let last = raw.len() - 5;
+        raw[last] ^= 0xff;
+        let tampered = format!("-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw));
+        assert!(matches!(parse_client_request(&tampered), Err(PkiError::BadRequest(_))));
+        assert!(matches!(parse_client_request("not a csr"), Err(PkiError::BadRequest(_))));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::crd::Protocol;
 use crate::metrics::ProxyMetrics;
 use crate::standalone::{ConfigError, ProxyConfig, load_manifests};
 
+
 /// How long running sessions get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -48,6 +49,9 @@ pub enum ProxyError {
     /// Binding an address failed.
     #[error("cannot listen on {address}")]
     Bind { address: SocketAddr, #[source] source: std::io::Error },
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] super::cluster::ClusterError),
     /// The audit file cannot be opened.
     #[error("cannot open the audit file {path}")]
     AuditFile { path: PathBuf, #[source] source: std::io::Error },
@@ -63,6 +67,12 @@ struct Listener {
 /// AccessRoles from the manifests (running sessions are re-checked).
 pub async fn run_standalone(config_path: PathBuf) -> Result<(), ProxyError> {
     let config = ProxyConfig::load(&config_path)?;
+    if config.resources.is_empty() {
+        return Err(ProxyError::Config(ConfigError::Inconsistent {
+            path: config_path.display().to_string(),
+            message: "resources: name at least one file or directory of Database/AccessRole manifests (or run in cluster mode with --database)".into(),
+        }));
+    }
     let manifests = load_manifests(&config.resources)?;
     for skipped in &manifests.skipped {
         info!(document = %skipped, "skipping a manifest that is not a Portcullis resource");
@@ -72,6 +82,21 @@ pub async fn run_standalone(config_path: PathBuf) -> Result<(), ProxyError> {
         let upstream = Upstream::resolve(db, config.secrets_dir.as_deref(), config.limits.upstream_connects_per_second)?;
         databases.insert(upstream.key(), Arc::new(upstream));
     }
+    let (roles_tx, roles_rx) = watch::channel(Arc::new(manifests.roles.clone()));
+    let resources = config.resources.clone();
+    serve(config, databases, None, roles_rx, |_| {}, async move { wait_for_signals(&resources, &roles_tx).await }).await
+}
+
+/// Serves `databases` until `stop` completes. `default_database` serves listeners that name
+/// none (cluster mode); `on_ready` gets the shared state once the listeners are bound.
+pub(super) async fn serve(
+    config: ProxyConfig,
+    databases: HashMap<String, Arc<Upstream>>,
+    default_database: Option<Arc<Upstream>>,
+    roles_rx: watch::Receiver<Arc<Vec<crate::crd::AccessRole>>>,
+    on_ready: impl FnOnce(Arc<ProxyState>),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ProxyError> {
     let server_tls = ServerTls::load(&config.tls.cert_file, &config.tls.key_file, &config.tls.client_ca_file, &[b"postgresql"])?;
     let metrics = ProxyMetrics::default();
     let mut registry = Registry::default();
@@ -79,7 +104,6 @@ pub async fn run_standalone(config_path: PathBuf) -> Result<(), ProxyError> {
     let targets = AuditTargets { stdout: config.audit.stdout, file: config.audit.file.clone() };
     let (audit, audit_task) = audit::start(targets, config.audit.queue_size, metrics.clone())
         .map_err(|source| ProxyError::AuditFile { path: config.audit.file.clone().unwrap_or_default(), source })?;
-    let (roles_tx, roles_rx) = watch::channel(Arc::new(manifests.roles.clone()));
     let shutdown = CancellationToken::new();
     let aws = AwsContext::load().await;
     let state = Arc::new(ProxyState {
@@ -98,21 +122,20 @@ pub async fn run_standalone(config_path: PathBuf) -> Result<(), ProxyError> {
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let database = match &l.database {
-            Some(name) => {
-                let db = state.database(name).ok_or_else(|| ProxyError::UnknownListenerDatabase {
-                    address: l.address,
-                    database: name.clone(),
-                    loaded: state.databases.keys().cloned().collect::<Vec<_>>().join(", "),
-                })?;
-                if db.protocol != Protocol::Postgres {
-                    return Err(ProxyError::UnsupportedProtocol { address: l.address, database: name.clone(), protocol: db.protocol });
-                }
-                Some(db)
-            }
-            None => None,
+            Some(name) => Some(state.database(name).ok_or_else(|| ProxyError::UnknownListenerDatabase {
+                address: l.address,
+                database: name.clone(),
+                loaded: state.databases.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?),
+            None => default_database.clone(),
         };
+        if let Some(db) = &database
+            && db.protocol != Protocol::Postgres
+        {
+            return Err(ProxyError::UnsupportedProtocol { address: l.address, database: db.key(), protocol: db.protocol });
+        }
         let socket = TcpListener::bind(l.address).await.map_err(|source| ProxyError::Bind { address: l.address, source })?;
-        info!(address = %socket.local_addr().unwrap_or(l.address), database = ?l.database, "listening");
+        info!(address = %socket.local_addr().unwrap_or(l.address), database = ?database.as_ref().map(|d| d.key()), "listening");
         listeners.push(Listener { socket, database });
     }
     let ready = Arc::new(AtomicBool::new(false));
@@ -132,8 +155,9 @@ pub async fn run_standalone(config_path: PathBuf) -> Result<(), ProxyError> {
     }
     ready.store(true, Ordering::Relaxed);
     info!(databases = state.databases.len(), roles = state.roles.borrow().len(), "proxy ready");
+    on_ready(state.clone());
 
-    wait_for_signals(&config.resources, &roles_tx).await;
+    stop.await;
     info!("shutting down: no new connections; draining running sessions");
     ready.store(false, Ordering::Relaxed);
     shutdown.cancel();
@@ -144,6 +168,22 @@ pub async fn run_standalone(config_path: PathBuf) -> Result<(), ProxyError> {
     drop(state);
     let _ = tokio::time::timeout(Duration::from_secs(2), audit_task).await;
     Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub(super) async fn wait_for_termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 async fn wait_for_signals(resources: &[PathBuf], roles_tx: &watch::Sender<Arc<Vec<crate::crd::AccessRole>>>) {

@@ -4,12 +4,14 @@
 pub mod admin;
 pub mod audit;
 pub mod cancel;
+mod cluster;
 mod listener;
 pub mod postgres;
 pub mod ratelimit;
 pub mod tls;
 pub mod upstream;
 
+pub use cluster::{ClusterError, PROXY_FIELD_MANAGER, run_cluster};
 pub use listener::{ProxyError, run_standalone};
 pub use upstream::{FieldError, Upstream, split_endpoint, validate_database};
 

@@ -42,7 +42,9 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub aws: AwsConfig,
     /// Files or directories of `Database` and `AccessRole` manifests (the same YAML that
-    /// `kubectl apply` accepts). Relative paths are relative to this file.
+    /// `kubectl apply` accepts). Relative paths are relative to this file. Required in
+    /// standalone mode; unused in cluster mode (`--database`), where the API is the source.
+    #[serde(default)]
     pub resources: Vec<PathBuf>,
     /// A directory laid out like mounted Kubernetes Secrets (`<dir>/<secret>/<key>`), where
     /// `spec.tls.caSecretRef` is looked up.
@@ -183,9 +185,6 @@ impl ProxyConfig {
         let inconsistent = |message: &str| ConfigError::Inconsistent { path: path.display().to_string(), message: message.to_owned() };
         if config.listeners.is_empty() {
             return Err(inconsistent("listeners: at least one listener is required"));
-        }
-        if config.resources.is_empty() {
-            return Err(inconsistent("resources: name at least one file or directory of Database/AccessRole manifests"));
         }
         if config.audit.queue_size == 0 {
             return Err(inconsistent("audit.queueSize must be at least 1"));

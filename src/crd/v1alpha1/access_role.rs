@@ -110,6 +110,7 @@ pub struct AccessRoleStatus {
     pub observed_generation: Option<i64>,
     /// Conditions keyed on `type` (e.g. Valid).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// How many databases in the namespace the `allow` rules match.
     #[serde(default, skip_serializing_if = "Option::is_none")]

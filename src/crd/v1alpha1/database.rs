@@ -232,6 +232,7 @@ pub struct DatabaseStatus {
     /// Conditions keyed on `type`: Ready, Valid, ProxyAvailable, IamAuthEnabled,
     /// CredentialsResolved, UpstreamReachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Where clients reach the proxy (`host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,415 @@
+//! The objects the operator keeps for one `Database`: ServiceAccount, RoleBinding, ConfigMap,
+//! server certificate Secret, Deployment and Service. Pure builders, no I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::aws::region_from_rds_host;
+use crate::crd::{Database, Protocol};
+use crate::operator::context::{DATABASE_LABEL, MANAGED_BY, Settings};
+use crate::proxy::split_endpoint;
+
+/// The admin port of proxy pods (`/metrics`, `/healthz`, `/readyz`).
+pub const ADMIN_PORT: u16 = 9090;
+/// The ClusterRole (from `deploy/`) that proxy pods are bound to in their namespace.
+pub const PROXY_CLUSTER_ROLE: &str = "portcullis-proxy";
+/// Where the proxy finds its configuration inside the pod.
+pub const CONFIG_PATH: &str = "/etc/portcullis/config/proxy.yaml";
+/// Pod annotation that changes whenever the proxy's configuration does (rolls the pods).
+pub const CONFIG_HASH_ANNOTATION: &str = "portcullis.io/config-hash";
+/// Secret annotation naming the DNS names its certificate was issued for.
+pub const CERT_NAMES_ANNOTATION: &str = "portcullis.io/server-names";
+
+const TLS_DIR: &str = "/etc/portcullis/tls";
+const UPSTREAM_CA_DIR: &str = "/etc/portcullis/upstream-ca";
+
+/// The name shared by a Database's Deployment, Service, ConfigMap and ServiceAccount.
+pub fn proxy_name(db: &Database) -> String {
+    format!("portcullis-{}", db.name_any())
+}
+
+/// The name of the server certificate Secret.
+pub fn tls_secret_name(db: &Database) -> String {
+    format!("portcullis-{}-tls", db.name_any())
+}
+
+/// The port the proxy container listens on (unprivileged, so it runs as non-root).
+pub fn container_port(protocol: Protocol) -> u16 {
+    match protocol {
+        Protocol::Dynamodb => 8443,
+        p => p.default_port(),
+    }
+}
+
+/// The port clients use on the Service.
+pub fn service_port(db: &Database) -> u16 {
+    db.spec.proxy.service.as_ref().and_then(|s| s.port).and_then(|p| u16::try_from(p).ok()).unwrap_or(db.spec.protocol.default_port())
+}
+
+/// The DNS names of the proxy's Service, for its server certificate.
+pub fn server_names(db: &Database) -> Vec<String> {
+    let (name, ns) = (proxy_name(db), db.namespace().unwrap_or_default());
+    vec![name.clone(), format!("{name}.{ns}"), format!("{name}.{ns}.svc"), format!("{name}.{ns}.svc.cluster.local")]
+}
+
+/// `host:port` where clients reach the proxy inside the cluster.
+pub fn proxy_endpoint(db: &Database) -> String {
+    format!("{}.{}.svc:{}", proxy_name(db), db.namespace().unwrap_or_default(), service_port(db))
+}
+
+/// The region the proxy uses, when the spec or the endpoint names one.
+pub fn resolved_region(db: &Database) -> Option<String> {
+    db.spec.aws.region.clone().or_else(|| {
+        let endpoint = db.spec.endpoint.as_deref()?;
+        let (host, _) = split_endpoint(endpoint, db.spec.protocol).ok()?;
+        region_from_rds_host(&host)
+    })
+}
+
+/// The ServiceAccount the proxy pods run as.
+pub fn service_account_name(db: &Database) -> String {
+    db.spec.proxy.service_account_name.clone().unwrap_or_else(|| proxy_name(db))
+}
+
+/// Labels on every child and selector labels of the pods.
+pub fn labels(db: &Database) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(db);
+    labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    labels.insert(DATABASE_LABEL.into(), db.name_any());
+    labels
+}
+
+fn selector_labels(db: &Database) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "portcullis-proxy".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), db.name_any()),
+    ])
+}
+
+fn meta(db: &Database, name: String, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: db.namespace(),
+        labels: Some(labels(db)),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// The owner reference every child carries (garbage-collected with the Database).
+pub fn owner(db: &Database) -> Option<OwnerReference> {
+    db.controller_owner_ref(&())
+}
+
+/// The ServiceAccount, when the operator makes one (no `serviceAccountName` in the spec).
+pub fn service_account(db: &Database, owner: &OwnerReference) -> Option<ServiceAccount> {
+    if db.spec.proxy.service_account_name.is_some() {
+        return None;
+    }
+    let mut metadata = meta(db, proxy_name(db), owner);
+    if let Some(arn) = &db.spec.proxy.iam_role_arn {
+        metadata.annotations = Some(BTreeMap::from([("eks.amazonaws.com/role-arn".to_owned(), arn.clone())]));
+    }
+    Some(ServiceAccount { metadata, ..Default::default() })
+}
+
+/// Binds the proxy ClusterRole to the proxy's ServiceAccount in the Database's namespace.
+pub fn role_binding(db: &Database, owner: &OwnerReference) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(db, proxy_name(db), owner),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: PROXY_CLUSTER_ROLE.into() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: service_account_name(db),
+            namespace: db.namespace(),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// The proxy's configuration file (see docs/standalone.md; cluster mode adds `--database`).
+pub fn proxy_config(db: &Database, settings: &Settings) -> String {
+    let mut config = serde_json::json!({
+        "listeners": [{"address": format!("0.0.0.0:{}", container_port(db.spec.protocol))}],
+        "tls": {
+            "certFile": format!("{TLS_DIR}/tls.crt"),
+            "keyFile": format!("{TLS_DIR}/tls.key"),
+            "clientCaFile": format!("{TLS_DIR}/ca.crt"),
+        },
+        "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}")},
+        "audit": {"stdout": true},
+        "resources": [],
+    });
+    if !settings.allowed_endpoints.is_empty() {
+        config["aws"] = serde_json::json!({"allowedEndpoints": settings.allowed_endpoints});
+    }
+    if db.spec.tls.ca_secret_ref.is_some() {
+        config["secretsDir"] = UPSTREAM_CA_DIR.into();
+    }
+    format!("# Written by the Portcullis operator for Database {}; edits are overwritten.\n{}", db.name_any(), serde_yaml::to_string(&config).unwrap_or_default())
+}
+
+/// The proxy ConfigMap.
+pub fn config_map(db: &Database, owner: &OwnerReference, config: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(db, proxy_name(db), owner),
+        data: Some(BTreeMap::from([("proxy.yaml".to_owned(), config.to_owned())])),
+        ..Default::default()
+    }
+}
+
+/// The server certificate Secret (`tls.crt`, `tls.key`, and `ca.crt`: the client CA).
+pub fn tls_secret(db: &Database, owner: &OwnerReference, cert_pem: &str, key_pem: &str, ca_pem: &str) -> Secret {
+    let mut metadata = meta(db, tls_secret_name(db), owner);
+    metadata.annotations = Some(BTreeMap::from([(CERT_NAMES_ANNOTATION.to_owned(), server_names(db).join(","))]));
+    Secret {
+        metadata,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), ByteString(cert_pem.as_bytes().to_vec())),
+            ("tls.key".to_owned(), ByteString(key_pem.as_bytes().to_vec())),
+            ("ca.crt".to_owned(), ByteString(ca_pem.as_bytes().to_vec())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// A hash of everything a running proxy reads at start-up: its configuration file, the
+/// Database spec and the server certificate. A change rolls the pods.
+pub fn config_hash(config: &str, db: &Database, cert_pem: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(config.as_bytes());
+    h.update(serde_json::to_vec(&db.spec).unwrap_or_default());
+    h.update(cert_pem.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The proxy Deployment: non-root, read-only root filesystem, probes on the admin port.
+pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, hash: &str) -> Deployment {
+    let port = container_port(db.spec.protocol);
+    let mut env = vec![
+        env("PORTCULLIS_LOG_FORMAT", "json"),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    if let Some(region) = resolved_region(db) {
+        env.push(self::env("AWS_REGION", &region));
+    }
+    let mut mounts = vec![
+        mount("config", "/etc/portcullis/config"),
+        mount("tls", TLS_DIR),
+        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
+    ];
+    let mut volumes = vec![
+        Volume { name: "config".into(), config_map: Some(ConfigMapVolumeSource { name: proxy_name(db), ..Default::default() }), ..Default::default() },
+        Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(tls_secret_name(db)), default_mode: Some(0o440), ..Default::default() }),
+            ..Default::default()
+        },
+        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ];
+    if let Some(ca) = &db.spec.tls.ca_secret_ref {
+        mounts.push(mount("upstream-ca", &format!("{UPSTREAM_CA_DIR}/{}", ca.name)));
+        volumes.push(Volume {
+            name: "upstream-ca".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(ca.name.clone()), ..Default::default() }),
+            ..Default::default()
+        });
+    }
+    let probe = |path: &str, period| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(ADMIN_PORT.into()), ..Default::default() }),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "proxy".into(),
+        image: Some(settings.proxy_image.clone()),
+        args: Some(vec![
+            "proxy".into(),
+            "--config".into(),
+            CONFIG_PATH.into(),
+            "--database".into(),
+            format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any()),
+        ]),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort { name: Some("db".into()), container_port: port.into(), ..Default::default() },
+            ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT.into(), ..Default::default() },
+        ]),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: db.spec.proxy.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let mut pod_labels = selector_labels(db);
+    pod_labels.insert(DATABASE_LABEL.into(), db.name_any());
+    Deployment {
+        metadata: meta(db, proxy_name(db), owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(db.spec.proxy.replicas.unwrap_or(1)),
+            selector: LabelSelector { match_labels: Some(selector_labels(db)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(service_account_name(db)),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    node_selector: (!db.spec.proxy.node_selector.is_empty()).then(|| db.spec.proxy.node_selector.clone()),
+                    tolerations: (!db.spec.proxy.tolerations.is_empty()).then(|| db.spec.proxy.tolerations.clone()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Service clients connect to.
+pub fn service(db: &Database, owner: &OwnerReference) -> Service {
+    let type_ = db.spec.proxy.service.as_ref().and_then(|s| s.type_.clone());
+    Service {
+        metadata: meta(db, proxy_name(db), owner),
+        spec: Some(ServiceSpec {
+            type_,
+            selector: Some(selector_labels(db)),
+            ports: Some(vec![ServicePort {
+                name: Some(db.spec.protocol.as_str().into()),
+                port: service_port(db).into(),
+                target_port: Some(IntOrString::String("db".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(yaml: &str) -> Database {
+        let mut db: Database = serde_yaml::from_str(yaml).unwrap();
+        db.metadata.uid = Some("uid-1".into());
+        db
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            namespace: "portcullis-system".into(),
+            proxy_image: "portcullis:test".into(),
+            allowed_endpoints: vec![],
+            server_cert_ttl: std::time::Duration::from_secs(90 * 86400),
+            max_client_cert_ttl: std::time::Duration::from_secs(12 * 3600),
+            default_client_cert_ttl: std::time::Duration::from_secs(8 * 3600),
+            aws_checks: false,
+            aws_recheck: std::time::Duration::from_secs(600),
+        }
+    }
+
+    const ORDERS: &str = "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {name: orders, namespace: shop}\n\
+        spec: {protocol: postgres, endpoint: 'orders.abc.eu-west-1.rds.amazonaws.com:5432', proxy: {iamRoleArn: 'arn:aws:iam::123456789012:role/p'}}\n";
+
+    #[test]
+    fn irsa_annotation_and_binding_follow_the_spec() {
+        let d = db(ORDERS);
+        let o = owner(&d).unwrap();
+        let sa = service_account(&d, &o).unwrap();
+        assert_eq!(sa.metadata.annotations.unwrap()["eks.amazonaws.com/role-arn"], "arn:aws:iam::123456789012:role/p");
+        let mut named = d.clone();
+        named.spec.proxy.iam_role_arn = None;
+        named.spec.proxy.service_account_name = Some("existing".into());
+        assert!(service_account(&named, &o).is_none());
+        assert_eq!(role_binding(&named, &o).subjects.unwrap()[0].name, "existing");
+    }
+
+    #[test]
+    fn deployment_is_hardened_and_points_at_its_database() {
+        let d = db(ORDERS);
+        let dep = deployment(&d, &owner(&d).unwrap(), &settings(), "h1");
+        let pod = dep.spec.unwrap().template;
+        assert_eq!(pod.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION], "h1");
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.args.as_ref().unwrap().join(" "), format!("proxy --config {CONFIG_PATH} --database shop/orders"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!((sc.read_only_root_filesystem, sc.run_as_non_root, sc.allow_privilege_escalation), (Some(true), Some(true), Some(false)));
+        assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "AWS_REGION" && e.value.as_deref() == Some("eu-west-1")));
+    }
+
+    #[test]
+    fn the_hash_changes_with_the_spec_and_the_certificate() {
+        let d = db(ORDERS);
+        let config = proxy_config(&d, &settings());
+        let base = config_hash(&config, &d, "cert");
+        let mut changed = d.clone();
+        changed.spec.proxy.replicas = Some(3);
+        assert_ne!(base, config_hash(&config, &changed, "cert"));
+        assert_ne!(base, config_hash(&config, &d, "cert2"));
+        assert_eq!(base, config_hash(&config, &d, "cert"));
+    }
+
+    #[test]
+    fn the_generated_config_is_accepted_by_the_proxy() {
+        let d = db(ORDERS);
+        let mut s = settings();
+        s.allowed_endpoints = vec!["localhost".into()];
+        let text = proxy_config(&d, &s);
+        let parsed: crate::standalone::ProxyConfig = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(parsed.listeners[0].address.port(), 5432);
+        assert_eq!(parsed.aws.allowed_endpoints, vec!["localhost".to_string()]);
+    }
+}

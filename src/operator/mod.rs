@@ -1,0 +1,246 @@
+//! The operator: reconciles `Database` and `AccessRole`, signs client certificates (CSR
+//! signer), keeps its CA, and runs leader-elected with bounded concurrency.
+
+pub mod access_role;
+pub mod apply;
+pub mod aws_cache;
+pub mod aws_checks;
+pub mod ca;
+pub mod context;
+pub mod csr;
+pub mod database;
+pub mod leader;
+pub mod manifests;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::crd::{AccessRole, Database};
+use context::{ChildStores, Context, MANAGED_BY, Settings};
+
+/// Options of `portcullis operator` that are not reconciler settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Reconciler settings.
+    pub settings: Settings,
+    /// This instance's identity in the leader Lease (the pod name).
+    pub identity: String,
+    /// Whether to take part in leader election (off: reconcile at once, for one replica).
+    pub leader_election: bool,
+    /// How long a Lease is valid without renewal.
+    pub lease_duration: Duration,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin_address: SocketAddr,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// No usable Kubernetes client configuration.
+    #[error("cannot configure the Kubernetes client (in a pod: the ServiceAccount token; elsewhere: KUBECONFIG or ~/.kube/config)")]
+    Client(#[source] kube::Error),
+    /// The CA is unavailable.
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    /// The admin port cannot be bound.
+    #[error("cannot listen on {0} for /metrics and the probes")]
+    Admin(SocketAddr, #[source] std::io::Error),
+    /// Leadership was lost; the process exits so a restart rejoins the election cleanly.
+    #[error("lost the leader Lease; exiting so that only one instance reconciles")]
+    LostLeadership,
+}
+
+/// Runs the operator until SIGINT/SIGTERM.
+pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
+    let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            info!("shutting down: finishing running reconciles");
+            shutdown.cancel();
+        }
+    });
+
+    let metrics = metrics::OperatorMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = crate::proxy::admin::bind(options.admin_address).await.map_err(|e| OperatorError::Admin(options.admin_address, e))?;
+    info!(address = %options.admin_address, "admin endpoint (/metrics, /healthz, /readyz)");
+    let admin_task = tokio::spawn(crate::proxy::admin::serve(admin, registry, ready.clone(), shutdown.clone()));
+
+    let lost = CancellationToken::new();
+    let election = options.leader_election.then(|| {
+        leader::LeaderElection::new(client.clone(), &options.settings.namespace, &options.identity, options.lease_duration)
+    });
+    if let Some(election) = &election {
+        if !election.acquire(&shutdown).await {
+            let _ = admin_task.await;
+            return Ok(());
+        }
+    }
+    metrics.leader.set(1);
+    let keeper = election.map(|e| {
+        let (stop, lost) = (shutdown.clone(), lost.clone());
+        tokio::spawn(async move { e.keep(stop, lost).await })
+    });
+
+    let ca = ca::ensure(&client, &options.settings.namespace).await?;
+    let aws_sdk = if options.settings.aws_checks { Some(crate::aws::AwsContext::load().await.sdk_config().clone()) } else { None };
+    let stop_controllers = CancellationToken::new();
+    let (children, child_streams) = child_watches(&client);
+    let (db_reader, db_writer) = reflector::store::<Database>();
+    let (role_reader, role_writer) = reflector::store::<AccessRole>();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: options.settings.clone(),
+        ca,
+        children,
+        databases: db_reader.clone(),
+        access_roles: role_reader.clone(),
+        recorder: Recorder::new(client.clone(), Context::reporter(&options.identity)),
+        metrics: metrics.clone(),
+        aws: aws_cache::AwsCheckCache::new(aws_sdk, options.settings.aws_recheck),
+    });
+
+    let config = ControllerConfig::default().concurrency(options.concurrency);
+    let db_stream = watcher(Api::<Database>::all(client.clone()), watcher::Config::default()).default_backoff().reflect(db_writer).touched_objects();
+    let ChildStreams { service_accounts, config_maps, secrets, deployments, services, role_bindings } = child_streams;
+    let databases = Controller::for_stream(db_stream, db_reader.clone())
+        .owns_stream(service_accounts)
+        .owns_stream(config_maps)
+        .owns_stream(secrets)
+        .owns_stream(deployments)
+        .owns_stream(services)
+        .owns_stream(role_bindings)
+        .with_config(config.clone())
+        .graceful_shutdown_on(cancelled(stop_controllers.clone()))
+        .run(database::reconcile, database::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    // AccessRoles: their own changes, and any Database change in their namespace (the match
+    // count may change).
+    let role_stream = watcher(Api::<AccessRole>::all(client.clone()), watcher::Config::default()).default_backoff().reflect(role_writer).touched_objects();
+    let roles_by_ns = role_reader.clone();
+    let roles = Controller::for_stream(role_stream, role_reader.clone())
+        .watches(Api::<Database>::all(client.clone()), watcher::Config::default().any_semantic(), move |db: Database| {
+            let ns = db.namespace();
+            roles_by_ns.state().into_iter().filter(move |r| r.namespace() == ns).map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>()
+        })
+        .with_config(config.clone())
+        .graceful_shutdown_on(cancelled(stop_controllers.clone()))
+        .run(access_role::reconcile, access_role::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let csr_api = Api::<CertificateSigningRequest>::all(client.clone());
+    let csrs = Controller::new(csr_api, watcher::Config::default().fields(&format!("spec.signerName={}", csr::SIGNER_NAME)))
+        .with_config(config)
+        .graceful_shutdown_on(cancelled(stop_controllers.clone()))
+        .run(csr::reconcile, csr::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let watchdog = {
+        let (ctx, ready, stop) = (ctx.clone(), ready.clone(), stop_controllers.clone());
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        async move {
+            ctx.wait_until_ready().await;
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            info!(databases = ctx.databases.state().len(), roles = ctx.access_roles.state().len(), "caches filled; reconciling");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = lost.cancelled() => warn!("stopping the controllers: leadership lost"),
+            }
+            ready.store(false, std::sync::atomic::Ordering::Relaxed);
+            stop.cancel();
+        }
+    };
+    futures::join!(databases, roles, csrs, watchdog);
+    info!(api_writes = metrics.total_writes(), "controllers stopped");
+    metrics.leader.set(0);
+    shutdown.cancel();
+    if let Some(k) = keeper {
+        let _ = k.await;
+    }
+    let _ = admin_task.await;
+    if lost.is_cancelled() { Err(OperatorError::LostLeadership) } else { Ok(()) }
+}
+
+async fn cancelled(token: CancellationToken) {
+    token.cancelled().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+type ChildStream<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+struct ChildStreams {
+    service_accounts: ChildStream<ServiceAccount>,
+    config_maps: ChildStream<ConfigMap>,
+    secrets: ChildStream<Secret>,
+    deployments: ChildStream<Deployment>,
+    services: ChildStream<Service>,
+    role_bindings: ChildStream<RoleBinding>,
+}
+
+/// One watch per child kind, selected by the managed-by label, cached (without managed
+/// fields, to save memory) and used to trigger the owner's reconcile.
+fn child_watches(client: &Client) -> (ChildStores, ChildStreams) {
+    fn one<K>(client: &Client) -> (Store<K>, ChildStream<K>)
+    where
+        K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let (reader, writer) = reflector::store::<K>();
+        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects()
+            .boxed();
+        (reader, stream)
+    }
+    let (sa, sa_s) = one::<ServiceAccount>(client);
+    let (cm, cm_s) = one::<ConfigMap>(client);
+    let (sec, sec_s) = one::<Secret>(client);
+    let (dep, dep_s) = one::<Deployment>(client);
+    let (svc, svc_s) = one::<Service>(client);
+    let (rb, rb_s) = one::<RoleBinding>(client);
+    (
+        ChildStores { service_accounts: sa, config_maps: cm, secrets: sec, deployments: dep, services: svc, role_bindings: rb },
+        ChildStreams { service_accounts: sa_s, config_maps: cm_s, secrets: sec_s, deployments: dep_s, services: svc_s, role_bindings: rb_s },
+    )
+}
