@@ -39,7 +39,7 @@ impl AwsCheckCache {
         let (uid, generation) = (db.uid().unwrap_or_default(), db.metadata.generation.unwrap_or(0));
         if let Some((g, at, check)) = self.lock().get(&uid)
             && *g == generation
-            && at.elapsed() < if check.retry_soon { Duration::from_secs(30) } else { self.recheck }
+            && at.elapsed() < if check.retry_soon { Duration::from_secs(30).min(self.recheck) } else { self.recheck }
         {
             return check.clone();
         }

@@ -97,6 +97,8 @@ pub struct Context {
     pub metrics: OperatorMetrics,
     /// AWS-side check results, so they are not repeated on every reconcile.
     pub aws: AwsCheckCache,
+    /// Becomes true once every cache holds its first full list.
+    pub caches_ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Context {
@@ -105,10 +107,19 @@ impl Context {
         Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance.to_owned()) }
     }
 
-    /// Waits for every cache.
-    pub async fn wait_until_ready(&self) {
+    /// Waits for every cache, then marks them ready for [`Context::wait_until_ready`]. Called
+    /// once: a store wakes only one of several concurrent waiters, so reconcilers wait on
+    /// the flag instead.
+    pub async fn fill_caches(&self) {
         self.children.wait_until_ready().await;
         let _ = futures::join!(self.databases.wait_until_ready(), self.access_roles.wait_until_ready());
+        self.caches_ready.send_replace(true);
+    }
+
+    /// Waits until every cache holds its first full list (so "absent" really means absent).
+    pub async fn wait_until_ready(&self) {
+        let mut ready = self.caches_ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
     }
 }
 

@@ -52,6 +52,24 @@ pub fn proxy_cluster_role() -> Value {
     })
 }
 
+/// What `portcullis login` needs: create a CertificateSigningRequest and read it back. Bound
+/// to every authenticated user; the operator decides who gets a certificate.
+pub fn login_objects() -> Vec<Value> {
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "portcullis-login", "labels": labels()},
+            "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["create", "get"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "portcullis-login", "labels": labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "portcullis-login"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}],
+        }),
+    ]
+}
+
 fn labels() -> Value {
     json!({"app.kubernetes.io/name": "portcullis", "app.kubernetes.io/part-of": "portcullis"})
 }
@@ -122,5 +140,6 @@ pub fn files(image: &str) -> Vec<(String, String)> {
     vec![
         ("operator.yaml".into(), format!("{}{}", header("The Portcullis operator: namespace, ServiceAccount, least-privilege RBAC, leader election, Deployment."), render(&operator_objects(image)))),
         ("proxy-rbac.yaml".into(), format!("{}{}", header("What proxy pods may do; the operator binds it per Database namespace."), render(&[proxy_cluster_role()]))),
+        ("login-rbac.yaml".into(), format!("{}{}", header("Lets every authenticated user request a client certificate (`portcullis login`)."), render(&login_objects()))),
     ]
 }

@@ -122,6 +122,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         recorder: Recorder::new(client.clone(), Context::reporter(&options.identity)),
         metrics: metrics.clone(),
         aws: aws_cache::AwsCheckCache::new(aws_sdk, options.settings.aws_recheck),
+        caches_ready: tokio::sync::watch::Sender::new(false),
     });
 
     let config = ControllerConfig::default().concurrency(options.concurrency);
@@ -164,7 +165,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         let (ctx, ready, stop) = (ctx.clone(), ready.clone(), stop_controllers.clone());
         let (shutdown, lost) = (shutdown.clone(), lost.clone());
         async move {
-            ctx.wait_until_ready().await;
+            ctx.fill_caches().await;
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
             info!(databases = ctx.databases.state().len(), roles = ctx.access_roles.state().len(), "caches filled; reconciling");
             tokio::select! {

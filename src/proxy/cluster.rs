@@ -155,8 +155,10 @@ impl Reporter {
 /// Resolves the credentials the proxy would sign with for this database.
 async fn credentials(state: &ProxyState, upstream: &Upstream) -> (Observation, Option<String>) {
     let provider = state.aws.credentials_for(upstream.assume_role_arn.as_deref(), upstream.external_id.as_deref(), &upstream.region);
+    let result = provider.get().await;
+    // Read after resolving: the report names the provider that just answered.
     let source = state.aws.chain_report().and_then(|r| r.source).map(str::to_owned);
-    match provider.get().await {
+    match result {
         Ok(_) => {
             let via = upstream.assume_role_arn.as_deref().map(|arn| format!(", then assumed {arn}")).unwrap_or_default();
             let from = source.clone().unwrap_or_else(|| "the default chain".into());

@@ -42,7 +42,9 @@ pub enum ReconcileError {
 
 /// Reconciles one Database.
 pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    debug!(database = %db.name_any(), "reconcile: waiting for caches");
     ctx.wait_until_ready().await;
+    debug!(database = %db.name_any(), "reconcile: start");
     let started = std::time::Instant::now();
     let result = reconcile_inner(&db, &ctx).await;
     ctx.metrics.reconciled("database", result.is_ok(), started.elapsed().as_secs_f64());
@@ -115,7 +117,7 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Reconci
     let aws = ctx.aws.check(db).await;
     let retry_soon = aws.retry_soon;
     status::write(db, ctx, status::Findings::valid(db, live_dep.as_deref(), aws)).await?;
-    Ok(Action::requeue(if retry_soon { Duration::from_secs(30) } else { RESYNC }))
+    Ok(Action::requeue(if retry_soon { Duration::from_secs(30).min(ctx.settings.aws_recheck) } else { RESYNC }))
 }
 
 fn write_err(kind: &'static str, namespace: &str, name: &str, source: kube::Error) -> ReconcileError {

@@ -1,0 +1,604 @@
+//! The operator against a real kube-apiserver, etcd and controller manager, running with the
+//! least-privilege RBAC from `deploy/` as its own ServiceAccount; moto for the AWS side; real
+//! PostgreSQL, psql and `portcullis db login` end to end. Tests take turns (one operator and
+//! one leader Lease at a time).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+use kube::{Api, Client, ResourceExt};
+use portcullis::crd::{AccessRole, Database};
+use serde::Deserialize;
+use support::control_plane::{ControlPlane, namespace, shared_control_plane};
+use support::*;
+
+const OPERATOR_USER: &str = "system:serviceaccount:portcullis-system:portcullis-operator";
+const OPERATOR_GROUPS: &[&str] = &["system:serviceaccounts", "system:serviceaccounts:portcullis-system"];
+
+/// One operator (and one Lease holder) at a time.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Server-side applies every document of a YAML stream as the admin.
+async fn apply_yaml(client: &Client, text: &str) {
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_json::Value::deserialize(doc).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_json::from_value(value).unwrap();
+        let gvk = GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, obj.namespace()) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &ar),
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(&obj.name_any(), &PatchParams::apply("portcullis-test").force(), &Patch::Apply(&obj)).await.unwrap();
+    }
+}
+
+/// CRDs and the install RBAC from the repository, applied once per control plane (each test
+/// may get a fresh one: the shared control plane stops when no test holds it).
+async fn install(cp: &ControlPlane) -> Client {
+    static DONE: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
+    let admin = cp.admin().await;
+    let mut done = DONE.lock().await;
+    if done.as_deref() != Some(cp.url.as_str()) {
+        for dir in ["crds", "deploy"] {
+            let mut files: Vec<_> = std::fs::read_dir(repo().join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files {
+                apply_yaml(&admin, &std::fs::read_to_string(f).unwrap()).await;
+            }
+        }
+        let dbs: Api<Database> = Api::all(admin.clone());
+        eventually("Database CRD served", Duration::from_secs(30), || async { dbs.list(&ListParams::default()).await.is_ok() }).await;
+        *done = Some(cp.url.clone());
+    }
+    admin
+}
+
+/// A running operator process, acting as its ServiceAccount.
+struct Operator {
+    admin_port: u16,
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Operator {
+    fn start(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str) -> Operator {
+        let kubeconfig = cp.kubeconfig(OPERATOR_USER, OPERATOR_GROUPS);
+        let admin_port = free_port();
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(["operator", "--identity", name, "--proxy-image", "portcullis:test", "--allowed-endpoint", "localhost", "--allowed-endpoint", "127.0.0.1"])
+            .args(["--admin-address", &format!("127.0.0.1:{admin_port}"), "--aws-recheck", "2s", "--lease-duration", "6s"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PORTCULLIS_LOG", std::env::var("TEST_OPERATOR_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()))
+            .env("AWS_ENDPOINT_URL", aws_endpoint)
+            .envs(static_key_env(ACCESS_KEY, SECRET_KEY))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let op = Operator { admin_port, log, proc: Some(Proc { child: cmd.spawn().expect("start the operator") }) };
+        let start = Instant::now();
+        while !(std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok() && http_get(admin_port, "/readyz").contains("200 OK")) {
+            assert!(start.elapsed() < Duration::from_secs(60), "the operator did not become ready:\n{}", op.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        op
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metric_sum(&self, prefix: &str) -> f64 {
+        http_get(self.admin_port, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Stops the process (SIGTERM, waits).
+    fn stop(&mut self) {
+        self.proc.take();
+    }
+}
+
+/// Where the operator's AWS calls go in tests that make none (no RDS host names): nowhere.
+const NO_AWS: &str = "http://127.0.0.1:9";
+
+fn database(ns: &str, name: &str, spec: serde_json::Value) -> Database {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "portcullis.io/v1alpha1", "kind": "Database",
+        "metadata": {"name": name, "namespace": ns, "labels": {"env": "test"}},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn condition(db: &Database, type_: &str) -> Option<(String, String, String)> {
+    let c = db.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_condition(api: &Api<Database>, name: &str, type_: &str, status: &str, op: &Operator) -> Database {
+    let start = Instant::now();
+    loop {
+        let db = api.get(name).await.unwrap();
+        if condition(&db, type_).is_some_and(|c| c.0 == status) {
+            return db;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{name}: {type_} not {status}: {:?}\n{}", db.status, op.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn warning_events(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name) && e.type_.as_deref() == Some("Warning")).collect()
+}
+
+async fn child_names(client: &Client, ns: &str) -> BTreeMap<&'static str, Vec<String>> {
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=portcullis-operator");
+    let names = |list: Vec<String>| list;
+    BTreeMap::from([
+        ("ServiceAccount", names(Api::<ServiceAccount>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect())),
+        ("ConfigMap", Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
+        ("Secret", Api::<Secret>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
+        ("Deployment", Api::<Deployment>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
+        ("Service", Api::<Service>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
+        ("RoleBinding", Api::<RoleBinding>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
+    ])
+}
+
+fn pod_hash(dep: &Deployment) -> String {
+    dep.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["portcullis.io/config-hash"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_gets_its_proxy_objects_which_follow_spec_changes_and_go_with_it() {
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane();
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let op = Operator::start(&cp, dir.path(), NO_AWS, "op-lifecycle");
+    let ns = namespace(&admin, "lifecycle").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let spec = serde_json::json!({"protocol": "postgres", "endpoint": "localhost:5432", "aws": {"region": "eu-west-1"},
+        "proxy": {"iamRoleArn": "arn:aws:iam::123456789012:role/orders-proxy"}});
+    dbs.create(&PostParams::default(), &database(&ns, "orders", spec)).await.unwrap();
+
+    let want = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    eventually("all six children", Duration::from_secs(30), || async {
+        let c = child_names(&admin, &ns).await;
+        c["Deployment"] == want(&["portcullis-orders"]) && c["Service"].len() == 1 && c["ConfigMap"].len() == 1 && c["Secret"] == want(&["portcullis-orders-tls"]) && c["ServiceAccount"].len() == 1 && c["RoleBinding"].len() == 1
+    })
+    .await;
+    let db = wait_condition(&dbs, "orders", "Valid", "True", &op).await;
+    let status = db.status.clone().unwrap();
+    assert_eq!(status.observed_generation, db.metadata.generation);
+    assert_eq!(status.proxy_endpoint.as_deref(), Some(format!("portcullis-orders.{ns}.svc:5432").as_str()));
+    assert_eq!(status.resolved_region.as_deref(), Some("eu-west-1"));
+    let (s, reason, message) = condition(&db, "ProxyAvailable").unwrap();
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "NoPodsAvailable"), "no kubelet runs the pods: {message}");
+    assert!(message.contains(&format!("kubectl -n {ns} describe deployment portcullis-orders")), "{message}");
+    assert_eq!(condition(&db, "IamAuthEnabled").unwrap().1, "NotChecked", "localhost is not an RDS host");
+    assert_eq!(condition(&db, "Ready").unwrap().0, "False");
+
+    // IRSA annotation, owner references, hardened pods.
+    let sa = Api::<ServiceAccount>::namespaced(admin.clone(), &ns).get("portcullis-orders").await.unwrap();
+    assert_eq!(sa.annotations()["eks.amazonaws.com/role-arn"], "arn:aws:iam::123456789012:role/orders-proxy");
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let dep = deps.get("portcullis-orders").await.unwrap();
+    assert_eq!(dep.owner_references()[0].uid, db.uid().unwrap());
+    assert_eq!(dep.owner_references()[0].controller, Some(true));
+    let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+    let managers: Vec<String> = dep.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
+    assert_eq!(managers, vec!["portcullis-operator".to_string()], "one field manager");
+
+    // A spec change rolls the pods (new config hash); the ServiceAccount goes when the spec
+    // names an existing one instead.
+    let before = pod_hash(&dep);
+    let patch = serde_json::json!({"spec": {"proxy": {"iamRoleArn": null, "serviceAccountName": "existing-sa", "replicas": 2}}});
+    dbs.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    eventually("the Deployment follows the spec", Duration::from_secs(30), || async {
+        let d = deps.get("portcullis-orders").await.unwrap();
+        pod_hash(&d) != before && d.spec.as_ref().unwrap().replicas == Some(2)
+            && d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().service_account_name.as_deref() == Some("existing-sa")
+    })
+    .await;
+    eventually("the operator's ServiceAccount is removed", Duration::from_secs(30), || async { child_names(&admin, &ns).await["ServiceAccount"].is_empty() }).await;
+    let rb = Api::<RoleBinding>::namespaced(admin.clone(), &ns).get("portcullis-orders").await.unwrap();
+    assert_eq!(rb.subjects.unwrap()[0].name, "existing-sa");
+    assert_eq!(rb.role_ref.name, "portcullis-proxy");
+
+    // Deleting the Database: the real garbage collector removes every child.
+    dbs.delete("orders", &DeleteParams::foreground()).await.unwrap();
+    eventually("children collected", Duration::from_secs(60), || async { child_names(&admin, &ns).await.values().all(|v| v.is_empty()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_database_gets_valid_false_a_warning_event_and_no_children() {
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane();
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let op = Operator::start(&cp, dir.path(), NO_AWS, "op-invalid");
+    let ns = namespace(&admin, "invalid").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let spec = serde_json::json!({"protocol": "postgres", "endpoint": "localhost:5432", "aws": {"region": "eu-west-1", "externalId": "x"}});
+    dbs.create(&PostParams::default(), &database(&ns, "broken", spec)).await.unwrap();
+    let db = wait_condition(&dbs, "broken", "Valid", "False", &op).await;
+    let (_, reason, message) = condition(&db, "Valid").unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("spec.aws.externalId") && message.contains("assumeRoleArn"), "{message}");
+    assert_eq!(condition(&db, "Ready").unwrap().0, "False");
+    eventually("a Warning Event", Duration::from_secs(10), || async {
+        warning_events(&admin, &ns, "broken").await.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("spec.aws.externalId")))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(child_names(&admin, &ns).await.values().all(|v| v.is_empty()), "no children for an invalid Database");
+    // Fixing the spec brings the children.
+    dbs.patch("broken", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"aws": {"externalId": null}}}))).await.unwrap();
+    wait_condition(&dbs, "broken", "Valid", "True", &op).await;
+    eventually("children after the fix", Duration::from_secs(30), || async { child_names(&admin, &ns).await["Deployment"].len() == 1 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_with_nothing_changed_writes_nothing() {
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane();
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let ns = namespace(&admin, "restart").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    for i in 0..5 {
+        let spec = serde_json::json!({"protocol": "postgres", "endpoint": format!("db{i}.internal:5432"), "aws": {"region": "us-east-1"}});
+        dbs.create(&PostParams::default(), &database(&ns, &format!("db{i}"), spec)).await.unwrap();
+    }
+    let bad = serde_json::json!({"protocol": "postgres", "endpoint": "x.internal:5432"});
+    dbs.create(&PostParams::default(), &database(&ns, "noregion", bad)).await.unwrap();
+    apply_yaml(&admin, &format!("apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {{name: devs, namespace: {ns}}}\nspec: {{subjects: [{{kind: Group, name: dev}}], allow: {{databaseSelector: {{matchLabels: {{env: test}}}}, dbUsers: [app]}}}}\n")).await;
+
+    let mut first = Operator::start(&cp, dir.path(), NO_AWS, "op-restart-1");
+    let reconciled = || async {
+        let all = dbs.list(&ListParams::default()).await.unwrap().items;
+        let roles = Api::<AccessRole>::namespaced(admin.clone(), &ns).list(&ListParams::default()).await.unwrap().items;
+        let state = (
+            all.iter().filter(|d| condition(d, "Valid").is_some()).count(),
+            roles.iter().map(|r| r.status.as_ref().and_then(|s| s.matched_databases)).collect::<Vec<_>>(),
+            child_names(&admin, &ns).await["Deployment"].len(),
+        );
+        (state == (6, vec![Some(6)], 5), state)
+    };
+    let start = Instant::now();
+    loop {
+        let (done, state) = reconciled().await;
+        if done {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not reconciled: {state:?}\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(first.metric_sum("portcullis_operator_api_writes_total") > 0.0);
+    first.stop();
+    assert!(first.log().contains("controllers stopped"), "graceful shutdown:\n{}", first.log());
+
+    let versions = || async {
+        let mut v = BTreeMap::new();
+        for d in dbs.list(&ListParams::default()).await.unwrap().items {
+            v.insert(format!("Database/{}", d.name_any()), d.resource_version());
+        }
+        for (kind, names) in child_names(&admin, &ns).await {
+            v.insert(format!("{kind}/count"), Some(names.len().to_string()));
+        }
+        for s in Api::<Secret>::namespaced(admin.clone(), &ns).list(&ListParams::default()).await.unwrap().items {
+            v.insert(format!("Secret/{}", s.name_any()), s.resource_version());
+        }
+        for d in Api::<Deployment>::namespaced(admin.clone(), &ns).list(&ListParams::default()).await.unwrap().items {
+            v.insert(format!("Deployment/{}", d.name_any()), d.resource_version());
+        }
+        v
+    };
+    let before = versions().await;
+    let second = Operator::start(&cp, dir.path(), NO_AWS, "op-restart-2");
+    let start = Instant::now();
+    while second.metric_sum("portcullis_operator_reconciles_total") < 7.0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the second operator did not reconcile:\n{}", second.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = second.metric_sum("portcullis_operator_api_writes_total");
+    eprintln!("restart: {} reconciles, {writes} writes", second.metric_sum("portcullis_operator_reconciles_total"));
+    assert_eq!(writes, 0.0, "a restart with nothing changed must not write:\n{}", http_get(second.admin_port, "/metrics"));
+    assert_eq!(before, versions().await, "no object changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_side_is_checked_and_iam_auth_turned_on_when_asked() {
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane();
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let moto = Moto::start();
+    let created = run_ok(Command::new("python3").arg("-c").arg(format!(
+        r#"
+import boto3, json
+rds = boto3.client("rds", region_name="us-east-1", endpoint_url="{}", aws_access_key_id="x", aws_secret_access_key="y")
+out = {{}}
+for name in ["iamoff", "enableme"]:
+    i = rds.create_db_instance(DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.3", DBInstanceClass="db.t3.micro",
+        AllocatedStorage=20, MasterUsername="admin", MasterUserPassword="password123", EnableIAMDatabaseAuthentication=False)["DBInstance"]
+    out[name] = i["Endpoint"]["Address"]
+print(json.dumps(out))
+"#,
+        moto.url()
+    )));
+    let hosts: BTreeMap<String, String> = serde_json::from_slice(&created.stdout).unwrap();
+    let op = Operator::start(&cp, dir.path(), &moto.url(), "op-aws");
+    let ns = namespace(&admin, "aws").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let off = serde_json::json!({"protocol": "postgres", "endpoint": format!("{}:5432", hosts["iamoff"])});
+    dbs.create(&PostParams::default(), &database(&ns, "iamoff", off)).await.unwrap();
+    let enable = serde_json::json!({"protocol": "postgres", "endpoint": format!("{}:5432", hosts["enableme"]), "aws": {"enableIamAuth": true}});
+    dbs.create(&PostParams::default(), &database(&ns, "enableme", enable)).await.unwrap();
+    let mismatch = serde_json::json!({"protocol": "postgres", "endpoint": format!("{}:5432", hosts["iamoff"]), "aws": {"rds": {"instanceId": "enableme"}}});
+    dbs.create(&PostParams::default(), &database(&ns, "mismatch", mismatch)).await.unwrap();
+
+    let db = wait_condition(&dbs, "iamoff", "IamAuthEnabled", "False", &op).await;
+    let (_, reason, message) = condition(&db, "IamAuthEnabled").unwrap();
+    assert_eq!(reason, "Disabled");
+    assert!(message.contains("--enable-iam-database-authentication") && message.contains("enableIamAuth"), "{message}");
+    assert_eq!(condition(&db, "Ready").unwrap().0, "False");
+    eventually("a Warning Event for IAM auth off", Duration::from_secs(10), || async {
+        warning_events(&admin, &ns, "iamoff").await.iter().any(|e| e.reason.as_deref() == Some("Disabled"))
+    })
+    .await;
+
+    let db = wait_condition(&dbs, "enableme", "IamAuthEnabled", "True", &op).await;
+    assert!(db.status.as_ref().unwrap().engine_version.as_deref().is_some_and(|v| v.starts_with("16")), "{:?}", db.status);
+    assert!(op.log().contains("ModifyDBInstance") || op.metric_sum("portcullis_operator_reconciles_total") > 0.0);
+    let describe = run_ok(Command::new("python3").arg("-c").arg(format!(
+        "import boto3;print(boto3.client('rds',region_name='us-east-1',endpoint_url='{}',aws_access_key_id='x',aws_secret_access_key='y').describe_db_instances(DBInstanceIdentifier='enableme')['DBInstances'][0]['IAMDatabaseAuthenticationEnabled'])",
+        moto.url()
+    )));
+    assert_eq!(String::from_utf8_lossy(&describe.stdout).trim(), "True", "the operator turned IAM auth on in AWS");
+
+    let db = wait_condition(&dbs, "mismatch", "IamAuthEnabled", "False", &op).await;
+    let (_, reason, message) = condition(&db, "IamAuthEnabled").unwrap();
+    assert_eq!(reason, "EndpointMismatch", "{message}");
+}
+
+/// `portcullis db login` (or `login`) as a user of the test cluster.
+fn login(cp: &ControlPlane, user: &str, groups: &[&str], args: &[&str], out: &Path) -> Output {
+    let kubeconfig = cp.kubeconfig(user, groups);
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .args(["--timeout", "30s"])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap()
+}
+
+fn cert_lifetime(path: &Path) -> (portcullis::authz::Identity, i64) {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let der = CertificateDer::from_pem_file(path).unwrap();
+    let id = portcullis::authz::identity_from_certificate(&der).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    (id, lifetime)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csr_signer_signs_for_allowed_users_capped_by_max_session_ttl_and_denies_others() {
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane();
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let _op = Operator::start(&cp, dir.path(), NO_AWS, "op-csr");
+    let ns = namespace(&admin, "csr").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let spec = serde_json::json!({"protocol": "postgres", "endpoint": "localhost:5432", "aws": {"region": "us-east-1"}});
+    dbs.create(&PostParams::default(), &database(&ns, "orders", spec)).await.unwrap();
+    apply_yaml(&admin, &format!("apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {{name: devs, namespace: {ns}}}\nspec: {{subjects: [{{kind: Group, name: dev}}], allow: {{databases: [orders], dbUsers: [app], dbNames: ['*']}}, maxSessionTtl: 30m}}\n")).await;
+
+    // Allowed: a plain user in group dev, asking for 2h, gets at most 30m.
+    let out_dir = dir.path().join("alice");
+    let out = login(&cp, "alice", &["dev"], &["db", "login", "orders", "-n", &ns, "--db-user", "app", "--ttl", "2h"], &out_dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let (id, lifetime) = cert_lifetime(&out_dir.join("client.crt"));
+    assert_eq!(id.user, "alice");
+    assert!(id.groups.contains(&"dev".to_string()), "{:?}", id.groups);
+    assert_eq!(id.route.as_ref().and_then(|r| r.database.clone()), Some(format!("{ns}/orders")));
+    assert!(lifetime <= 30 * 60 + 60, "lifetime {lifetime}s exceeds maxSessionTtl 30m");
+    assert!(lifetime >= 29 * 60, "lifetime {lifetime}s");
+    assert!(out_dir.join("ca.crt").exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(out_dir.join("client.key")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A plain `login` (no route) for the same user is allowed too.
+    let out = login(&cp, "alice", &["dev"], &["login"], &dir.path().join("alice-any"));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Denied: another group, another db user, an unknown database — with the reason.
+    let out = login(&cp, "bob", &["sales"], &["db", "login", "orders", "-n", &ns, "--db-user", "app"], &dir.path().join("bob"));
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(msg.contains("refused") && msg.contains("bob") && msg.contains("sales"), "{msg}");
+    let out = login(&cp, "alice", &["dev"], &["db", "login", "orders", "-n", &ns, "--db-user", "postgres"], &dir.path().join("alice-pg"));
+    assert!(!out.status.success() && text(&out).contains("postgres"), "{}", text(&out));
+    let out = login(&cp, "alice", &["dev"], &["db", "login", "nope", "-n", &ns], &dir.path().join("alice-nope"));
+    assert!(!out.status.success() && text(&out).contains("no Database"), "{}", text(&out));
+    assert!(!dir.path().join("bob/client.crt").exists());
+
+    // The reason is on the CSR itself (kubectl describe csr).
+    let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> = Api::all(admin.clone());
+    let denied: Vec<_> = csrs.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|c| c.spec.username.as_deref() == Some("bob")).collect();
+    let cond = &denied[0].status.as_ref().unwrap().conditions.as_ref().unwrap()[0];
+    assert_eq!((cond.type_.as_str(), cond.reason.as_deref()), ("Denied", Some("NoAccessRole")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_the_operators_deployment_run_locally_serves_psql_and_revocation_ends_the_session() {
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane();
+    let admin = install(&cp).await;
+    let pg = shared_postgres();
+    let dir = scratch();
+    let op = Operator::start(&cp, dir.path(), NO_AWS, "op-e2e");
+    let ns = namespace(&admin, "e2e").await;
+    // The upstream CA as a Secret, as users would create it from the RDS bundle.
+    let ca_pem = std::fs::read_to_string(&pg.ca_file).unwrap();
+    let ca_secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "rds-ca"}, "stringData": {"ca.crt": ca_pem}})).unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &ca_secret).await.unwrap();
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let spec = serde_json::json!({"protocol": "postgres", "endpoint": format!("127.0.0.1:{}", pg.port), "aws": {"region": REGION},
+        "tls": {"mode": "verify-full", "caSecretRef": {"name": "rds-ca"}}});
+    dbs.create(&PostParams::default(), &database(&ns, "orders", spec)).await.unwrap();
+    let role = format!("apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {{name: devs, namespace: {ns}}}\nspec: {{subjects: [{{kind: Group, name: dev}}], allow: {{databases: [orders], dbUsers: [app], dbNames: [orders]}}, maxSessionTtl: 1h}}\n");
+    apply_yaml(&admin, &role).await;
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    eventually("the Deployment", Duration::from_secs(30), || async { deps.get_opt("portcullis-orders").await.unwrap().is_some() }).await;
+
+    // What a kubelet would do, locally: mount the ConfigMap and Secrets under a root, map the
+    // paths, resolve the environment, and run the container's command.
+    let dep = deps.get("portcullis-orders").await.unwrap();
+    let pod = dep.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let root = dir.path().join("pod");
+    let mut volumes = BTreeMap::new();
+    for v in pod.volumes.as_ref().unwrap() {
+        volumes.insert(v.name.clone(), v.clone());
+    }
+    for m in container.volume_mounts.as_ref().unwrap() {
+        let target = root.join(m.mount_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&target).unwrap();
+        let v = &volumes[&m.name];
+        let files: BTreeMap<String, Vec<u8>> = if let Some(cm) = &v.config_map {
+            let cm = Api::<ConfigMap>::namespaced(admin.clone(), &ns).get(&cm.name).await.unwrap();
+            cm.data.unwrap().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+        } else if let Some(s) = &v.secret {
+            let s = Api::<Secret>::namespaced(admin.clone(), &ns).get(s.secret_name.as_ref().unwrap()).await.unwrap();
+            s.data.unwrap().into_iter().map(|(k, v)| (k, v.0)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        for (k, bytes) in files {
+            std::fs::write(target.join(k), bytes).unwrap();
+        }
+    }
+    let (port, admin_port) = (free_port(), free_port());
+    let root_s = root.display().to_string();
+    let config_path = root.join("etc/portcullis/config/proxy.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains("0.0.0.0:5432") && config.contains("/etc/portcullis/tls/tls.crt"), "{config}");
+    let config = config
+        .replace("/etc/portcullis", &format!("{root_s}/etc/portcullis"))
+        .replace("0.0.0.0:5432", &format!("127.0.0.1:{port}"))
+        .replace("0.0.0.0:9090", &format!("127.0.0.1:{admin_port}"));
+    std::fs::write(&config_path, format!("{config}limits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n")).unwrap();
+    let args: Vec<String> = container.args.clone().unwrap().into_iter().map(|a| a.replace("/etc/portcullis", &format!("{root_s}/etc/portcullis"))).collect();
+    let sa = pod.service_account_name.clone().unwrap();
+    let proxy_kubeconfig = cp.kubeconfig(&format!("system:serviceaccount:{ns}:{sa}"), &["system:serviceaccounts", &format!("system:serviceaccounts:{ns}")]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for e in container.env.as_ref().unwrap() {
+        let value = match (&e.value, e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).map(|f| f.field_path.as_str())) {
+            (Some(v), _) => v.clone(),
+            (None, Some("metadata.name")) => "portcullis-orders-local".into(),
+            (None, Some("metadata.namespace")) => ns.clone(),
+            other => panic!("unexpected env source {other:?}"),
+        };
+        cmd.env(&e.name, value);
+    }
+    // What the cluster adds: the API server (in-cluster config) and the IRSA webhook's AWS
+    // identity; here a kubeconfig for the proxy's ServiceAccount and the test keys.
+    cmd.env("KUBECONFIG", &proxy_kubeconfig).envs(static_key_env(ACCESS_KEY, SECRET_KEY));
+    let log = dir.path().join("proxy.log");
+    cmd.stdout(std::fs::File::create(dir.path().join("proxy.stdout")).unwrap()).stderr(std::fs::File::create(&log).unwrap());
+    let _proxy = Proc { child: cmd.spawn().unwrap() };
+    let proxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let start = Instant::now();
+    while !(std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok() && http_get(admin_port, "/readyz").contains("200 OK")) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the proxy did not start:\n{}", proxy_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The proxy reports into the Database status under its own field manager.
+    let db = wait_condition(&dbs, "orders", "CredentialsResolved", "True", &op).await;
+    let db = if condition(&db, "UpstreamReachable").is_some_and(|c| c.0 == "True") { db } else { wait_condition(&dbs, "orders", "UpstreamReachable", "True", &op).await };
+    assert_eq!(db.status.as_ref().unwrap().credential_source.as_deref(), Some("environment"), "{:?}", db.status);
+    assert!(db.managed_fields().iter().any(|m| m.manager.as_deref() == Some("portcullis-proxy") && m.subresource.as_deref() == Some("status")));
+    assert!(condition(&db, "Valid").is_some(), "the operator's conditions survive the proxy's apply");
+
+    // A certificate from the CSR flow; psql verifies the proxy by its Service name.
+    let certs = dir.path().join("alice");
+    let out = login(&cp, "alice", &["dev"], &["db", "login", "orders", "-n", &ns, "--db-user", "app", "--db-name", "orders"], &certs);
+    assert!(out.status.success(), "{}", text(&out));
+    let conninfo = format!(
+        "host=portcullis-orders.{ns}.svc hostaddr=127.0.0.1 port={port} user=app dbname=orders sslmode=verify-full sslrootcert={0}/ca.crt sslcert={0}/client.crt sslkey={0}/client.key connect_timeout=10 gssencmode=disable",
+        certs.display()
+    );
+    let out = psql(&conninfo, &["-c", "select current_user"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), proxy_log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
+
+    // A running session ends within 5 s of the AccessRole's removal; new ones are refused.
+    let mut session = Command::new("psql")
+        .args(["-X", "-A", "-t"])
+        .arg(&conninfo)
+        .args(["-c", "select pg_sleep(60)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(session.try_wait().unwrap().is_none(), "the session should be running");
+    Api::<AccessRole>::namespaced(admin.clone(), &ns).delete("devs", &DeleteParams::default()).await.unwrap();
+    let revoked = Instant::now();
+    let status = loop {
+        if let Some(s) = session.try_wait().unwrap() {
+            break s;
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(5), "the session outlived the revocation by 5 s:\n{}", proxy_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("session ended {:?} after the AccessRole was deleted", revoked.elapsed());
+    assert!(!status.success());
+    let out = psql(&conninfo, &["-c", "select 1"]);
+    assert!(!out.status.success() && text(&out).contains("no AccessRole"), "{}", text(&out));
+}
