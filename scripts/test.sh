@@ -13,6 +13,8 @@ cargo build --locked --bins --tests
 
 echo "== CRD drift (crds/ must equal 'portcullis crd --out-dir crds')" >&2
 "$CARGO_TARGET_DIR/debug/portcullis" crd --out-dir crds --check
+echo "== manifest drift (deploy/ must equal 'portcullis manifests --out-dir deploy')" >&2
+"$CARGO_TARGET_DIR/debug/portcullis" manifests --out-dir deploy --check
 
 echo "== token checker (Go) and moto behaviour probe" >&2
 bash tests/support/build-rdstokencheck.sh >/dev/null

@@ -29,6 +29,22 @@ fn committed_crds_match_the_generated_ones_and_drift_is_detected() {
 }
 
 #[test]
+fn committed_deploy_manifests_match_the_generated_ones_and_drift_is_detected() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let (ok, text) = output(portcullis().args(["manifests", "--check", "--out-dir"]).arg(format!("{repo}/deploy")));
+    assert!(ok, "deploy/ is stale: {text}");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _) = output(portcullis().args(["manifests", "--out-dir"]).arg(dir.path()));
+    assert!(ok);
+    let path = dir.path().join("operator.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    assert!(yaml.contains("resourceNames:\n  - portcullis.io/client"), "signing is limited to our signer: {yaml}");
+    std::fs::write(&path, yaml.replace("replicas: 2", "replicas: 3")).unwrap();
+    let (ok, text) = output(portcullis().args(["manifests", "--check", "--out-dir"]).arg(dir.path()));
+    assert!(!ok && text.contains("manifests out of date") && text.contains("operator.yaml"), "{text}");
+}
+
+#[test]
 fn ca_init_and_cert_issue_write_files_psql_can_use() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca");
@@ -82,9 +98,13 @@ fn proxy_check_names_the_file_document_and_field_of_bad_config() {
 fn help_explains_every_subcommand() {
     let (ok, text) = output(portcullis().arg("--help"));
     assert!(ok);
-    for sub in ["proxy", "crd", "ca", "cert"] {
+    for sub in ["proxy", "crd", "ca", "cert", "operator", "manifests", "login", "db"] {
         assert!(text.contains(sub), "{text}");
     }
     let (_, text) = output(portcullis().args(["cert", "issue", "--help"]));
     assert!(text.contains("--db-user") && text.contains("Common Name"), "{text}");
+    let (_, text) = output(portcullis().args(["db", "login", "--help"]));
+    assert!(text.contains("--db-user") && text.contains("maxSessionTtl") && text.contains("KUBECONFIG"), "{text}");
+    let (_, text) = output(portcullis().args(["proxy", "--help"]));
+    assert!(text.contains("NAMESPACE/NAME"), "{text}");
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,124 +14,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::Scope;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use portcullis::crd::{AccessRole, Database};
-use serde::Deserialize;
 use support::control_plane::{ControlPlane, namespace, shared_control_plane};
 use support::*;
+use support::operator_harness::*;
 
-const OPERATOR_USER: &str = "system:serviceaccount:portcullis-system:portcullis-operator";
-const OPERATOR_GROUPS: &[&str] = &["system:serviceaccounts", "system:serviceaccounts:portcullis-system"];
 
 /// One operator (and one Lease holder) at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Server-side applies every document of a YAML stream as the admin.
-async fn apply_yaml(client: &Client, text: &str) {
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_json::Value::deserialize(doc).unwrap();
-        if value.is_null() {
-            continue;
-        }
-        let obj: DynamicObject = serde_json::from_value(value).unwrap();
-        let gvk = GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-        let api: Api<DynamicObject> = match (caps.scope, obj.namespace()) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &ar),
-            _ => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(&obj.name_any(), &PatchParams::apply("portcullis-test").force(), &Patch::Apply(&obj)).await.unwrap();
-    }
-}
-
-/// CRDs and the install RBAC from the repository, applied once per control plane (each test
-/// may get a fresh one: the shared control plane stops when no test holds it).
-async fn install(cp: &ControlPlane) -> Client {
-    static DONE: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
-    let admin = cp.admin().await;
-    let mut done = DONE.lock().await;
-    if done.as_deref() != Some(cp.url.as_str()) {
-        for dir in ["crds", "deploy"] {
-            let mut files: Vec<_> = std::fs::read_dir(repo().join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
-            files.sort();
-            for f in files {
-                apply_yaml(&admin, &std::fs::read_to_string(f).unwrap()).await;
-            }
-        }
-        let dbs: Api<Database> = Api::all(admin.clone());
-        eventually("Database CRD served", Duration::from_secs(30), || async { dbs.list(&ListParams::default()).await.is_ok() }).await;
-        *done = Some(cp.url.clone());
-    }
-    admin
-}
-
-/// A running operator process, acting as its ServiceAccount.
-struct Operator {
-    admin_port: u16,
-    log: PathBuf,
-    proc: Option<Proc>,
-}
-
-impl Operator {
-    fn start(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str) -> Operator {
-        let kubeconfig = cp.kubeconfig(OPERATOR_USER, OPERATOR_GROUPS);
-        let admin_port = free_port();
-        let log = dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.args(["operator", "--identity", name, "--proxy-image", "portcullis:test", "--allowed-endpoint", "localhost", "--allowed-endpoint", "127.0.0.1"])
-            .args(["--admin-address", &format!("127.0.0.1:{admin_port}"), "--aws-recheck", "2s", "--lease-duration", "6s"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", &kubeconfig)
-            .env("PORTCULLIS_LOG", std::env::var("TEST_OPERATOR_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()))
-            .env("AWS_ENDPOINT_URL", aws_endpoint)
-            .envs(static_key_env(ACCESS_KEY, SECRET_KEY))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let op = Operator { admin_port, log, proc: Some(Proc { child: cmd.spawn().expect("start the operator") }) };
-        let start = Instant::now();
-        while !(std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok() && http_get(admin_port, "/readyz").contains("200 OK")) {
-            assert!(start.elapsed() < Duration::from_secs(60), "the operator did not become ready:\n{}", op.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        op
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metric_sum(&self, prefix: &str) -> f64 {
-        http_get(self.admin_port, "/metrics")
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// Stops the process (SIGTERM, waits).
-    fn stop(&mut self) {
-        self.proc.take();
-    }
-}
-
-/// Where the operator's AWS calls go in tests that make none (no RDS host names): nowhere.
-const NO_AWS: &str = "http://127.0.0.1:9";
 
 fn database(ns: &str, name: &str, spec: serde_json::Value) -> Database {
     serde_json::from_value(serde_json::json!({
@@ -601,4 +493,50 @@ async fn end_to_end_the_operators_deployment_run_locally_serves_psql_and_revocat
     assert!(!status.success());
     let out = psql(&conninfo, &["-c", "select 1"]);
     assert!(!out.status.success() && text(&out).contains("no AccessRole"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops() {
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane();
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let mut leader = Operator::start(&cp, dir.path(), NO_AWS, "op-leader");
+    // The standby serves /healthz but is not ready and does not reconcile.
+    let kubeconfig = cp.kubeconfig(OPERATOR_USER, OPERATOR_GROUPS);
+    let port = free_port();
+    let log = dir.path().join("standby.log");
+    let standby = Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["operator", "--identity", "op-standby", "--lease-duration", "6s", "--admin-address", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", kubeconfig)
+            .envs(static_key_env(ACCESS_KEY, SECRET_KEY))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let standby_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the standby waits for the Lease", Duration::from_secs(20), || async { standby_log().contains("another instance is the leader") }).await;
+    assert!(!http_get(port, "/readyz").contains("200 OK"), "a standby is not ready");
+    let ns = namespace(&admin, "leader").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let spec = serde_json::json!({"protocol": "postgres", "endpoint": "localhost:5432", "aws": {"region": "us-east-1"}});
+    dbs.create(&PostParams::default(), &database(&ns, "first", spec.clone())).await.unwrap();
+    wait_condition(&dbs, "first", "Valid", "True", &leader).await;
+    assert!(!standby_log().contains("caches filled"), "the standby must not reconcile:\n{}", standby_log());
+
+    // The leader releases the Lease on shutdown; the standby takes over and reconciles.
+    leader.stop();
+    let stopped = Instant::now();
+    eventually("the standby becomes the leader", Duration::from_secs(20), || async { http_get(port, "/readyz").contains("200 OK") }).await;
+    eprintln!("standby took over {:?} after the leader stopped", stopped.elapsed());
+    dbs.create(&PostParams::default(), &database(&ns, "second", spec)).await.unwrap();
+    eventually("the new leader reconciles", Duration::from_secs(30), || async {
+        dbs.get("second").await.ok().is_some_and(|d| condition(&d, "Valid").is_some_and(|c| c.0 == "True"))
+    })
+    .await;
+    drop(standby);
 }

@@ -80,7 +80,7 @@ impl ControlPlane {
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 format!("--service-account-key-file={}", d.join("sa.pub").display()),
                 format!("--service-account-signing-key-file={}", d.join("sa.key").display()),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--endpoint-reconciler-type=none".into(),
             ]),
             "kube-apiserver",

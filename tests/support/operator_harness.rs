@@ -1,0 +1,133 @@
+//! Running the operator against the test control plane: install the CRDs and `deploy/` RBAC,
+//! start `portcullis operator` as its ServiceAccount, read its metrics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+use kube::{Api, Client, ResourceExt};
+use portcullis::crd::Database;
+use serde::Deserialize;
+
+use super::control_plane::ControlPlane;
+use super::{ACCESS_KEY, Proc, SECRET_KEY, free_port, http_get, repo, static_key_env};
+
+/// The operator's ServiceAccount user name (as in deploy/operator.yaml).
+pub const OPERATOR_USER: &str = "system:serviceaccount:portcullis-system:portcullis-operator";
+/// Its groups.
+pub const OPERATOR_GROUPS: &[&str] = &["system:serviceaccounts", "system:serviceaccounts:portcullis-system"];
+
+/// Polls `check` until it holds or `timeout` passes (then panics with `what`).
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Server-side applies every document of a YAML stream as the admin.
+pub async fn apply_yaml(client: &Client, text: &str) {
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_json::Value::deserialize(doc).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_json::from_value(value).unwrap();
+        let gvk = GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, obj.namespace()) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &ar),
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(&obj.name_any(), &PatchParams::apply("portcullis-test").force(), &Patch::Apply(&obj)).await.unwrap();
+    }
+}
+
+/// CRDs and the install RBAC from the repository, applied once per control plane (each test
+/// may get a fresh one: the shared control plane stops when no test holds it).
+pub async fn install(cp: &ControlPlane) -> Client {
+    static DONE: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
+    let admin = cp.admin().await;
+    let mut done = DONE.lock().await;
+    if done.as_deref() != Some(cp.url.as_str()) {
+        for dir in ["crds", "deploy"] {
+            let mut files: Vec<_> = std::fs::read_dir(repo().join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files {
+                apply_yaml(&admin, &std::fs::read_to_string(f).unwrap()).await;
+            }
+        }
+        let dbs: Api<Database> = Api::all(admin.clone());
+        eventually("Database CRD served", Duration::from_secs(30), || async { dbs.list(&ListParams::default()).await.is_ok() }).await;
+        *done = Some(cp.url.clone());
+    }
+    admin
+}
+
+/// A running operator process, acting as its ServiceAccount.
+pub struct Operator {
+    /// The admin port (/metrics, /readyz).
+    pub admin_port: u16,
+    /// Standard error.
+    pub log: PathBuf,
+    /// The process.
+    pub proc: Option<Proc>,
+}
+
+impl Operator {
+    /// Starts `portcullis operator` (PORTCULLIS_BIN overrides the binary) and waits for /readyz.
+    pub fn start(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str) -> Operator {
+        let kubeconfig = cp.kubeconfig(OPERATOR_USER, OPERATOR_GROUPS);
+        let admin_port = free_port();
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = Command::new(std::env::var_os("PORTCULLIS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_portcullis").into()));
+        cmd.args(["operator", "--identity", name, "--proxy-image", "portcullis:test", "--allowed-endpoint", "localhost", "--allowed-endpoint", "127.0.0.1"])
+            .args(["--admin-address", &format!("127.0.0.1:{admin_port}"), "--aws-recheck", "2s", "--lease-duration", "6s"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PORTCULLIS_LOG", std::env::var("TEST_OPERATOR_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()))
+            .env("AWS_ENDPOINT_URL", aws_endpoint)
+            .envs(static_key_env(ACCESS_KEY, SECRET_KEY))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let op = Operator { admin_port, log, proc: Some(Proc { child: cmd.spawn().expect("start the operator") }) };
+        let start = Instant::now();
+        while !(std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok() && http_get(admin_port, "/readyz").contains("200 OK")) {
+            assert!(start.elapsed() < Duration::from_secs(60), "the operator did not become ready:\n{}", op.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        op
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sum of every sample of metrics starting with `prefix`.
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        http_get(self.admin_port, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Stops the process (SIGTERM, waits).
+    pub fn stop(&mut self) {
+        self.proc.take();
+    }
+}
+
+/// Where the operator's AWS calls go in tests that make none (no RDS host names): nowhere.
+pub const NO_AWS: &str = "http://127.0.0.1:9";
+
