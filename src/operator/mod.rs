@@ -94,11 +94,11 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     let election = options.leader_election.then(|| {
         leader::LeaderElection::new(client.clone(), &options.settings.namespace, &options.identity, options.lease_duration)
     });
-    if let Some(election) = &election {
-        if !election.acquire(&shutdown).await {
-            let _ = admin_task.await;
-            return Ok(());
-        }
+    if let Some(election) = &election
+        && !election.acquire(&shutdown).await
+    {
+        let _ = admin_task.await;
+        return Ok(());
     }
     metrics.leader.set(1);
     let keeper = election.map(|e| {
