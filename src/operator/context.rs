@@ -108,8 +108,8 @@ impl Context {
     }
 
     /// Waits for every cache, then marks them ready for [`Context::wait_until_ready`]. Called
-    /// once: a store wakes only one of several concurrent waiters, so reconcilers wait on
-    /// the flag instead.
+    /// once, by one task: reconcilers that each awaited the stores themselves were seen never
+    /// to wake after a start with existing objects, so they wait on this flag instead.
     pub async fn fill_caches(&self) {
         self.children.wait_until_ready().await;
         let _ = futures::join!(self.databases.wait_until_ready(), self.access_roles.wait_until_ready());
