@@ -68,6 +68,11 @@ async fn thousand_databases() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writes = op.metric_sum("portcullis_operator_api_writes_total");
     let rss_peak = peak_rss_kib(pid);
+    let by_kind: Vec<String> = http_get(op.admin_port, "/metrics")
+        .lines()
+        .filter_map(|l| l.strip_prefix("portcullis_operator_api_writes_total{"))
+        .map(|l| l.replace("kind=\"", "").replace("\",verb=\"", " ").replace("\"} ", ": "))
+        .collect();
     op.stop();
 
     let restart_started = Instant::now();
@@ -89,6 +94,7 @@ async fn thousand_databases() {
     println!("| time until every one has its children and status | {:.1} s | ≤ 30 s |", all_done.as_secs_f64());
     println!("| operator peak RSS | {:.1} MiB (idle at start {:.1} MiB) | ≤ 128 MiB |", rss_peak as f64 / 1024.0, rss_idle as f64 / 1024.0);
     println!("| API writes | {} ({:.2} per Database) | |", writes as u64, writes / count as f64);
+    println!("| API writes by kind and verb | {} | |", by_kind.join(", "));
     println!("| restart: time to reconcile all again | {:.1} s | |", restart_all.as_secs_f64());
     println!("| restart: API writes | {} | 0 |", restart_writes as u64);
     println!("| restart: peak RSS | {:.1} MiB | ≤ 128 MiB |", restart_rss as f64 / 1024.0);

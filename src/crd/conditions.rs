@@ -20,7 +20,7 @@ pub mod types {
 }
 
 /// One observation, before it is merged into a condition list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Observation {
     /// The condition type, e.g. `Valid`.
     pub type_: &'static str,

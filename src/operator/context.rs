@@ -97,6 +97,8 @@ pub struct Context {
     pub metrics: OperatorMetrics,
     /// AWS-side check results, so they are not repeated on every reconcile.
     pub aws: AwsCheckCache,
+    /// Status this operator applied recently, by Database uid (fingerprint, when).
+    pub recent_status: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
     /// Becomes true once every cache holds its first full list.
     pub caches_ready: tokio::sync::watch::Sender<bool>,
 }

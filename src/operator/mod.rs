@@ -122,6 +122,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         recorder: Recorder::new(client.clone(), Context::reporter(&options.identity)),
         metrics: metrics.clone(),
         aws: aws_cache::AwsCheckCache::new(aws_sdk, options.settings.aws_recheck),
+        recent_status: Default::default(),
         caches_ready: tokio::sync::watch::Sender::new(false),
     });
 

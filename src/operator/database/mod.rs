@@ -61,6 +61,7 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Reconci
     let (Some(ns), Some(uid)) = (db.namespace(), db.uid()) else { return Err(ReconcileError::Incomplete) };
     if db.metadata.deletion_timestamp.is_some() {
         ctx.aws.forget(&uid);
+        ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
         return Ok(Action::await_change());
     }
     let client = ctx.client.clone();

@@ -19,6 +19,9 @@ use crate::operator::aws_checks::{AwsCheck, CheckStatus};
 use crate::operator::context::{Context, FIELD_MANAGER};
 use crate::proxy::FieldError;
 
+/// How long a status write is remembered (longer than any cache lag, shorter than a resync).
+const RECENT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the reconciler found, before it becomes conditions.
 pub struct Findings {
     valid: Observation,
@@ -122,6 +125,13 @@ pub async fn write(db: &Database, ctx: &Context, findings: Findings) -> Result<(
     if unchanged {
         return Ok(());
     }
+    // The cache may not show our last status write yet (a reconcile triggered by our own child
+    // writes can run first): skip when we applied exactly this a moment ago.
+    let fingerprint = serde_json::json!([generation, observations, findings.endpoint, findings.region, findings.engine_version]).to_string();
+    let uid = db.uid().unwrap_or_default();
+    if ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < RECENT) {
+        return Ok(());
+    }
     let (ns, name) = (db.namespace().unwrap_or_default(), db.name_any());
     let patch = json!({
         "apiVersion": Database::api_version(&()),
@@ -139,9 +149,13 @@ pub async fn write(db: &Database, ctx: &Context, findings: Findings) -> Result<(
         .await
         .map_err(|source| ReconcileError::Write { kind: "Database/status", namespace: ns.clone(), name: name.clone(), source })?;
     ctx.metrics.write("Database/status", "apply");
+    ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, (fingerprint, std::time::Instant::now()));
     for c in &conditions {
         let was = find(&live.conditions, &c.type_);
-        let newly_bad = c.status == "False" && c.type_ != types::READY && was.is_none_or(|w| w.status != "False" || w.reason != c.reason);
+        // Pods not (yet) available is the Deployment's story, told by its own controller and
+        // normal right after creation; Ready repeats another condition.
+        let eventful = c.type_ != types::READY && c.type_ != types::PROXY_AVAILABLE;
+        let newly_bad = eventful && c.status == "False" && was.is_none_or(|w| w.status != "False" || w.reason != c.reason);
         if newly_bad {
             warning(db, ctx, &c.reason, &format!("{}: {}", c.type_, c.message)).await;
         }
