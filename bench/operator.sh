@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis/target}"
 cargo build --release --bin portcullis
 export PORTCULLIS_BIN="$CARGO_TARGET_DIR/release/portcullis" TEST_OPERATOR_LOG=info
-cargo test --test operator_bench -- --ignored --nocapture --test-threads=1 2>&1 | grep -E '^\||panicked|test result'
+cargo bench --bench operator 2>&1 | grep -E '^\||panicked'

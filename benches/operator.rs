@@ -1,7 +1,9 @@
-//! Benchmark (not a timed test; run by `bench/operator.sh`): 1,000 Databases created at once
+//! Benchmark (`cargo bench --bench operator`, run by `bench/operator.sh`; not part of the test
+//! suite): 1,000 Databases created at once
 //! against the real API server. Prints time until all have their children and status, the
 //! operator's peak RSS, API writes per object, and what a restart with nothing changed costs.
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -23,8 +25,11 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run bench/operator.sh"]
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    runtime.block_on(thousand_databases());
+}
+
 async fn thousand_databases() {
     let count: usize = std::env::var("BENCH_DATABASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let cp = shared_control_plane();
