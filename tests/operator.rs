@@ -56,16 +56,22 @@ async fn warning_events(client: &Client, ns: &str, name: &str) -> Vec<Event> {
     events.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name) && e.type_.as_deref() == Some("Warning")).collect()
 }
 
-async fn child_names(client: &Client, ns: &str) -> BTreeMap<&'static str, Vec<String>> {
+async fn names<K>(client: &Client, ns: &str) -> Vec<String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let lp = ListParams::default().labels("app.kubernetes.io/managed-by=portcullis-operator");
-    let names = |list: Vec<String>| list;
+    Api::<K>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()
+}
+
+async fn child_names(client: &Client, ns: &str) -> BTreeMap<&'static str, Vec<String>> {
     BTreeMap::from([
-        ("ServiceAccount", names(Api::<ServiceAccount>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect())),
-        ("ConfigMap", Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
-        ("Secret", Api::<Secret>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
-        ("Deployment", Api::<Deployment>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
-        ("Service", Api::<Service>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
-        ("RoleBinding", Api::<RoleBinding>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()),
+        ("ServiceAccount", names::<ServiceAccount>(client, ns).await),
+        ("ConfigMap", names::<ConfigMap>(client, ns).await),
+        ("Secret", names::<Secret>(client, ns).await),
+        ("Deployment", names::<Deployment>(client, ns).await),
+        ("Service", names::<Service>(client, ns).await),
+        ("RoleBinding", names::<RoleBinding>(client, ns).await),
     ])
 }
 
@@ -503,22 +509,9 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops
     let dir = scratch();
     let mut leader = Operator::start(&cp, dir.path(), NO_AWS, "op-leader");
     // The standby serves /healthz but is not ready and does not reconcile.
-    let kubeconfig = cp.kubeconfig(OPERATOR_USER, OPERATOR_GROUPS);
-    let port = free_port();
-    let log = dir.path().join("standby.log");
-    let standby = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["operator", "--identity", "op-standby", "--lease-duration", "6s", "--admin-address", &format!("127.0.0.1:{port}")])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", kubeconfig)
-            .envs(static_key_env(ACCESS_KEY, SECRET_KEY))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    };
-    let standby_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let standby = Operator::spawn(&cp, dir.path(), NO_AWS, "op-standby");
+    let port = standby.admin_port;
+    let standby_log = || standby.log();
     eventually("the standby waits for the Lease", Duration::from_secs(20), || async { standby_log().contains("another instance is the leader") }).await;
     assert!(!http_get(port, "/readyz").contains("200 OK"), "a standby is not ready");
     let ns = namespace(&admin, "leader").await;

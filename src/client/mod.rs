@@ -14,10 +14,8 @@ use kube::{Api, Client};
 
 use crate::authz::Route;
 use crate::cli::LoginArgs;
-use crate::pki::{new_client_request, write_private};
+use crate::pki::{CSR_SIGNER_NAME as SIGNER_NAME, new_client_request, write_private};
 
-/// The signer the operator serves.
-pub const SIGNER_NAME: &str = "portcullis.io/client";
 
 /// `db login`'s target.
 #[derive(Debug, Clone)]

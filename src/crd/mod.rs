@@ -10,17 +10,6 @@ pub use v1alpha1::{AccessRole, AccessRoleSpec, Database, DatabaseSpec, Protocol}
 /// The API group of every Portcullis resource.
 pub const GROUP: &str = "portcullis.io";
 
-/// All CRDs as one multi-document YAML stream, in a stable order (what `portcullis crd` prints
-/// and what `crds/` holds).
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    let mut out = String::new();
-    for crd in [Database::crd(), AccessRole::crd()] {
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
-    }
-    Ok(out)
-}
-
 /// The file name under `crds/` for each CRD, with its YAML.
 pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
     [Database::crd(), AccessRole::crd()]

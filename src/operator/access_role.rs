@@ -49,11 +49,7 @@ pub fn matched_databases(role: &AccessRole, ctx: &Context) -> i32 {
         .state()
         .iter()
         .filter(|db| db.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|db| {
-            let labels = db.labels().clone();
-            let name = db.name_any();
-            !allow_rules_for(&DatabaseRef { namespace: &ns, name: &name, labels: &labels }, one).is_empty()
-        })
+        .filter(|db| !allow_rules_for(&DatabaseRef { namespace: &ns, name: &db.name_any(), labels: db.labels() }, one).is_empty())
         .count();
     i32::try_from(count).unwrap_or(i32::MAX)
 }

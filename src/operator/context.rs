@@ -18,8 +18,6 @@ use crate::pki::Ca;
 
 /// The field manager of every object and status field the operator writes.
 pub const FIELD_MANAGER: &str = "portcullis-operator";
-/// The field manager the cluster-mode proxy writes its status conditions under.
-pub const PROXY_FIELD_MANAGER: &str = "portcullis-proxy";
 /// Label on every object the operator creates (the owned-object watches select on it).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "portcullis-operator");
 /// Label naming the Database a child belongs to.

@@ -21,7 +21,7 @@ use crate::crd::{AccessRole, Database};
 use crate::pki::{PkiError, parse_client_request};
 
 /// The signer name handled here.
-pub const SIGNER_NAME: &str = "portcullis.io/client";
+pub use crate::pki::CSR_SIGNER_NAME as SIGNER_NAME;
 
 /// Groups every authenticated user has; not worth carrying in a certificate.
 const IMPLICIT_GROUPS: &[&str] = &["system:authenticated"];
@@ -176,8 +176,8 @@ pub fn decide(identity: &Identity, requested: Option<Duration>, roles: &[Arc<Acc
     let mut allowing: Vec<&AccessRole> = Vec::new();
     let mut last_denial = None;
     for db in candidates {
-        let (ns, name, labels) = (db.namespace().unwrap_or_default(), db.name_any(), db.labels().clone());
-        let db_ref = DatabaseRef { namespace: &ns, name: &name, labels: &labels };
+        let (ns, name) = (db.namespace().unwrap_or_default(), db.name_any());
+        let db_ref = DatabaseRef { namespace: &ns, name: &name, labels: db.labels() };
         match route.db_user.as_deref() {
             Some(db_user) => {
                 let request = authz::Request { database: db_ref, db_user, db_name: route.db_name.as_deref() };
@@ -189,11 +189,12 @@ pub fn decide(identity: &Identity, requested: Option<Duration>, roles: &[Arc<Acc
             None => {
                 // No db user asked for: some role naming the caller must allow this database
                 // for some user (and the requested db name, if any).
-                let ours: Vec<AccessRole> = roles.iter().filter(|r| authz::subjects_match(r, identity)).cloned().collect();
-                for rule in authz::allow_rules_for(&db_ref, &ours) {
-                    let name_ok = route.db_name.as_deref().is_none_or(|n| rule.db_names.iter().any(|x| x == "*" || x == n));
-                    if !rule.db_users.is_empty() && name_ok {
-                        allowing.extend(ours.iter().filter(|r| r.spec.allow.as_ref() == Some(rule)).filter_map(|r| roles.iter().find(|x| x.metadata.uid == r.metadata.uid)));
+                for role in roles.iter().filter(|r| authz::subjects_match(r, identity)) {
+                    let grants = authz::allow_rules_for(&db_ref, std::slice::from_ref(role)).iter().any(|rule| {
+                        !rule.db_users.is_empty() && route.db_name.as_deref().is_none_or(|n| rule.db_names.iter().any(|x| x == "*" || x == n))
+                    });
+                    if grants {
+                        allowing.push(role);
                     }
                 }
             }

@@ -73,7 +73,6 @@ impl OperatorMetrics {
     /// Counts one write.
     pub fn write(&self, kind: &str, verb: &str) {
         self.writes.get_or_create(&WriteLabels { kind: kind.to_owned(), verb: verb.to_owned() }).inc();
-        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records one reconcile.
@@ -83,11 +82,4 @@ impl OperatorMetrics {
         self.reconcile_seconds.get_or_create(&labels).observe(seconds);
     }
 
-    /// The total number of counted writes of this process.
-    pub fn total_writes(&self) -> u64 {
-        WRITES.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
-
-/// Process-wide sum of counted writes (prometheus-client cannot sum a family).
-pub static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

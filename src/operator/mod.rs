@@ -76,7 +76,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            wait_for_signal().await;
+            crate::proxy::wait_for_termination().await;
             info!("shutting down: finishing running reconciles");
             shutdown.cancel();
         }
@@ -178,7 +178,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         }
     };
     futures::join!(databases, roles, csrs, watchdog);
-    info!(api_writes = metrics.total_writes(), "controllers stopped");
+    info!("controllers stopped");
     metrics.leader.set(0);
     shutdown.cancel();
     if let Some(k) = keeper {
@@ -190,21 +190,6 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
 
 async fn cancelled(token: CancellationToken) {
     token.cancelled().await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 type ChildStream<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;

@@ -37,6 +37,10 @@ pub enum PkiError {
     BadTtl(Duration),
 }
 
+/// The `signerName` of CertificateSigningRequests for client certificates (`portcullis
+/// login` asks for it; the operator signs it).
+pub const CSR_SIGNER_NAME: &str = "portcullis.io/client";
+
 /// A certificate with its private key, both PEM.
 #[derive(Clone)]
 pub struct Issued {

@@ -71,7 +71,9 @@ pub async fn run_cluster(config_path: PathBuf, reference: &str) -> Result<(), Pr
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(_) if reader.is_ready_now() => {
+                    // The initial list is published whole, at InitDone.
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                    Ok(_) => {
                         let roles: Vec<AccessRole> = reader.state().iter().map(|r| (**r).clone()).collect();
                         let versions = |list: &[AccessRole]| list.iter().map(|r| r.metadata.resource_version.clone()).collect::<std::collections::BTreeSet<_>>();
                         if versions(&roles_tx.borrow()) != versions(&roles) {
@@ -79,7 +81,6 @@ pub async fn run_cluster(config_path: PathBuf, reference: &str) -> Result<(), Pr
                             roles_tx.send_replace(Arc::new(roles));
                         }
                     }
-                    Ok(_) => {}
                     Err(e) => warn!(error = %e, "watching AccessRoles failed; retrying (the last known roles stay in force)"),
                 }
             }
@@ -96,16 +97,6 @@ pub async fn run_cluster(config_path: PathBuf, reference: &str) -> Result<(), Pr
     .await;
     role_watch.abort();
     result
-}
-
-trait ReadyNow {
-    fn is_ready_now(&self) -> bool;
-}
-
-impl ReadyNow for reflector::Store<AccessRole> {
-    fn is_ready_now(&self) -> bool {
-        futures::FutureExt::now_or_never(self.wait_until_ready()).is_some_and(|r| r.is_ok())
-    }
 }
 
 /// Writes the proxy's two conditions (and the credential source) when they change.

@@ -171,7 +171,7 @@ pub(super) async fn serve(
 }
 
 /// Waits for SIGINT or SIGTERM.
-pub(super) async fn wait_for_termination() {
+pub async fn wait_for_termination() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -12,7 +12,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use cluster::{ClusterError, PROXY_FIELD_MANAGER, run_cluster};
-pub use listener::{ProxyError, run_standalone};
+pub use listener::{ProxyError, run_standalone, wait_for_termination};
 pub use upstream::{FieldError, Upstream, split_endpoint, validate_database};
 
 use std::collections::HashMap;

@@ -479,3 +479,16 @@ pub fn grep(path: &Path, needle: &str) -> Vec<String> {
         .map(|f| std::io::BufReader::new(f).lines().map_while(Result::ok).filter(|l| l.contains(needle)).collect())
         .unwrap_or_default()
 }
+
+/// Polls `check` until it holds or `timeout` passes (then panics with `what`).
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -13,25 +13,12 @@ use portcullis::crd::Database;
 use serde::Deserialize;
 
 use super::control_plane::ControlPlane;
-use super::{ACCESS_KEY, Proc, SECRET_KEY, free_port, http_get, repo, static_key_env};
+use super::{ACCESS_KEY, Proc, SECRET_KEY, eventually, free_port, http_get, repo, static_key_env};
 
 /// The operator's ServiceAccount user name (as in deploy/operator.yaml).
 pub const OPERATOR_USER: &str = "system:serviceaccount:portcullis-system:portcullis-operator";
 /// Its groups.
 pub const OPERATOR_GROUPS: &[&str] = &["system:serviceaccounts", "system:serviceaccounts:portcullis-system"];
-
-/// Polls `check` until it holds or `timeout` passes (then panics with `what`).
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Server-side applies every document of a YAML stream as the admin.
 pub async fn apply_yaml(client: &Client, text: &str) {
@@ -85,6 +72,17 @@ pub struct Operator {
 impl Operator {
     /// Starts `portcullis operator` (PORTCULLIS_BIN overrides the binary) and waits for /readyz.
     pub fn start(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str) -> Operator {
+        let op = Operator::spawn(cp, dir, aws_endpoint, name);
+        let start = Instant::now();
+        while !(std::net::TcpStream::connect(("127.0.0.1", op.admin_port)).is_ok() && http_get(op.admin_port, "/readyz").contains("200 OK")) {
+            assert!(start.elapsed() < Duration::from_secs(60), "the operator did not become ready:\n{}", op.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        op
+    }
+
+    /// Starts `portcullis operator` as its ServiceAccount without waiting (a standby is never ready).
+    pub fn spawn(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str) -> Operator {
         let kubeconfig = cp.kubeconfig(OPERATOR_USER, OPERATOR_GROUPS);
         let admin_port = free_port();
         let log = dir.join(format!("{name}.log"));
@@ -99,13 +97,7 @@ impl Operator {
             .envs(static_key_env(ACCESS_KEY, SECRET_KEY))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        let op = Operator { admin_port, log, proc: Some(Proc { child: cmd.spawn().expect("start the operator") }) };
-        let start = Instant::now();
-        while !(std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok() && http_get(admin_port, "/readyz").contains("200 OK")) {
-            assert!(start.elapsed() < Duration::from_secs(60), "the operator did not become ready:\n{}", op.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        op
+        Operator { admin_port, log, proc: Some(Proc { child: cmd.spawn().expect("start the operator") }) }
     }
 
     /// The log so far.

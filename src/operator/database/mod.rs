@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use tracing::{debug, warn};
 
 use super::apply::{apply_if_changed, cached, prune};
-use super::context::{Context, DATABASE_LABEL};
+use super::context::Context;
 use crate::crd::Database;
 use crate::pki::PkiError;
 use children::{CERT_NAMES_ANNOTATION, proxy_name, server_names, tls_secret_name};
@@ -143,9 +143,4 @@ fn reusable_certificate(secret: &Secret, db: &Database, ctx: &Context) -> Option
     let (from, to) = (validity.not_before.timestamp(), validity.not_after.timestamp());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     (to - now > (to - from) / 3).then_some((cert, key))
-}
-
-/// The label selector of everything the operator owns for `database`.
-pub fn children_selector(database: &str) -> String {
-    format!("{DATABASE_LABEL}={database}")
 }
