@@ -1,7 +1,7 @@
 # Installs what the demo and the tests need on a fresh Debian machine (run as root):
-# PostgreSQL server and client, PgBouncer, the Python AWS emulator and SDK, and checks for
-# Rust and Go. Sourced by scripts/demo.sh and scripts/test.sh; idempotent and quick when
-# everything is present.
+# PostgreSQL server and client, PgBouncer, MariaDB server and client, sysbench, the Python AWS
+# emulator and SDK, PyMySQL, and checks for Rust and Go. Sourced by scripts/demo.sh and
+# scripts/test.sh; idempotent and quick when everything is present.
 
 portcullis_need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -16,6 +16,9 @@ portcullis_install_deps() {
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v pgbench >/dev/null || missing+=(postgresql-contrib)
   command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  [ -x /usr/sbin/mariadbd ] && [ -e /usr/lib/mysql/plugin/auth_pam.so ] || missing+=(mariadb-server)
+  command -v mariadb >/dev/null && command -v mariadb-slap >/dev/null || missing+=(mariadb-client)
+  command -v sysbench >/dev/null || missing+=(sysbench)
   [ -e /usr/lib/x86_64-linux-gnu/security/pam_exec.so ] || [ -e /lib/x86_64-linux-gnu/security/pam_exec.so ] || missing+=(libpam-modules)
   command -v runuser >/dev/null || missing+=(util-linux)
   command -v openssl >/dev/null || missing+=(openssl)
@@ -27,12 +30,20 @@ portcullis_install_deps() {
     # Do not let the package start a cluster of its own.
     mkdir -p /etc/postgresql-common
     grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Nor start services (MariaDB's, PgBouncer's): the tests start their own servers.
+    local policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && policy=1
+    fi
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+    [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || { echo "error: apt-get install ${missing[*]} failed" >&2; exit "$rc"; }
   fi
   id postgres >/dev/null 2>&1 || { echo "error: no 'postgres' user after installing PostgreSQL" >&2; exit 1; }
-  if ! python3 -c 'import moto, boto3, botocore, requests, flask' 2>/dev/null || ! command -v moto_server >/dev/null; then
-    echo "installing Python packages: moto[server] boto3" >&2
-    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests
+  if ! python3 -c 'import moto, boto3, botocore, requests, flask, pymysql' 2>/dev/null || ! command -v moto_server >/dev/null; then
+    echo "installing Python packages: moto[server] boto3 pymysql" >&2
+    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests pymysql
   fi
   command -v cargo >/dev/null || { echo "error: Rust (cargo) is required" >&2; exit 1; }
   command -v go >/dev/null || { echo "error: Go is required (it builds the test-only token checker)" >&2; exit 1; }

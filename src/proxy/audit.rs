@@ -106,6 +106,48 @@ pub struct Statement {
     /// The prepared statement's name, for `parse`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepared_name: Option<String>,
+    /// The prepared statement's id (MySQL `execute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_id: Option<u32>,
+}
+
+/// Builds a [`Statement`] from bytes that arrive in pieces: keeps the first 64 KiB, counts and
+/// hashes everything.
+#[derive(Debug, Default)]
+pub struct StatementCapture {
+    shown: Vec<u8>,
+    length: usize,
+    hasher: Sha256,
+}
+
+impl StatementCapture {
+    /// Adds the next bytes of the statement.
+    pub fn push(&mut self, part: &[u8]) {
+        self.hasher.update(part);
+        self.length += part.len();
+        if self.shown.len() < MAX_STATEMENT {
+            let room = MAX_STATEMENT - self.shown.len();
+            self.shown.extend_from_slice(&part[..part.len().min(room)]);
+        }
+    }
+
+    /// The first bytes kept so far.
+    pub fn prefix(&self) -> &[u8] {
+        &self.shown
+    }
+
+    /// The record.
+    pub fn finish(self, kind: &'static str, prepared_name: Option<String>) -> Statement {
+        Statement {
+            kind,
+            statement: shown_text(&self.shown, MAX_STATEMENT),
+            statement_length: self.length,
+            statement_sha256: hex::encode(self.hasher.finalize()),
+            truncated: self.length > self.shown.len(),
+            prepared_name,
+            statement_id: None,
+        }
+    }
 }
 
 /// Shows raw statement bytes as UTF-8 (invalid bytes become U+FFFD) of at most `max` bytes,
@@ -122,15 +164,9 @@ pub fn shown_text(raw: &[u8], max: usize) -> String {
 impl Statement {
     /// Builds a statement record from the full text.
     pub fn from_text(kind: &'static str, text: &[u8], prepared_name: Option<String>) -> Self {
-        let truncated = text.len() > MAX_STATEMENT;
-        Statement {
-            kind,
-            statement: shown_text(text, MAX_STATEMENT),
-            statement_length: text.len(),
-            statement_sha256: hex::encode(Sha256::digest(text)),
-            truncated,
-            prepared_name,
-        }
+        let mut capture = StatementCapture::default();
+        capture.push(text);
+        capture.finish(kind, prepared_name)
     }
 }
 

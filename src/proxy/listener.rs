@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::ProxyState;
 use super::audit::{self, AuditTargets};
+use super::engine::{Connection, Engine, engine_for};
 use super::tls::{ServerTls, TlsError};
 use super::upstream::{ResolveError, Upstream};
-use super::{ProxyState, postgres};
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::Protocol;
 use crate::metrics::ProxyMetrics;
@@ -44,8 +45,11 @@ pub enum ProxyError {
     #[error("listener {address}: database {database:?} is not among the loaded Database manifests (loaded: {loaded})")]
     UnknownListenerDatabase { address: SocketAddr, database: String, loaded: String },
     /// A protocol has no engine in this build yet.
-    #[error("listener {address}: database {database:?} uses protocol {protocol}, which this proxy cannot serve yet")]
-    UnsupportedProtocol { address: SocketAddr, database: String, protocol: Protocol },
+    #[error("listener {address}: protocol {protocol} cannot be served by this proxy yet")]
+    UnsupportedProtocol { address: SocketAddr, protocol: Protocol },
+    /// A listener's `protocol` disagrees with its database's.
+    #[error("listener {address}: protocol {listener} does not match database {database:?}, which uses {database_protocol}; drop the listener's protocol or fix it")]
+    ListenerProtocolMismatch { address: SocketAddr, listener: Protocol, database: String, database_protocol: Protocol },
     /// Binding an address failed.
     #[error("cannot listen on {address}")]
     Bind { address: SocketAddr, #[source] source: std::io::Error },
@@ -57,9 +61,10 @@ pub enum ProxyError {
     AuditFile { path: PathBuf, #[source] source: std::io::Error },
 }
 
-/// A bound listener and the database it serves, if fixed.
+/// A bound listener, its engine, and the database it serves, if fixed.
 struct Listener {
     socket: TcpListener,
+    engine: &'static dyn Engine,
     database: Option<Arc<Upstream>>,
 }
 
@@ -129,14 +134,17 @@ pub(super) async fn serve(
             })?),
             None => default_database.clone(),
         };
-        if let Some(db) = &database
-            && db.protocol != Protocol::Postgres
-        {
-            return Err(ProxyError::UnsupportedProtocol { address: l.address, database: db.key(), protocol: db.protocol });
-        }
+        let protocol = match (&database, l.protocol) {
+            (Some(db), Some(p)) if db.protocol != p => {
+                return Err(ProxyError::ListenerProtocolMismatch { address: l.address, listener: p, database: db.key(), database_protocol: db.protocol });
+            }
+            (Some(db), _) => db.protocol,
+            (None, p) => p.unwrap_or(Protocol::Postgres),
+        };
+        let engine = engine_for(protocol).ok_or(ProxyError::UnsupportedProtocol { address: l.address, protocol })?;
         let socket = TcpListener::bind(l.address).await.map_err(|source| ProxyError::Bind { address: l.address, source })?;
-        info!(address = %socket.local_addr().unwrap_or(l.address), database = ?database.as_ref().map(|d| d.key()), "listening");
-        listeners.push(Listener { socket, database });
+        info!(address = %socket.local_addr().unwrap_or(l.address), %protocol, database = ?database.as_ref().map(|d| d.key()), "listening");
+        listeners.push(Listener { socket, engine, database });
     }
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
@@ -225,7 +233,7 @@ async fn accept_loop(listener: Listener, state: Arc<ProxyState>, tracker: TaskTr
         let _ = stream.set_nodelay(true);
         let session_id = super::new_session_id();
         let span = info_span!("session", id = %session_id, client = %peer);
-        let (state, database) = (state.clone(), listener.database.clone());
-        tracker.spawn(postgres::serve(state, database, stream, peer, session_id).instrument(span));
+        let connection = Connection { state: state.clone(), database: listener.database.clone(), stream, peer, session_id };
+        tracker.spawn(listener.engine.serve(connection).instrument(span));
     }
 }

@@ -5,9 +5,13 @@ pub mod admin;
 pub mod audit;
 pub mod cancel;
 mod cluster;
+pub mod engine;
 mod listener;
+pub mod mysql;
 pub mod postgres;
 pub mod ratelimit;
+pub mod relay;
+pub mod session;
 pub mod tls;
 pub mod upstream;
 

@@ -65,6 +65,10 @@ pub struct ListenerConfig {
     /// database is taken from the client certificate's route.
     #[serde(default)]
     pub database: Option<String>,
+    /// The protocol of a listener without `database` (default `postgres`); with `database`,
+    /// the database's protocol (a different value here is an error).
+    #[serde(default)]
+    pub protocol: Option<crate::crd::Protocol>,
 }
 
 /// The proxy's own TLS identity and the client CA.

@@ -15,6 +15,7 @@ use portcullis::pki::{Ca, ClientFiles};
 
 pub mod counting_proxy;
 pub mod control_plane;
+pub mod mariadb;
 pub mod operator_harness;
 
 /// The static AWS keys the proxy signs with in most tests, and that PAM knows.

@@ -5,20 +5,17 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tracing::{debug, info, warn};
 
 use super::codec::{self, MAX_AUTH_PHASE_MESSAGE};
-use super::error::SessionError;
-use crate::aws::rds_auth_token;
+use crate::proxy::engine::{self, UpstreamTls};
+use crate::proxy::session::SessionError;
 use crate::proxy::{ProxyState, Upstream};
 
 /// A logged-in upstream connection and what it said up to its first ReadyForQuery.
 pub struct Connected {
     /// The TLS stream to the database.
-    pub tls: TlsStream<TcpStream>,
+    pub tls: UpstreamTls,
     /// Messages for the client before BackendKeyData (AuthenticationOk, ParameterStatus, …).
     pub before_key: BytesMut,
     /// Messages for the client after BackendKeyData, up to and including ReadyForQuery.
@@ -28,18 +25,12 @@ pub struct Connected {
 }
 
 /// Opens a TLS connection to the database (TCP connect, SSLRequest, handshake).
-pub async fn connect_tls(state: &ProxyState, upstream: &Upstream) -> Result<TlsStream<TcpStream>, SessionError> {
+pub async fn connect_tls(state: &ProxyState, upstream: &Upstream) -> Result<UpstreamTls, SessionError> {
     let addr = upstream.endpoint();
-    let timeout = state.limits.connect_timeout;
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect((upstream.host.as_str(), upstream.port)))
-        .await
-        .map_err(|_| SessionError::UpstreamConnectTimeout(addr.clone()))?
-        .map_err(|source| SessionError::UpstreamConnect { addr: addr.clone(), source })?;
-    let _ = tcp.set_nodelay(true);
-    let mut tcp = tcp;
+    let mut tcp = engine::connect_tcp(state, upstream).await?;
     tcp.write_all(&codec::encode_ssl_request()).await.map_err(SessionError::UpstreamIo)?;
     let mut answer = [0u8; 1];
-    tokio::time::timeout(timeout, tcp.read_exact(&mut answer))
+    tokio::time::timeout(state.limits.connect_timeout, tcp.read_exact(&mut answer))
         .await
         .map_err(|_| SessionError::UpstreamConnectTimeout(addr.clone()))?
         .map_err(SessionError::UpstreamIo)?;
@@ -48,11 +39,7 @@ pub async fn connect_tls(state: &ProxyState, upstream: &Upstream) -> Result<TlsS
         b'N' => return Err(SessionError::UpstreamNoTls(addr)),
         other => return Err(SessionError::UpstreamProtocol(format!("unexpected answer {other:#04x} to SSLRequest"))),
     }
-    let connector = TlsConnector::from(upstream.tls.clone());
-    tokio::time::timeout(timeout, connector.connect(upstream.server_name.clone(), tcp))
-        .await
-        .map_err(|_| SessionError::UpstreamConnectTimeout(addr.clone()))?
-        .map_err(|source| SessionError::UpstreamTls { addr, source })
+    engine::upstream_tls(state, upstream, tcp).await
 }
 
 /// Connects to the database and logs in as `db_user` with an IAM token.
@@ -63,11 +50,7 @@ pub async fn connect_and_login(
     params: &[(String, String)],
     db_user: &str,
 ) -> Result<Connected, SessionError> {
-    upstream
-        .limiter
-        .acquire(state.limits.connect_timeout)
-        .await
-        .map_err(|_| SessionError::RateLimited(upstream.key()))?;
+    engine::admit(state, upstream).await?;
     let mut tls = connect_tls(state, upstream).await?;
     tls.write_all(&codec::encode_startup(version, params)).await.map_err(SessionError::UpstreamIo)?;
     tls.flush().await.map_err(SessionError::UpstreamIo)?;
@@ -89,18 +72,13 @@ pub async fn connect_and_login(
                         before_key.extend_from_slice(&codec::encode_message(tag, &body));
                     }
                     3 => {
-                        state.endpoints.check(&upstream.host)?;
-                        let credentials = state.aws.credentials_for(upstream.assume_role_arn.as_deref(), upstream.external_id.as_deref(), &upstream.region);
-                        let token = rds_auth_token(&state.aws, &credentials, &upstream.host, upstream.port, db_user, &upstream.region).await;
-                        state.metrics.token(token.is_ok());
-                        let token = token?;
-                        debug!(db_user, endpoint = %upstream.endpoint(), "answering the cleartext password request with an IAM token");
+                        let token = engine::iam_token(state, upstream, db_user).await?;
                         tls.write_all(&codec::password_message(token.expose())).await.map_err(SessionError::UpstreamIo)?;
                         tls.flush().await.map_err(SessionError::UpstreamIo)?;
                     }
-                    5 => return Err(SessionError::UpstreamAuthMethod { method: "MD5 password", db_user: db_user.into() }),
-                    10 => return Err(SessionError::UpstreamAuthMethod { method: "SCRAM (SASL)", db_user: db_user.into() }),
-                    2 | 7 | 8 | 9 => return Err(SessionError::UpstreamAuthMethod { method: "Kerberos/GSSAPI/SSPI", db_user: db_user.into() }),
+                    5 => return Err(SessionError::UpstreamAuthMethod { method: "MD5 password".into(), db_user: db_user.into() }),
+                    10 => return Err(SessionError::UpstreamAuthMethod { method: "SCRAM (SASL)".into(), db_user: db_user.into() }),
+                    2 | 7 | 8 | 9 => return Err(SessionError::UpstreamAuthMethod { method: "Kerberos/GSSAPI/SSPI".into(), db_user: db_user.into() }),
                     other => return Err(SessionError::UpstreamProtocol(format!("unknown authentication request {other}"))),
                 }
             }
@@ -124,7 +102,7 @@ pub async fn connect_and_login(
                 // After AuthenticationOk (e.g. the database does not exist): pass it on and stop.
                 let fields = codec::decode_error_fields(&body);
                 let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone()).unwrap_or_default();
-                return Err(SessionError::UpstreamFatal { sqlstate: get(b'C'), message: get(b'M') });
+                return Err(SessionError::UpstreamFatal { sqlstate: get(b'C'), message: get(b'M'), code: None });
             }
             _ if authenticated => {
                 let target = if backend_key.is_some() { &mut after_key } else { &mut before_key };

@@ -2,31 +2,50 @@
 //! authorization → upstream TLS and IAM login → relay with statement audit.
 
 pub mod codec;
-mod error;
 mod login;
 mod relay;
 pub mod scanner;
 
-pub use error::SessionError;
-
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
 
 use codec::{Severity, StartupPacket};
 
-use super::audit::{AuditEvent, EventDetail, SessionFields, events};
+use super::audit::SessionFields;
+use super::engine::{self, Connection, Engine};
+use super::session::SessionError;
 use super::{ProxyState, Upstream};
 use crate::authz::{Decision, Identity};
+use crate::crd::Protocol;
+
+/// The PostgreSQL engine.
+pub struct PostgresEngine;
+
+impl Engine for PostgresEngine {
+    fn protocol(&self) -> Protocol {
+        Protocol::Postgres
+    }
+
+    fn serve(&self, connection: Connection) -> BoxFuture<'static, ()> {
+        serve(connection).boxed()
+    }
+}
+
+impl From<codec::CodecError> for SessionError {
+    fn from(e: codec::CodecError) -> Self {
+        SessionError::ClientProtocol(Box::new(e))
+    }
+}
 
 /// Serves one client connection to the end. Never panics on client input.
-pub async fn serve(state: Arc<ProxyState>, fixed_db: Option<Arc<Upstream>>, mut stream: TcpStream, peer: SocketAddr, session_id: String) {
-    let mut fields = SessionFields { session_id, protocol: "postgres".into(), client_addr: peer.to_string(), ..Default::default() };
+async fn serve(connection: Connection) {
+    let mut fields = connection.fields(Protocol::Postgres);
+    let Connection { state, database: fixed_db, mut stream, .. } = connection;
     let started = Instant::now();
     let handshake = state.limits.handshake_timeout;
     // Plaintext stage: only SSLRequest (or a CancelRequest) is acceptable.
@@ -45,21 +64,7 @@ pub async fn serve(state: Arc<ProxyState>, fixed_db: Option<Arc<Upstream>>, mut 
         Err(e) => Err(reject_plain(&mut stream, e).await),
     };
     if let Err(e) = result {
-        finish_with_error(&state, &fields, &e);
-    }
-}
-
-fn finish_with_error(state: &ProxyState, fields: &SessionFields, e: &SessionError) {
-    state.metrics.connection("postgres", if matches!(e, SessionError::Denied(_)) { "denied" } else { "failed" });
-    state.metrics.auth_failure(e.kind());
-    match e {
-        SessionError::ClientIo(_) => debug!(error = %e, "client went away"),
-        _ => info!(error = %e, kind = e.kind(), "session refused"),
-    }
-    // Connections that never showed a certificate (port scans, health checks) are not audited.
-    if !fields.user.is_empty() {
-        let message = e.client_message().map(|m| m.message).unwrap_or_else(|| e.to_string());
-        state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", Arc::new(fields.clone()), false, Some(message), EventDetail::None {}));
+        engine::record_refusal(&state, &fields, Protocol::Postgres, &e);
     }
 }
 
@@ -68,16 +73,20 @@ async fn reject_plain(stream: &mut TcpStream, e: SessionError) -> SessionError {
     e
 }
 
+/// The FATAL ErrorResponse that tells a client why its session ends, if it can be told.
+fn fatal_error(e: &SessionError) -> Option<Vec<u8>> {
+    let m = e.client_message(Protocol::Postgres)?;
+    Some(codec::error_response(Severity::Fatal, &m.sqlstate, &m.message, m.hint.as_deref()).to_vec())
+}
+
 /// Writes the error's client message (if any) as a FATAL ErrorResponse.
 async fn send_error<S: AsyncWrite + Unpin>(stream: &mut S, e: &SessionError) {
-    if let Some(m) = e.client_message() {
-        let wire = codec::error_response(Severity::Fatal, &m.sqlstate, &m.message, m.hint.as_deref());
+    if let Some(wire) = fatal_error(e) {
         let _ = stream.write_all(&wire).await;
         let _ = stream.flush().await;
         let _ = stream.shutdown().await;
     }
 }
-
 /// Reads one startup-phase packet.
 async fn read_startup<S: AsyncRead + Unpin>(stream: &mut S) -> Result<StartupPacket, SessionError> {
     let mut header = [0u8; 4];
@@ -96,23 +105,17 @@ async fn secure_session(
     started: Instant,
 ) -> Result<(), SessionError> {
     stream.write_all(b"S").await.map_err(SessionError::ClientIo)?;
-    let acceptor = TlsAcceptor::from(state.server_tls.config.clone());
-    let timeout = state.limits.handshake_timeout;
-    let mut tls = tokio::time::timeout(timeout, acceptor.accept(stream))
-        .await
-        .map_err(|_| SessionError::Timeout("in the TLS handshake"))?
-        .map_err(SessionError::ClientTls)?;
-    let peer_certs = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
-    let identity = match state.server_tls.verify_client(peer_certs.as_deref()) {
+    let mut tls = engine::accept_tls(state, stream).await?;
+    let identity = match engine::client_identity(state, &tls) {
         Ok(id) => id,
         Err(e) => {
-            let e = SessionError::ClientCert(e);
             send_error(&mut tls, &e).await;
             return Err(e);
         }
     };
     fields.user = identity.user.clone();
     fields.groups = identity.groups.clone();
+    let timeout = state.limits.handshake_timeout;
     let outcome = async {
         let packet = tokio::time::timeout(timeout, read_startup(&mut tls)).await.map_err(|_| SessionError::Timeout("waiting for the startup message"))??;
         let (version, params) = match packet {
@@ -122,7 +125,7 @@ async fn secure_session(
                 return Ok(None);
             }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                return Err(SessionError::ClientProtocol(codec::CodecError::Malformed("second encryption request")));
+                return Err(codec::CodecError::Malformed("second encryption request").into());
             }
         };
         let upstream = route(state, fixed_db, &identity, &params, fields)?;
@@ -159,17 +162,5 @@ fn route(
     }
     fields.db_user = user.to_owned();
     fields.db_name = StartupPacket::param(params, "database").filter(|d| !d.is_empty()).unwrap_or(user).to_owned();
-    let upstream = match fixed_db {
-        Some(db) => db,
-        None => {
-            let name = identity.route.as_ref().and_then(|r| r.database.as_deref()).ok_or(SessionError::NoRoute)?;
-            state.database(name).ok_or_else(|| SessionError::UnknownDatabase(name.to_owned()))?
-        }
-    };
-    if upstream.protocol != crate::crd::Protocol::Postgres {
-        return Err(SessionError::WrongProtocol(upstream.key()));
-    }
-    fields.database = upstream.key();
-    fields.endpoint = upstream.endpoint();
-    Ok(upstream)
+    engine::choose_upstream(state, fixed_db, identity, Protocol::Postgres, fields)
 }

@@ -1,10 +1,8 @@
 //! Finds message boundaries in the client's byte stream during the relay, without buffering
 //! whole messages, and reports each statement (`Query`, `Parse`) for the audit trail.
 
-use sha2::{Digest, Sha256};
-
 use super::codec::{CodecError, MAX_MESSAGE_LEN};
-use crate::proxy::audit::{MAX_STATEMENT, Statement, shown_text};
+use crate::proxy::audit::{Statement, StatementCapture, shown_text};
 
 /// What the scanner saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +33,7 @@ struct Capture {
     name: Option<Vec<u8>>,
     in_statement: bool,
     done: bool,
-    shown: Vec<u8>,
-    length: usize,
-    hasher: Sha256,
+    text: StatementCapture,
 }
 
 impl Capture {
@@ -47,7 +43,7 @@ impl Capture {
             b'P' => ("parse", Some(Vec::new())),
             _ => return None,
         };
-        Some(Capture { kind, in_statement: name.is_none(), name, done: false, shown: Vec::new(), length: 0, hasher: Sha256::new() })
+        Some(Capture { kind, in_statement: name.is_none(), name, done: false, text: StatementCapture::default() })
     }
 
     fn feed(&mut self, mut data: &[u8]) {
@@ -75,12 +71,7 @@ impl Capture {
                 Some(i) => (&data[..i], true),
                 None => (data, false),
             };
-            self.hasher.update(part);
-            self.length += part.len();
-            if self.shown.len() < MAX_STATEMENT {
-                let room = MAX_STATEMENT - self.shown.len();
-                self.shown.extend_from_slice(&part[..part.len().min(room)]);
-            }
+            self.text.push(part);
             self.done = ends;
             data = &data[part.len()..];
         }
@@ -88,14 +79,7 @@ impl Capture {
 
     fn finish(self) -> Statement {
         let prepared_name = self.name.map(|n| shown_text(&n, 1024));
-        Statement {
-            kind: self.kind,
-            statement: shown_text(&self.shown, MAX_STATEMENT),
-            statement_length: self.length,
-            statement_sha256: hex::encode(self.hasher.finalize()),
-            truncated: self.length > self.shown.len(),
-            prepared_name,
-        }
+        self.text.finish(self.kind, prepared_name)
     }
 }
 
@@ -157,6 +141,8 @@ impl ClientScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::audit::MAX_STATEMENT;
+    use sha2::{Digest, Sha256};
     use crate::proxy::postgres::codec::encode_message;
 
     fn parse_msg(name: &str, query: &str) -> Vec<u8> {

@@ -1,11 +1,14 @@
-//! Everything that can end a PostgreSQL session early, and what the client is told: only
-//! vetted text (never a token, key or signed URL) with a SQLSTATE and a remedy.
+//! Everything that can end a session early, whatever the engine, and what the client is told:
+//! only vetted text (never a token, key or signed URL) with a SQLSTATE and a remedy in the
+//! words of the client's own database.
 
 use crate::authz::DenyReason;
 use crate::aws::{AwsError, EndpointError};
+use crate::crd::Protocol;
 use crate::proxy::tls::ClientCertError;
 
-use super::codec::CodecError;
+/// A protocol violation found by an engine's codec.
+pub type CodecFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,10 +18,13 @@ pub enum SessionError {
     ClientIo(#[source] std::io::Error),
     /// The client broke the protocol.
     #[error("protocol violation by the client: {0}")]
-    ClientProtocol(#[from] CodecError),
+    ClientProtocol(#[source] CodecFailure),
     /// A plaintext StartupMessage.
     #[error("the client did not request TLS")]
     TlsRequired,
+    /// A MySQL client too old for protocol 4.1 with plugin authentication.
+    #[error("the client does not speak MySQL protocol 4.1")]
+    ClientTooOld,
     /// A GSSENCRequest.
     #[error("the client requested GSSAPI encryption")]
     GssEncUnsupported,
@@ -43,9 +49,9 @@ pub enum SessionError {
     /// The named Database does not exist.
     #[error("unknown Database {0:?}")]
     UnknownDatabase(String),
-    /// The Database is of another protocol.
-    #[error("Database {0:?} is not a PostgreSQL database")]
-    WrongProtocol(String),
+    /// The Database is of another protocol than the listener's engine.
+    #[error("Database {database:?} uses protocol {actual}, not {expected}")]
+    WrongProtocol { database: String, actual: Protocol, expected: Protocol },
     /// Authorization said no.
     #[error(transparent)]
     Denied(#[from] DenyReason),
@@ -72,16 +78,22 @@ pub enum SessionError {
     UpstreamTls { addr: String, #[source] source: std::io::Error },
     /// The database asked for a password method other than cleartext.
     #[error("the database asked for {method} authentication instead of a cleartext password")]
-    UpstreamAuthMethod { method: &'static str, db_user: String },
+    UpstreamAuthMethod { method: String, db_user: String },
+    /// The database lacks a capability the client relies on.
+    #[error("the database does not support {0}, which the client asked for")]
+    UpstreamCapability(&'static str),
     /// The database refused the login.
     #[error("the database refused the login of {db_user:?}: {message}")]
     UpstreamRejected { db_user: String, sqlstate: String, message: String },
     /// The database ended the session after the login (e.g. the database name does not exist).
     #[error("the database refused the session: {message}")]
-    UpstreamFatal { sqlstate: String, message: String },
+    UpstreamFatal { sqlstate: String, message: String, code: Option<u16> },
     /// The access was revoked while the session ran.
     #[error("access revoked: {0}")]
     Revoked(DenyReason),
+    /// The proxy is shutting down.
+    #[error("the proxy is shutting down")]
+    ShuttingDown,
     /// The database broke the protocol or closed early.
     #[error("the database broke the protocol: {0}")]
     UpstreamProtocol(String),
@@ -105,10 +117,12 @@ impl SessionError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::ClientIo(_) | Self::ClientTls(_) => "client_io",
-            Self::ClientProtocol(_) | Self::TlsRequired | Self::GssEncUnsupported | Self::NoUser | Self::Replication => "client_protocol",
+            Self::ClientProtocol(_) | Self::TlsRequired | Self::ClientTooOld | Self::GssEncUnsupported | Self::NoUser | Self::Replication => {
+                "client_protocol"
+            }
             Self::ClientCert(_) => "client_certificate",
             Self::Timeout(_) => "timeout",
-            Self::NoRoute | Self::UnknownDatabase(_) | Self::WrongProtocol(_) => "routing",
+            Self::NoRoute | Self::UnknownDatabase(_) | Self::WrongProtocol { .. } => "routing",
             Self::Denied(_) => "authorization",
             Self::RateLimited(_) => "rate_limited",
             Self::Endpoint(_) => "endpoint",
@@ -116,35 +130,39 @@ impl SessionError {
             Self::UpstreamConnect { .. } | Self::UpstreamConnectTimeout(_) => "upstream_unreachable",
             Self::UpstreamNoTls(_) | Self::UpstreamTls { .. } => "upstream_tls",
             Self::UpstreamAuthMethod { .. } | Self::UpstreamRejected { .. } => "upstream_auth",
-            Self::UpstreamFatal { .. } => "upstream_refused",
+            Self::UpstreamFatal { .. } | Self::UpstreamCapability(_) => "upstream_refused",
             Self::Revoked(_) => "revoked",
+            Self::ShuttingDown => "shutdown",
             Self::UpstreamProtocol(_) | Self::UpstreamIo(_) => "upstream_io",
         }
     }
 
-    /// The message for the client, or `None` when the client cannot be told anything.
-    pub fn client_message(&self) -> Option<ClientMessage> {
-        let msg = |sqlstate: &str, message: String, hint: Option<&str>| Some(ClientMessage { sqlstate: sqlstate.to_owned(), message, hint: hint.map(str::to_owned) });
+    /// The message for a client of `protocol`, or `None` when the client cannot be told anything.
+    pub fn client_message(&self, protocol: Protocol) -> Option<ClientMessage> {
+        let msg = |sqlstate: &str, message: String, hint: Option<String>| Some(ClientMessage { sqlstate: sqlstate.to_owned(), message, hint });
+        let hint = |h: &str| Some(h.to_owned());
+        let remedy = Remedy::for_protocol(protocol);
         match self {
             Self::ClientIo(_) | Self::ClientTls(_) | Self::UpstreamIo(_) => None,
-            Self::ClientProtocol(e) => msg("08P01", format!("invalid startup packet: {e}"), None),
-            Self::TlsRequired => msg(
-                "28000",
-                "Portcullis requires TLS with a client certificate".into(),
-                Some("connect with sslmode=verify-full and sslcert/sslkey/sslrootcert from `portcullis cert issue`"),
-            ),
-            Self::GssEncUnsupported => msg("08P01", "GSSAPI encryption is not supported by Portcullis".into(), Some("connect with gssencmode=disable and sslmode=verify-full")),
+            Self::ClientProtocol(e) => msg("08P01", format!("invalid packet: {e}"), None),
+            Self::TlsRequired => msg("28000", "Portcullis requires TLS with a client certificate".into(), hint(remedy.tls_options)),
+            Self::ClientTooOld => msg("08004", "this client does not speak MySQL protocol 4.1 with plugin authentication".into(), hint("use a MySQL 5.7+/MariaDB 10.2+ client or driver")),
+            Self::GssEncUnsupported => msg("08P01", "GSSAPI encryption is not supported by Portcullis".into(), hint("connect with gssencmode=disable and sslmode=verify-full")),
             Self::ClientCert(e) => msg("28000", e.to_string(), None),
             Self::Timeout(stage) => msg("08006", format!("timed out while {stage}"), None),
-            Self::NoUser => msg("28000", "no user name in the startup message".into(), Some("pass user=<db user>")),
+            Self::NoUser => msg("28000", "no user name in the login".into(), hint(remedy.user_option)),
             Self::Replication => msg("0A000", "replication connections are not supported through Portcullis".into(), None),
             Self::NoRoute => msg(
                 "3D000",
                 "this listener serves several databases and your certificate names none".into(),
-                Some("issue a certificate with --database NAME"),
+                hint("issue a certificate with --database NAME"),
             ),
             Self::UnknownDatabase(name) => msg("3D000", format!("this proxy serves no Database named {name:?}"), None),
-            Self::WrongProtocol(name) => msg("3D000", format!("Database {name:?} is not a PostgreSQL database"), None),
+            Self::WrongProtocol { database, actual, expected } => msg(
+                "3D000",
+                format!("Database {database:?} speaks {actual}, but this listener serves {expected} clients"),
+                hint(&format!("connect with a {actual} client to a listener for {database:?}")),
+            ),
             Self::Denied(reason) => msg("28000", format!("access denied: {reason}"), None),
             Self::RateLimited(db) => msg("53300", format!("too many new connections to {db}; retry shortly"), None),
             Self::Endpoint(e) => msg("08004", e.to_string(), None),
@@ -152,40 +170,74 @@ impl SessionError {
             Self::UpstreamConnect { addr, source } => msg(
                 "08001",
                 format!("cannot reach the database at {addr}: {source}"),
-                Some("check the security group of the database allows the proxy, and the network path (routes, NACLs)"),
+                hint("check the security group of the database allows the proxy, and the network path (routes, NACLs)"),
             ),
             Self::UpstreamConnectTimeout(addr) => msg(
                 "08001",
                 format!("connecting to the database at {addr} timed out"),
-                Some("a timeout usually means a security group or NACL drops the traffic: allow the proxy to reach this port"),
+                hint("a timeout usually means a security group or NACL drops the traffic: allow the proxy to reach this port"),
             ),
             Self::UpstreamNoTls(addr) => msg("08001", format!("the database at {addr} does not accept TLS; IAM tokens are only sent over TLS"), None),
             Self::UpstreamTls { addr, source } => {
                 let text = source.to_string();
-                let hint = if text.contains("NotValidForName") || text.contains("not valid for name") {
-                    Some("the database certificate does not name this host; if it has no subject alternative names at all it is a legacy Common-Name certificate: rotate the instance's CA (e.g. rds-ca-rsa2048-g1)")
+                let tls_hint = if text.contains("NotValidForName") || text.contains("not valid for name") {
+                    hint("the database certificate does not name this host; if it has no subject alternative names at all it is a legacy Common-Name certificate: rotate the instance's CA (e.g. rds-ca-rsa2048-g1)")
                 } else if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
-                    Some("set spec.tls.caSecretRef to the RDS CA bundle of the region")
+                    hint("set spec.tls.caSecretRef to the RDS CA bundle of the region")
                 } else {
                     None
                 };
-                msg("08001", format!("TLS with the database at {addr} failed: {text}"), hint)
+                msg("08001", format!("TLS with the database at {addr} failed: {text}"), tls_hint)
             }
             Self::UpstreamAuthMethod { method, db_user } => msg(
                 "28000",
                 format!("the database asked for {method} authentication for {db_user:?}, not an IAM token"),
-                Some(&format!("IAM authentication is off for this user: enable IAM DB authentication on the instance and run GRANT rds_iam TO \"{db_user}\"")),
+                Some(format!("IAM authentication is off for this user: enable IAM DB authentication on the instance and make sure {}", (remedy.iam_user)(db_user))),
             ),
-            Self::UpstreamFatal { sqlstate, message } => msg(sqlstate, message.clone(), None),
+            Self::UpstreamCapability(what) => msg(
+                "08004",
+                format!("the database does not support {what}, which the client asked for"),
+                hint("use a database engine version from the last five years (MySQL 5.7+, MariaDB 10.2+)"),
+            ),
+            Self::UpstreamFatal { sqlstate, message, .. } => msg(sqlstate, message.clone(), None),
             Self::Revoked(reason) => msg("57P01", format!("terminating the session: access was revoked: {reason}"), None),
-            Self::UpstreamRejected { db_user, message, .. } => Some(ClientMessage {
-                sqlstate: "28000".into(),
-                message: format!("the database refused the IAM login of {db_user:?}: {message}"),
-                hint: Some(format!(
-                    "check that IAM DB authentication is enabled on the instance, that {db_user:?} has the rds_iam role (GRANT rds_iam TO \"{db_user}\"), and that the proxy's AWS identity may rds-db:connect to dbuser:<resource-id>/{db_user}"
+            Self::UpstreamRejected { db_user, message, .. } => msg(
+                "28000",
+                format!("the database refused the IAM login of {db_user:?}: {message}"),
+                Some(format!(
+                    "check that IAM DB authentication is enabled on the instance, that {}, and that the proxy's AWS identity may rds-db:connect to dbuser:<resource-id>/{db_user}",
+                    (remedy.iam_user)(db_user)
                 )),
-            }),
+            ),
+            Self::ShuttingDown => msg("57P01", "terminating connection: the proxy is shutting down".into(), None),
             Self::UpstreamProtocol(e) => msg("08P01", format!("the database broke the protocol: {e}"), None),
+        }
+    }
+}
+
+/// The engine-specific words of the remedies.
+struct Remedy {
+    /// How to connect with TLS and a client certificate.
+    tls_options: &'static str,
+    /// How to name the database user.
+    user_option: &'static str,
+    /// How to make `db_user` an IAM user.
+    iam_user: fn(&str) -> String,
+}
+
+impl Remedy {
+    fn for_protocol(protocol: Protocol) -> Remedy {
+        match protocol {
+            Protocol::Mysql => Remedy {
+                tls_options: "connect with --ssl-ca, --ssl-cert and --ssl-key from `portcullis cert issue` and --ssl-verify-server-cert (MariaDB client) or --ssl-mode=VERIFY_IDENTITY (MySQL client)",
+                user_option: "pass --user <db user>",
+                iam_user: |u| format!("{u:?} is created for IAM: CREATE USER '{u}' IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS'"),
+            },
+            _ => Remedy {
+                tls_options: "connect with sslmode=verify-full and sslcert/sslkey/sslrootcert from `portcullis cert issue`",
+                user_option: "pass user=<db user>",
+                iam_user: |u| format!("{u:?} has the rds_iam role (GRANT rds_iam TO \"{u}\")"),
+            },
         }
     }
 }

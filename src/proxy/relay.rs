@@ -1,0 +1,224 @@
+//! The relay every engine shares once a session is logged in: bytes flow both ways; the
+//! engine's [`ClientFilter`] sees the client's stream first (to audit statements, answer or
+//! refuse commands itself, or follow a database switch); a change of AccessRoles re-checks the
+//! session and ends it when access was revoked; start and end are audited.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::audit::{AuditEvent, EventDetail, SessionFields, Statement, events};
+use super::engine::{ClientTls, UpstreamTls};
+use super::session::SessionError;
+use super::{ProxyState, Upstream};
+use crate::authz::{Decision, Identity};
+
+/// Size of each direction's read buffer.
+const BUF: usize = 8 * 1024;
+
+/// What to do with bytes the client sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Forward `input[range]` to the database unchanged.
+    Forward(Range<usize>),
+    /// Send these bytes to the database (a message the filter held back, then allowed).
+    ForwardOwned(Vec<u8>),
+    /// Send these bytes to the client: the proxy answers a command itself.
+    Reply(Vec<u8>),
+    /// Record a statement.
+    Audit { statement: Statement, error: Option<String> },
+    /// The session's database changed (`USE`, `COM_INIT_DB`): later events and access checks
+    /// use the new name.
+    SwitchDatabase(String),
+}
+
+/// An engine's view of the client's stream after login.
+pub trait ClientFilter: Send {
+    /// Inspects the next bytes from the client (in order, cut anywhere) and pushes what to do
+    /// with them. `fields` are the session's current fields. An error ends the session.
+    fn feed(&mut self, input: &[u8], fields: &SessionFields, steps: &mut Vec<Step>) -> Result<(), SessionError>;
+}
+
+/// An engine's view of the database's stream after login (it cannot change it).
+pub trait UpstreamObserver: Send {
+    /// Sees the next bytes from the database.
+    fn feed(&mut self, input: &[u8]);
+}
+
+/// Observes nothing.
+pub struct NoObserver;
+
+impl UpstreamObserver for NoObserver {
+    fn feed(&mut self, _: &[u8]) {}
+}
+
+/// A logged-in session ready to relay.
+pub struct Session {
+    /// The proxy.
+    pub state: Arc<ProxyState>,
+    /// The database.
+    pub upstream: Arc<Upstream>,
+    /// Who the client is.
+    pub identity: Identity,
+    /// The audit fields.
+    pub fields: SessionFields,
+    /// When the connection was accepted.
+    pub started: Instant,
+    /// The client.
+    pub client: ClientTls,
+    /// The database.
+    pub database: UpstreamTls,
+    /// Bytes the client gets before relaying starts (the end of the login).
+    pub greeting: Vec<u8>,
+    /// Encodes a fatal error for the client (revocation, shutdown) in the engine's protocol.
+    pub goodbye: fn(&SessionError) -> Option<Vec<u8>>,
+}
+
+enum End {
+    Client(Result<u64, SessionError>),
+    Upstream(Result<u64, SessionError>),
+    Revoked(crate::authz::DenyReason),
+    Shutdown,
+}
+
+/// Runs a logged-in session to its end, with start and end audit events.
+pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: impl UpstreamObserver) -> Result<(), SessionError> {
+    let Session { state, upstream, identity, fields, started, mut client, database, greeting, goodbye } = session;
+    let protocol = upstream.protocol.to_string();
+    client.write_all(&greeting).await.map_err(SessionError::ClientIo)?;
+    client.flush().await.map_err(SessionError::ClientIo)?;
+
+    let mut fields = Arc::new(fields);
+    state.metrics.connection(&protocol, "accepted");
+    state.metrics.active_sessions.inc();
+    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000I", fields.clone(), true, None, EventDetail::None {}));
+    info!(user = %fields.user, database = %fields.database, db_user = %fields.db_user, db_name = %fields.db_name, "session started");
+
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut up_rd, mut up_wr) = tokio::io::split(database);
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (fields_tx, fields_rx) = tokio::sync::watch::channel(fields.clone());
+    let mut roles = state.roles.clone();
+    roles.mark_unchanged();
+    let (mut from_client, mut to_client) = (0u64, 0u64);
+    let end = {
+        let client_to_upstream = async {
+            let mut steps = Vec::new();
+            let mut buf = vec![0u8; BUF];
+            loop {
+                let n = client_rd.read(&mut buf).await.map_err(SessionError::ClientIo)?;
+                if n == 0 {
+                    let _ = up_wr.shutdown().await;
+                    return Ok(from_client);
+                }
+                from_client += n as u64;
+                filter.feed(&buf[..n], &fields, &mut steps)?;
+                let mut wrote = false;
+                for step in steps.drain(..) {
+                    match step {
+                        Step::Forward(range) => {
+                            up_wr.write_all(&buf[range]).await.map_err(SessionError::UpstreamIo)?;
+                            wrote = true;
+                        }
+                        Step::ForwardOwned(bytes) => {
+                            up_wr.write_all(&bytes).await.map_err(SessionError::UpstreamIo)?;
+                            wrote = true;
+                        }
+                        Step::Reply(bytes) => {
+                            let _ = reply_tx.send(bytes);
+                        }
+                        Step::Audit { statement, error } => {
+                            let detail = EventDetail::Query(statement);
+                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", fields.clone(), error.is_none(), error, detail));
+                        }
+                        Step::SwitchDatabase(db_name) => {
+                            fields = Arc::new(SessionFields { db_name, ..(*fields).clone() });
+                            fields_tx.send_replace(fields.clone());
+                        }
+                    }
+                }
+                if wrote {
+                    up_wr.flush().await.map_err(SessionError::UpstreamIo)?;
+                }
+            }
+        };
+        let upstream_to_client = async {
+            let mut buf = vec![0u8; BUF];
+            loop {
+                tokio::select! {
+                    read = up_rd.read(&mut buf) => {
+                        let n = read.map_err(SessionError::UpstreamIo)?;
+                        if n == 0 {
+                            return Ok(to_client);
+                        }
+                        to_client += n as u64;
+                        observer.feed(&buf[..n]);
+                        client_wr.write_all(&buf[..n]).await.map_err(SessionError::ClientIo)?;
+                    }
+                    Some(reply) = reply_rx.recv() => {
+                        client_wr.write_all(&reply).await.map_err(SessionError::ClientIo)?;
+                    }
+                }
+                client_wr.flush().await.map_err(SessionError::ClientIo)?;
+            }
+        };
+        tokio::pin!(client_to_upstream, upstream_to_client);
+        loop {
+            tokio::select! {
+                r = &mut client_to_upstream => break End::Client(r),
+                r = &mut upstream_to_client => break End::Upstream(r),
+                changed = roles.changed() => {
+                    if changed.is_err() { continue; }
+                    let current = fields_rx.borrow().clone();
+                    if let Decision::Deny(reason) = state.authorize(&identity, &upstream, &current.db_user, Some(current.db_name.as_str()).filter(|d| !d.is_empty())) {
+                        break End::Revoked(reason);
+                    }
+                }
+                _ = state.shutdown.cancelled() => break End::Shutdown,
+            }
+        }
+    };
+    let fields = fields_rx.borrow().clone();
+    let (reason, result) = match end {
+        End::Client(Ok(_)) => ("client closed the connection".to_owned(), Ok(())),
+        End::Upstream(Ok(_)) => ("the database closed the connection".to_owned(), Ok(())),
+        End::Client(Err(e)) | End::Upstream(Err(e)) => (e.to_string(), Err(e)),
+        End::Revoked(reason) => {
+            let e = SessionError::Revoked(reason);
+            if let Some(bytes) = goodbye(&e) {
+                let _ = client_wr.write_all(&bytes).await;
+                let _ = client_wr.flush().await;
+            }
+            info!(error = %e, "session ended: access revoked");
+            (e.to_string(), Ok(()))
+        }
+        End::Shutdown => {
+            if let Some(bytes) = goodbye(&SessionError::ShuttingDown) {
+                let _ = client_wr.write_all(&bytes).await;
+                let _ = client_wr.flush().await;
+            }
+            ("the proxy is shutting down".to_owned(), Ok(()))
+        }
+    };
+    let _ = client_wr.shutdown().await;
+    let _ = up_wr.shutdown().await;
+    state.metrics.active_sessions.dec();
+    state.metrics.add_bytes("client_to_upstream", from_client);
+    state.metrics.add_bytes("upstream_to_client", to_client);
+    let detail = EventDetail::End {
+        bytes_from_client: from_client,
+        bytes_to_client: to_client,
+        duration_ms: started.elapsed().as_millis() as u64,
+        reason,
+    };
+    state.audit.emit(AuditEvent::new(events::SESSION_END, "DB1002I", fields, true, None, detail));
+    // A protocol error by the client mid-session is logged, not re-audited as a refused start.
+    if let Err(e) = &result {
+        info!(error = %e, "session ended with an error");
+    }
+    Ok(())
+}
