@@ -20,7 +20,7 @@ spec:
 
 fn start_proxy(dir: &std::path::Path, pg: &Postgres, env: Vec<(String, String)>, aws_extra: &str, log_level: &str) -> (ProxyPki, Proxy) {
     let pki = ProxyPki::new(dir);
-    let proxy = Proxy::start(ProxySetup { dir, pg, aws_extra, roles: ROLES, env, log_level, endpoint: None }, &pki);
+    let proxy = Proxy::start(ProxySetup { dir, db: pg, aws_extra, roles: ROLES, env, log_level, endpoint: None }, &pki);
     (pki, proxy)
 }
 
@@ -282,7 +282,7 @@ fn an_unreachable_database_or_a_foreign_endpoint_is_reported_without_sending_a_t
     let pki = ProxyPki::new(dir.path());
     let closed = free_port();
     let proxy = Proxy::start(
-        ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("127.0.0.1:{closed}")) },
+        ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("127.0.0.1:{closed}")) },
         &pki,
     );
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
@@ -293,7 +293,7 @@ fn an_unreachable_database_or_a_foreign_endpoint_is_reported_without_sending_a_t
     let dir2 = scratch();
     let pki2 = ProxyPki::new(dir2.path());
     let proxy2 = Proxy::start(
-        ProxySetup { dir: dir2.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("localhost:{}", pg.port)) },
+        ProxySetup { dir: dir2.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("localhost:{}", pg.port)) },
         &pki2,
     );
     let before = pg.pam_decisions().len();

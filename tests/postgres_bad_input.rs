@@ -86,7 +86,7 @@ impl Fixture {
         let pg = shared_postgres();
         let dir = scratch();
         let pki = ProxyPki::new(dir.path());
-        let setup = ProxySetup { dir: dir.path(), pg: &pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
+        let setup = ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
         let proxy = Proxy::start(setup, &pki);
         let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
         Fixture { proxy, alice, pki, dir, _pg: pg }

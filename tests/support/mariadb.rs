@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use portcullis::pki::Ca;
 
-use super::{ACCESS_KEY, PamService, REGION, SECRET_KEY, free_port, rdstokencheck, run_ok, scratch};
+use super::{ACCESS_KEY, PamService, REGION, SECRET_KEY, free_port, python3, rdstokencheck, repo, run_ok, scratch};
 
 /// The server binary.
 const MARIADBD: &str = "/usr/sbin/mariadbd";
@@ -27,6 +27,8 @@ pub struct Mariadb {
     pub secrets_dir: PathBuf,
     /// The PAM decision log.
     pub pam_log: PathBuf,
+    /// botocore's decisions on the same tokens.
+    pub botocore_log: PathBuf,
     /// The Unix socket (root logs in over it by `unix_socket` auth).
     pub socket: PathBuf,
     pam_service: String,
@@ -79,15 +81,24 @@ impl Mariadb {
         std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let pam_log = root.join("pam.log");
         std::fs::write(&pam_log, "").unwrap();
+        // Every token is also checked by botocore's own SigV4 code (a second, independent check).
+        let botocore_log = root.join("botocore.log");
+        std::fs::write(&botocore_log, "").unwrap();
         let pam_service = format!("portcullis-test-{port}-{}", std::process::id());
         let pam_guard = PamService(pam_service.clone());
         std::fs::write(
             format!("/etc/pam.d/{pam_service}"),
             format!(
-                "auth required pam_exec.so expose_authtok quiet {} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}\naccount required pam_permit.so\n",
+                "auth required pam_exec.so expose_authtok quiet {} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}\n\
+                 auth required pam_exec.so expose_authtok quiet {} {} --pam --keys {} --host 127.0.0.1 --port {port} --region {REGION} --log {}\n\
+                 account required pam_permit.so\n",
                 bin.display(),
                 keys_file.display(),
-                pam_log.display()
+                pam_log.display(),
+                python3().display(),
+                repo().join("tests/support/verify_token_botocore.py").display(),
+                keys_file.display(),
+                botocore_log.display(),
             ),
         )
         .expect("writing /etc/pam.d needs root: run the tests as root, as CI does");
@@ -125,7 +136,7 @@ impl Mariadb {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {MARIADBD}: {e}"));
         std::mem::forget(pam_guard); // from here on, Mariadb's Drop removes it (and stops the server)
-        let mut db = Mariadb { port, dir, ca_file, secrets_dir, pam_log, socket, pam_service, child, pid_file, data, error_log };
+        let mut db = Mariadb { port, dir, ca_file, secrets_dir, pam_log, botocore_log, socket, pam_service, child, pid_file, data, error_log };
         db.wait_ready(Duration::from_secs(30));
 
         let service = &db.pam_service;
@@ -178,6 +189,11 @@ impl Mariadb {
     /// The PAM log lines (one decision each).
     pub fn pam_decisions(&self) -> Vec<String> {
         std::fs::read_to_string(&self.pam_log).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    /// botocore's decision lines.
+    pub fn botocore_decisions(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.botocore_log).unwrap_or_default().lines().map(str::to_owned).collect()
     }
 
     /// The server's error log so far.

@@ -69,6 +69,16 @@ pub fn rdstokencheck() -> PathBuf {
     .clone()
 }
 
+/// The absolute path of the Python that has botocore (PAM runs helpers with an empty PATH).
+pub fn python3() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = run_ok(Command::new("python3").args(["-c", "import sys, botocore; print(sys.executable)"]));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
 /// A PostgreSQL server like RDS: TLS only, IAM users log in with a token checked by PAM.
 pub struct Postgres {
     /// The TCP port.
@@ -313,6 +323,40 @@ impl ProxyPki {
     }
 }
 
+/// A database server the tests start, as a proxy's upstream.
+pub trait TestDatabase {
+    /// The `Database`'s `spec.protocol`.
+    fn protocol(&self) -> &'static str;
+    /// The TCP port on 127.0.0.1.
+    fn port(&self) -> u16;
+    /// The `secretsDir` holding `upstream-ca/ca.crt`.
+    fn secrets_dir(&self) -> &Path;
+}
+
+impl TestDatabase for Postgres {
+    fn protocol(&self) -> &'static str {
+        "postgres"
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn secrets_dir(&self) -> &Path {
+        &self.secrets_dir
+    }
+}
+
+impl TestDatabase for mariadb::Mariadb {
+    fn protocol(&self) -> &'static str {
+        "mysql"
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn secrets_dir(&self) -> &Path {
+        &self.secrets_dir
+    }
+}
+
 /// A running proxy process.
 pub struct Proxy {
     /// The PostgreSQL listener port.
@@ -334,7 +378,7 @@ pub struct ProxySetup<'a> {
     /// Scratch directory for config, audit and logs.
     pub dir: &'a Path,
     /// The upstream.
-    pub pg: &'a Postgres,
+    pub db: &'a dyn TestDatabase,
     /// Extra YAML appended to the Database's `spec.aws` (indented 4 spaces).
     pub aws_extra: &'a str,
     /// The AccessRoles (YAML documents).
@@ -368,8 +412,11 @@ impl Proxy {
         std::fs::write(
             &manifests,
             format!(
-                "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, labels: {{env: test}}}}\nspec:\n  protocol: postgres\n  endpoint: {}\n  aws:\n    region: {REGION}\n{}\n  tls: {{mode: verify-full, caSecretRef: {{name: upstream-ca}}}}\n---\n{}",
-                setup.endpoint.clone().unwrap_or_else(|| format!("127.0.0.1:{}", setup.pg.port)), setup.aws_extra, setup.roles
+                "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, labels: {{env: test}}}}\nspec:\n  protocol: {}\n  endpoint: {}\n  aws:\n    region: {REGION}\n{}\n  tls: {{mode: verify-full, caSecretRef: {{name: upstream-ca}}}}\n---\n{}",
+                setup.db.protocol(),
+                setup.endpoint.clone().unwrap_or_else(|| format!("127.0.0.1:{}", setup.db.port())),
+                setup.aws_extra,
+                setup.roles
             ),
         )
         .unwrap();
@@ -381,7 +428,7 @@ impl Proxy {
                 "listeners: [{{address: '127.0.0.1:{port}', database: orders}}]\ntls: {{certFile: {ca}/server.crt, keyFile: {ca}/server.key, clientCaFile: {ca}/ca.crt}}\nadmin: {{address: '127.0.0.1:{admin_port}'}}\naudit: {{stdout: true, file: {}}}\naws: {{allowedEndpoints: ['127.0.0.1']}}\nresources: [{}]\nsecretsDir: {}\nlimits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n",
                 audit_file.display(),
                 manifests.display(),
-                setup.pg.secrets_dir.display(),
+                setup.db.secrets_dir().display(),
                 ca = pki.dir.display()
             ),
         )

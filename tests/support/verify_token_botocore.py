@@ -164,7 +164,44 @@ def verify(token, host, port, user, region, access_key, secret_key,
     return result
 
 
+def pam_main(argv):
+    """As a pam_exec helper (``--pam``): the token arrives NUL-terminated on stdin, the user in
+    PAM_USER; the secret comes from --keys (a JSON object access key -> secret). Appends one
+    line per decision to --log (never the token) and exits 0 to accept, 1 to refuse."""
+    import os
+    from urllib.parse import parse_qs as _qs
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pam", action="store_true")
+    ap.add_argument("--keys", required=True)
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--port", required=True, type=int)
+    ap.add_argument("--region", required=True)
+    ap.add_argument("--log", required=True)
+    args = ap.parse_args(argv)
+    token = sys.stdin.buffer.read().split(b"\0", 1)[0].decode("utf-8", "replace")
+    user = os.environ.get("PAM_USER", "")
+    with open(args.keys) as f:
+        keys = json.load(f)
+    query = _qs(urlsplit("https://" + token).query)
+    credential = (query.get("X-Amz-Credential") or [""])[0]
+    access_key = credential.split("/", 1)[0]
+    secret = keys.get(access_key)
+    if secret is None:
+        ok, reason = False, "unknown access key"
+    else:
+        session = (query.get("X-Amz-Security-Token") or [None])[0]
+        result = verify(token, args.host, args.port, user, args.region, access_key, secret, session)
+        ok = result["ok"]
+        reason = "botocore signature valid" if ok else ",".join(k for k, v in result["checks"].items() if not v)
+    with open(args.log, "a") as f:
+        f.write(f"{'accept' if ok else 'reject'} user={user!r} reason={reason!r}\n")
+    return 0 if ok else 1
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--pam" in argv:
+        return pam_main(argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--token", required=True)
     ap.add_argument("--host", required=True)

@@ -183,14 +183,13 @@ fn error_code(e: &SessionError) -> (u16, &'static str) {
         NoRoute | UnknownDatabase(_) | WrongProtocol { .. } => (1049, "42000"),
         RateLimited(_) => (1040, "08004"),
         Endpoint(_) | Aws(_) | UpstreamCapability(_) => (1105, "HY000"),
-        UpstreamConnect { .. } | UpstreamConnectTimeout(_) => (2003, "HY000"),
-        UpstreamNoTls(_) | UpstreamTls { .. } => (2026, "HY000"),
+        // ER_CONNECT_TO_FOREIGN_DATA_SOURCE: clients refuse client-side numbers (2xxx) from a server.
+        UpstreamConnect { .. } | UpstreamConnectTimeout(_) | UpstreamNoTls(_) | UpstreamTls { .. } => (1429, "HY000"),
         UpstreamFatal { code, .. } => (code.unwrap_or(1105), "HY000"),
         Revoked(_) => (1927, "70100"),
         ShuttingDown => (1053, "08S01"),
-        UpstreamProtocol(_) | UpstreamIo(_) => (2027, "HY000"),
         GssEncUnsupported | Replication => (1235, "42000"),
-        ClientIo(_) | ClientTls(_) => (2013, "HY000"),
+        UpstreamProtocol(_) | UpstreamIo(_) | ClientIo(_) | ClientTls(_) => (1105, "HY000"),
     }
 }
 
