@@ -125,7 +125,9 @@ def table(args):
         print("| " + " | ".join(header) + " |")
         print("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for line in lines:
-            print("| " + " | ".join(line) + " |")
+            metric = line[0].lstrip(" ")
+            metric = "&nbsp;&nbsp;" * ((len(line[0]) - len(metric)) // 2) + metric
+            print("| " + " | ".join((metric,) + tuple(line[1:])) + " |")
         if verdict:
             print()
             print(f"Target: {verdict[0]} = {verdict[1]}: **{verdict[2]}**")

@@ -277,3 +277,26 @@ fn reloading_roles_ends_a_running_mysql_session() {
     let end = events_named(&events, "db.session.end");
     assert!(end.iter().any(|e| e["reason"].as_str().unwrap_or("").contains("revoked")), "{events:?}");
 }
+
+#[test]
+fn doctor_checks_a_mysql_database_tls_certificate() {
+    let db = shared_mariadb();
+    let dir = scratch();
+    let (_pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
+    drop(proxy);
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", "/nonexistent")
+        .envs(keys())
+        .env("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")
+        .args(["doctor", "--manifests"])
+        .arg(dir.path().join("manifests.yaml"))
+        .arg("--secrets-dir")
+        .arg(&db.secrets_dir)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    let line = |label: &str| t.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no {label:?} line: {t}")).to_owned();
+    assert!(line("db default/orders: TLS certificate").contains(" ok "), "the MySQL STARTTLS probe reads and verifies the chain: {t}");
+}

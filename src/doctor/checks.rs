@@ -113,7 +113,7 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             false
         }
     };
-    if reachable && matches!(upstream.protocol, Protocol::Postgres) {
+    if reachable && matches!(upstream.protocol, Protocol::Postgres | Protocol::Mysql) {
         checks.push(match fetch_chain(&upstream.host, upstream.port, upstream.protocol, timeout).await {
             Err(e) => Check::new(label("TLS certificate"), Status::Fail, e),
             Ok(chain) => match judge(&chain, upstream.server_name_str(), &upstream.verifier) {
@@ -130,7 +130,7 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             },
         });
     } else if reachable {
-        checks.push(Check::new(label("TLS certificate"), Status::Skip, format!("checked for postgres only in this release (protocol {})", upstream.protocol)));
+        checks.push(Check::new(label("TLS certificate"), Status::Skip, format!("checked for postgres and mysql only in this release (protocol {})", upstream.protocol)));
     }
     checks.push(iam_auth_check(aws, db, &upstream, &label("IAM authentication")).await);
     checks

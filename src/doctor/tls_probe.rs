@@ -62,13 +62,17 @@ pub async fn fetch_chain(host: &str, port: u16, protocol: Protocol, timeout: Dur
     let name = ServerName::try_from(host.to_owned()).map_err(|_| format!("{host:?} is not a valid server name"))?;
     let work = async {
         let mut tcp = TcpStream::connect((host, port)).await.map_err(|e| format!("cannot connect: {e}"))?;
-        if protocol == Protocol::Postgres {
-            tcp.write_all(&encode_ssl_request()).await.map_err(|e| e.to_string())?;
-            let mut answer = [0u8; 1];
-            tcp.read_exact(&mut answer).await.map_err(|e| e.to_string())?;
-            if answer[0] != b'S' {
-                return Err::<(), String>("the server refused TLS (answered the SSLRequest with N)".into());
+        match protocol {
+            Protocol::Postgres => {
+                tcp.write_all(&encode_ssl_request()).await.map_err(|e| e.to_string())?;
+                let mut answer = [0u8; 1];
+                tcp.read_exact(&mut answer).await.map_err(|e| e.to_string())?;
+                if answer[0] != b'S' {
+                    return Err::<(), String>("the server refused TLS (answered the SSLRequest with N)".into());
+                }
             }
+            Protocol::Mysql => mysql_starttls(&mut tcp).await?,
+            Protocol::Mongodb | Protocol::Dynamodb => {}
         }
         tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
         Ok(())
@@ -96,4 +100,27 @@ pub fn judge(chain: &[CertificateDer<'static>], host: &str, verifier: &Arc<dyn S
         has_san,
         verification,
     })
+}
+
+/// MySQL's way into TLS: read the greeting, then send an SSLRequest.
+async fn mysql_starttls(tcp: &mut TcpStream) -> Result<(), String> {
+    use crate::proxy::mysql::codec;
+    let mut head = [0u8; 4];
+    tcp.read_exact(&mut head).await.map_err(|e| format!("no greeting: {e}"))?;
+    let (len, _) = codec::header(head);
+    if len > codec::MAX_LOGIN_PACKET {
+        return Err(format!("a greeting of {len} bytes is not a MySQL greeting"));
+    }
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.map_err(|e| format!("no greeting: {e}"))?;
+    if payload.first() == Some(&0xff) {
+        let err = codec::parse_err(&payload).map_err(|e| e.to_string())?;
+        return Err(format!("the server refused the connection: {} ({})", err.message, err.code));
+    }
+    let greeting = codec::Greeting::parse(&payload).map_err(|e| format!("not a MySQL greeting: {e}"))?;
+    if greeting.capabilities & codec::caps::SSL == 0 {
+        return Err("the server does not offer TLS (no CLIENT_SSL in its greeting)".into());
+    }
+    let request = codec::SslRequest { capabilities: codec::caps::OFFERED, max_packet: 1 << 24, collation: codec::DEFAULT_COLLATION };
+    tcp.write_all(&codec::packet(1, &request.encode())).await.map_err(|e| e.to_string())
 }
