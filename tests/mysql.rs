@@ -271,6 +271,8 @@ fn reloading_roles_ends_a_running_mysql_session() {
     let out = child.wait_with_output().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "revocation took {:?}", started.elapsed());
     assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR 1927 (70100)") && stderr.contains("access was revoked"), "the client is told why: {stderr}");
     let t = text(&mariadb(&proxy, &alice, "app", Some("orders"), "select 1"));
     assert!(t.contains("ERROR 1045") && t.contains("access denied"), "new sessions are refused: {t}");
     let events = proxy.audit(3);
