@@ -152,6 +152,45 @@ pub enum DbCommand {
         #[command(flatten)]
         login: LoginArgs,
     },
+    /// Open a local tunnel: clients connect in the clear to 127.0.0.1:PORT, the tunnel carries
+    /// each connection to the proxy over mTLS with your certificate. For tools that cannot
+    /// present a client certificate (the AWS CLI and SDKs for DynamoDB, GUI tools).
+    Proxy {
+        /// The Database's name (checked against your certificate's route).
+        database: String,
+        /// Run as a local tunnel (the only mode so far).
+        #[arg(long)]
+        tunnel: bool,
+        /// The local port on 127.0.0.1 (0: a free one, printed on start).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The proxy's listener for this database, host:port.
+        #[arg(long)]
+        proxy: String,
+        /// The directory with client.crt, client.key and ca.crt (`portcullis cert issue --out DIR`).
+        #[arg(long)]
+        cert_dir: PathBuf,
+        /// The database's protocol, which decides how the tunnel opens TLS with the proxy.
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: crate::crd::Protocol,
+        /// The db user (DynamoDB: the IAM role) you mean to use; must be your certificate's.
+        #[arg(long)]
+        db_user: Option<String>,
+        /// The name to verify in the proxy's certificate (default: the host of --proxy).
+        #[arg(long)]
+        server_name: Option<String>,
+    },
+}
+
+fn parse_protocol(s: &str) -> Result<crate::crd::Protocol, String> {
+    use crate::crd::Protocol;
+    match s {
+        "postgres" => Ok(Protocol::Postgres),
+        "mysql" => Ok(Protocol::Mysql),
+        "mongodb" => Ok(Protocol::Mongodb),
+        "dynamodb" => Ok(Protocol::Dynamodb),
+        other => Err(format!("{other:?} is not one of postgres, mysql, mongodb, dynamodb")),
+    }
 }
 
 /// `portcullis doctor`.

@@ -33,6 +33,14 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Db(DbCommand::Login { database, namespace, db_user, db_name, login }) => {
             crate::client::login(Some(crate::client::DbTarget { database, namespace, db_user, db_name }), login).await
         }
+        Command::Db(DbCommand::Proxy { database, tunnel, port, proxy, cert_dir, protocol, db_user, server_name }) => {
+            if !tunnel {
+                anyhow::bail!("only the local tunnel exists so far: add --tunnel");
+            }
+            let args = crate::client::tunnel::TunnelArgs { database, port, proxy, cert_dir, protocol, db_user, server_name };
+            crate::client::tunnel::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

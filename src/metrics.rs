@@ -51,6 +51,17 @@ pub struct ProxyMetrics {
     pub token_generations: Family<ResultLabels, Counter>,
     /// Audit events dropped because the audit queue was full.
     pub audit_dropped: Counter,
+    /// HTTP API requests (DynamoDB) by target and status.
+    pub api_requests: Family<ApiLabels, Counter>,
+}
+
+/// Labels of an HTTP API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ApiLabels {
+    /// The `X-Amz-Target` (empty when missing).
+    pub target: String,
+    /// The HTTP status.
+    pub status: u16,
 }
 
 impl ProxyMetrics {
@@ -63,6 +74,15 @@ impl ProxyMetrics {
         r.register("bytes", "Bytes relayed by direction", self.bytes.clone());
         r.register("token_generations", "RDS IAM auth tokens generated, by result", self.token_generations.clone());
         r.register("audit_dropped_events", "Audit events dropped because the queue was full", self.audit_dropped.clone());
+        r.register("api_requests", "HTTP API requests (DynamoDB) by X-Amz-Target and status", self.api_requests.clone());
+    }
+
+    /// Counts one HTTP API request. Unknown targets are counted under `other`, so clients cannot
+    /// grow the label set.
+    pub fn api_request(&self, target: &str, status: u16) {
+        let known = crate::proxy::dynamodb::target::Target::parse(Some(target)).is_ok() && target.len() <= 64;
+        let target = if known { target.to_owned() } else { "other".to_owned() };
+        self.api_requests.get_or_create(&ApiLabels { target, status }).inc();
     }
 
     /// Counts one connection outcome.

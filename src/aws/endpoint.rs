@@ -38,6 +38,32 @@ impl EndpointPolicy {
     }
 }
 
+/// A signed DynamoDB request was about to go to a host that is not an AWS DynamoDB endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to send a signed request to {host:?}: it is not an AWS DynamoDB endpoint (dynamodb.*.amazonaws.com or a *.vpce.amazonaws.com VPC endpoint). \
+     If this host really serves DynamoDB for you, add it to aws.allowedEndpoints in the proxy configuration"
+)]
+pub struct SignedRequestEndpointError {
+    /// The refused host.
+    pub host: String,
+}
+
+impl EndpointPolicy {
+    /// Ok when a signed DynamoDB request may go to `host` (an endpoint override).
+    pub fn check_signed_request(&self, host: &str) -> Result<(), SignedRequestEndpointError> {
+        let h = host.to_ascii_lowercase();
+        let labels: Vec<&str> = h.split('.').collect();
+        let aws_domain = h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn");
+        let service = labels.iter().any(|l| *l == "dynamodb" || *l == "dax");
+        if (aws_domain && service) || self.extra_hosts.contains(&h) {
+            Ok(())
+        } else {
+            Err(SignedRequestEndpointError { host: host.to_owned() })
+        }
+    }
+}
+
 /// The region in an RDS or DocumentDB host name, e.g. `us-east-1` in
 /// `orders.cluster-abc.us-east-1.rds.amazonaws.com`.
 pub fn region_from_rds_host(host: &str) -> Option<String> {

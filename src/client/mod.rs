@@ -1,5 +1,8 @@
 //! What a user runs: `portcullis login` and `portcullis db login` get a short-lived client
-//! certificate through the Kubernetes CSR API with the user's own kubeconfig.
+//! certificate through the Kubernetes CSR API with the user's own kubeconfig;
+//! `portcullis db proxy --tunnel` carries local clients to the proxy ([`tunnel`]).
+
+pub mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -22,6 +22,8 @@ pub mod events {
     pub const SESSION_QUERY: &str = "db.session.query";
     /// A session ended.
     pub const SESSION_END: &str = "db.session.end";
+    /// An HTTP API call was made (DynamoDB).
+    pub const SESSION_REQUEST: &str = "db.session.request";
 }
 
 /// Fields every session event carries.
@@ -54,7 +56,8 @@ pub struct AuditEvent {
     pub time: String,
     /// Event name (`db.session.start`, …).
     pub event: &'static str,
-    /// A stable code: `DB1000I` start, `DB1000W` start refused, `DB1001I` query, `DB1002I` end.
+    /// A stable code: `DB1000I` start, `DB1000W` start refused, `DB1001I` query, `DB1002I` end,
+    /// `DB1003I` API request.
     pub code: &'static str,
     /// Session fields.
     #[serde(flatten)]
@@ -77,6 +80,8 @@ pub enum EventDetail {
     None {},
     /// A statement.
     Query(Statement),
+    /// An HTTP API call.
+    Request(ApiCall),
     /// The end of a session.
     End {
         /// Bytes from client to upstream.
@@ -88,6 +93,21 @@ pub enum EventDetail {
         /// Why it ended.
         reason: String,
     },
+}
+
+/// An HTTP API call as recorded (DynamoDB).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ApiCall {
+    /// The `X-Amz-Target`, e.g. `DynamoDB_20120810.PutItem`.
+    pub target: String,
+    /// The HTTP status returned to the client.
+    pub status: u16,
+    /// The request body (JSON) as UTF-8, cut at 4 KiB.
+    pub body: String,
+    /// The request body's full length in bytes.
+    pub body_length: usize,
+    /// Whether `body` was cut.
+    pub truncated: bool,
 }
 
 /// A statement as recorded.

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::audit::{AuditEvent, EventDetail, SessionFields, events};
 use super::session::SessionError;
-use super::{ProxyState, Upstream, mysql, postgres};
+use super::{ProxyState, Upstream, dynamodb, mysql, postgres};
 use crate::authz::Identity;
 use crate::aws::{RdsAuthToken, rds_auth_token};
 use crate::crd::Protocol;
@@ -56,7 +56,8 @@ pub fn engine_for(protocol: Protocol) -> Option<&'static dyn Engine> {
     match protocol {
         Protocol::Postgres => Some(&postgres::PostgresEngine),
         Protocol::Mysql => Some(&mysql::MysqlEngine),
-        Protocol::Mongodb | Protocol::Dynamodb => None,
+        Protocol::Dynamodb => Some(&dynamodb::DynamoDbEngine),
+        Protocol::Mongodb => None,
     }
 }
 

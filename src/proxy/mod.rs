@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod cancel;
 mod cluster;
+pub mod dynamodb;
 pub mod engine;
 mod listener;
 pub mod mysql;

@@ -10,6 +10,7 @@ use rustls::pki_types::ServerName;
 use super::ratelimit::RateLimiter;
 use super::tls::{self, TlsError};
 use crate::aws::region_from_rds_host;
+use super::dynamodb::target::Service;
 use crate::crd::{Database, Protocol};
 
 /// A validation failure of one `Database`: the field and what is wrong.
@@ -24,7 +25,20 @@ pub struct FieldError {
 /// Checks a `Database` the way the proxy needs it (beyond the schema).
 pub fn validate_database(db: &Database) -> Result<(), FieldError> {
     let spec = &db.spec;
-    if spec.protocol != Protocol::Dynamodb {
+    if spec.protocol == Protocol::Dynamodb {
+        if spec.aws.region.is_none() {
+            return Err(FieldError { field: "spec.aws.region", message: "required for protocol dynamodb, e.g. us-east-1".into() });
+        }
+        if spec.aws.account_id.is_none() && spec.aws.assume_role_arn.is_none() {
+            return Err(FieldError {
+                field: "spec.aws.accountId",
+                message: "required for protocol dynamodb (unless spec.aws.assumeRoleArn names the account): users' roles must be in this account".into(),
+            });
+        }
+        if let Some(endpoint) = spec.endpoint.as_deref() {
+            split_url(endpoint).map_err(|message| FieldError { field: "spec.endpoint", message })?;
+        }
+    } else {
         let endpoint = spec.endpoint.as_deref().ok_or(FieldError {
             field: "spec.endpoint",
             message: format!("required for protocol {}: the database's host:port, e.g. orders.abc.us-east-1.rds.amazonaws.com:5432", spec.protocol),
@@ -74,6 +88,24 @@ pub fn split_endpoint(endpoint: &str, protocol: Protocol) -> Result<(String, u16
     Ok((host, port))
 }
 
+/// Splits a DynamoDB endpoint override, `[http://|https://]host[:port]`, into (plain HTTP?,
+/// host, port).
+pub fn split_url(endpoint: &str) -> Result<(bool, String, u16), String> {
+    let (plain, rest) = match endpoint.split_once("://") {
+        Some(("http", rest)) => (true, rest),
+        Some(("https", rest)) => (false, rest),
+        Some((scheme, _)) => return Err(format!("{endpoint:?}: scheme {scheme:?} is not http or https")),
+        None => (false, endpoint),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        return Err(format!("{endpoint:?}: give host[:port] only, without a path"));
+    }
+    let (host, port) = split_endpoint(rest, Protocol::Dynamodb)?;
+    let port = if plain && !rest.contains(':') { 80 } else { port };
+    Ok((plain, host, port))
+}
+
 /// A database ready for the data path.
 pub struct Upstream {
     /// The namespace.
@@ -94,6 +126,13 @@ pub struct Upstream {
     pub assume_role_arn: Option<String>,
     /// The external ID for the first hop.
     pub external_id: Option<String>,
+    /// The AWS account of the database (DynamoDB: users' roles must be in it).
+    pub account_id: Option<String>,
+    /// DynamoDB: the endpoint was set in the Database (a VPC endpoint, a test server) rather than
+    /// derived from the region; `plain_http` when it is `http://`.
+    pub endpoint_override: bool,
+    /// DynamoDB: the endpoint override speaks plain HTTP.
+    pub plain_http: bool,
     /// TLS towards the database.
     pub tls: Arc<rustls::ClientConfig>,
     /// The verifier of the database's certificate (also used by `portcullis doctor`).
@@ -132,9 +171,17 @@ impl Upstream {
         let database = format!("{namespace}/{name}");
         validate_database(db).map_err(|error| ResolveError::Invalid { database: database.clone(), error })?;
         let spec = &db.spec;
-        let (host, port) = split_endpoint(spec.endpoint.as_deref().unwrap_or_default(), spec.protocol)
-            .map_err(|message| ResolveError::Invalid { database: database.clone(), error: FieldError { field: "spec.endpoint", message } })?;
+        let invalid = |message| ResolveError::Invalid { database: database.clone(), error: FieldError { field: "spec.endpoint", message } };
+        let (plain_http, host, port) = match (spec.protocol, spec.endpoint.as_deref()) {
+            (Protocol::Dynamodb, Some(url)) => split_url(url).map_err(invalid)?,
+            (Protocol::Dynamodb, None) => (false, Service::DynamoDb.host(spec.aws.region.as_deref().unwrap_or_default()), 443),
+            (protocol, endpoint) => {
+                let (host, port) = split_endpoint(endpoint.unwrap_or_default(), protocol).map_err(invalid)?;
+                (false, host, port)
+            }
+        };
         let region = spec.aws.region.clone().or_else(|| region_from_rds_host(&host)).unwrap_or_default();
+        let account_id = spec.aws.account_id.clone().or_else(|| spec.aws.assume_role_arn.as_deref().and_then(|arn| arn.split(':').nth(4)).map(str::to_owned));
         let ca_path = spec.tls.ca_secret_ref.as_ref().map(|r| secrets_dir.unwrap_or(Path::new("/etc/portcullis/secrets")).join(&r.name).join(&r.key));
         let ca_certs = match &ca_path {
             Some(p) => Some(tls::load_certs(p, "cannot read the database CA bundle").map_err(|source| ResolveError::Ca { database: database.clone(), source })?),
@@ -155,6 +202,9 @@ impl Upstream {
             region,
             assume_role_arn: spec.aws.assume_role_arn.clone(),
             external_id: spec.aws.external_id.clone(),
+            account_id,
+            endpoint_override: spec.protocol == Protocol::Dynamodb && spec.endpoint.is_some(),
+            plain_http,
             tls,
             verifier,
             server_name,

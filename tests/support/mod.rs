@@ -540,3 +540,43 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A running `portcullis db proxy --tunnel`.
+pub struct Tunnel {
+    /// The local port.
+    pub port: u16,
+    /// The process.
+    pub proc: Proc,
+    /// Its standard error.
+    pub log_file: PathBuf,
+}
+
+impl Tunnel {
+    /// Starts a tunnel to the proxy on 127.0.0.1:`proxy_port` for `database` with `id`'s files.
+    pub fn start(proxy_port: u16, database: &str, protocol: &str, id: &ClientIdentity, extra: &[&str]) -> Tunnel {
+        let log_file = id.files.cert().with_file_name(format!("tunnel-{}.log", free_port()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["db", "proxy", database, "--tunnel", "--port", "0", "--proxy", &format!("127.0.0.1:{proxy_port}"), "--protocol", protocol, "--server-name", "localhost"])
+            .arg("--cert-dir")
+            .arg(id.files.cert().parent().unwrap())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_file).unwrap())
+            .spawn()
+            .expect("start the tunnel");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = std::io::BufReader::new(stdout);
+        reader.read_line(&mut line).unwrap();
+        let proc = Proc { child };
+        let port = line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+            panic!("the tunnel did not start: {line:?}\n{}", std::fs::read_to_string(&log_file).unwrap_or_default())
+        });
+        // Keep draining stdout so the tunnel never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        Tunnel { port, proc, log_file }
+    }
+}

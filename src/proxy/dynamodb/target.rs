@@ -1,0 +1,104 @@
+//! Where a DynamoDB request goes: the service named by the `X-Amz-Target` prefix, its SigV4
+//! signing name and its regional endpoint.
+
+use crate::aws::partition_of;
+
+/// The AWS services a DynamoDB client talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// DynamoDB itself (`DynamoDB_20120810.*`).
+    DynamoDb,
+    /// DynamoDB Streams (`DynamoDBStreams_20120810.*`).
+    Streams,
+    /// The DAX control plane (`AmazonDAXV3.*`).
+    Dax,
+}
+
+/// A parsed `X-Amz-Target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The service.
+    pub service: Service,
+    /// The whole header value, e.g. `DynamoDB_20120810.GetItem`.
+    pub name: String,
+    /// The operation, e.g. `GetItem`.
+    pub operation: String,
+}
+
+/// Why a target was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// No header.
+    #[error("the request has no X-Amz-Target header: only the DynamoDB JSON API (POST with X-Amz-Target) is proxied")]
+    Missing,
+    /// A prefix of another service.
+    #[error("X-Amz-Target {0:?} is not a DynamoDB, DynamoDB Streams or DAX operation")]
+    Unknown(String),
+}
+
+impl Target {
+    /// Parses the header value.
+    pub fn parse(header: Option<&str>) -> Result<Target, TargetError> {
+        let name = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(TargetError::Missing)?;
+        let (prefix, operation) = name.split_once('.').ok_or_else(|| TargetError::Unknown(name.to_owned()))?;
+        let service = if prefix.starts_with("DynamoDBStreams_") {
+            Service::Streams
+        } else if prefix.starts_with("DynamoDB_") {
+            Service::DynamoDb
+        } else if prefix.starts_with("AmazonDAX") {
+            Service::Dax
+        } else {
+            return Err(TargetError::Unknown(name.to_owned()));
+        };
+        let valid = !operation.is_empty() && operation.chars().all(|c| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(TargetError::Unknown(name.to_owned()));
+        }
+        Ok(Target { service, name: name.to_owned(), operation: operation.to_owned() })
+    }
+}
+
+impl Service {
+    /// The SigV4 signing name.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Service::DynamoDb | Service::Streams => "dynamodb",
+            Service::Dax => "dax",
+        }
+    }
+
+    /// The regional endpoint host.
+    pub fn host(self, region: &str) -> String {
+        let domain = if partition_of(region) == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" };
+        match self {
+            Service::DynamoDb => format!("dynamodb.{region}.{domain}"),
+            Service::Streams => format!("streams.dynamodb.{region}.{domain}"),
+            Service::Dax => format!("dax.{region}.{domain}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_pick_service_signing_name_and_host() {
+        let t = Target::parse(Some("DynamoDB_20120810.PutItem")).unwrap();
+        assert_eq!((t.service, t.operation.as_str(), t.service.signing_name()), (Service::DynamoDb, "PutItem", "dynamodb"));
+        assert_eq!(t.service.host("eu-west-1"), "dynamodb.eu-west-1.amazonaws.com");
+        let s = Target::parse(Some("DynamoDBStreams_20120810.GetRecords")).unwrap();
+        assert_eq!((s.service.signing_name(), s.service.host("cn-north-1")), ("dynamodb", "streams.dynamodb.cn-north-1.amazonaws.com.cn".to_owned()));
+        let d = Target::parse(Some("AmazonDAXV3.DescribeClusters")).unwrap();
+        assert_eq!((d.service.signing_name(), d.service.host("us-east-1")), ("dax", "dax.us-east-1.amazonaws.com".to_owned()));
+    }
+
+    #[test]
+    fn other_targets_are_refused() {
+        assert_eq!(Target::parse(None), Err(TargetError::Missing));
+        assert_eq!(Target::parse(Some("  ")), Err(TargetError::Missing));
+        for bad in ["AWSSecurityTokenServiceV20110615.GetCallerIdentity", "DynamoDB_20120810", "DynamoDB_20120810.", "DynamoDB_20120810.Get Item", "Kinesis_20131202.PutRecord"] {
+            assert!(matches!(Target::parse(Some(bad)), Err(TargetError::Unknown(_))), "{bad}");
+        }
+    }
+}

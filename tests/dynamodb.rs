@@ -1,0 +1,257 @@
+//! The DynamoDB engine and the local tunnel, end to end: moto (STS and DynamoDB with its
+//! signature and policy checks on) as AWS, the AWS CLI and boto3 through
+//! `portcullis db proxy --tunnel`, and psql through the same tunnel.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use portcullis::authz::Route;
+use support::*;
+
+const ACCOUNT: &str = "123456789012";
+
+const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
+kind: AccessRole
+metadata: {name: developers}
+spec:
+  subjects: [{kind: Group, name: dev}]
+  allow: {databases: [orders], dbUsers: [dynamo-writer, dynamo-none, 'arn:aws:iam::999999999999:role/dynamo-writer']}
+";
+
+/// moto standing in for DynamoDB, as the proxy's upstream.
+struct MotoDynamo {
+    moto: Moto,
+    secrets: tempfile::TempDir,
+    setup: serde_json::Value,
+}
+
+impl TestDatabase for MotoDynamo {
+    fn protocol(&self) -> &'static str {
+        "dynamodb"
+    }
+    fn port(&self) -> u16 {
+        self.moto.port
+    }
+    fn secrets_dir(&self) -> &Path {
+        self.secrets.path()
+    }
+}
+
+impl MotoDynamo {
+    fn start() -> MotoDynamo {
+        let moto = Moto::start();
+        let out = run_ok(Command::new("python3").arg(repo().join("tests/support/moto_dynamodb_setup.py")).args(["--endpoint", &moto.url()]));
+        let setup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // The Database names a CA bundle; moto speaks plain HTTP, so it is never used.
+        let secrets = scratch();
+        std::fs::create_dir_all(secrets.path().join("upstream-ca")).unwrap();
+        let (_, files) = portcullis::pki::Ca::generate("unused").unwrap();
+        std::fs::write(secrets.path().join("upstream-ca/ca.crt"), files.cert_pem).unwrap();
+        MotoDynamo { moto, secrets, setup }
+    }
+
+    /// The proxy's environment: the `proxy` user's keys, STS at moto.
+    fn env(&self, secret: Option<&str>) -> Vec<(String, String)> {
+        let mut env = static_key_env(self.setup["access_key"].as_str().unwrap(), secret.unwrap_or(self.setup["secret_key"].as_str().unwrap()));
+        env.push(("AWS_ENDPOINT_URL_STS".into(), self.moto.url()));
+        env
+    }
+}
+
+fn start_proxy(dir: &Path, db: &MotoDynamo, env: Vec<(String, String)>) -> (ProxyPki, Proxy) {
+    let pki = ProxyPki::new(dir);
+    let setup = ProxySetup {
+        dir,
+        db,
+        aws_extra: &format!("    accountId: '{ACCOUNT}'"),
+        roles: ROLES,
+        env,
+        log_level: "info",
+        endpoint: Some(format!("http://127.0.0.1:{}", db.moto.port)),
+    };
+    let proxy = Proxy::start(setup, &pki);
+    (pki, proxy)
+}
+
+fn route(role: &str) -> Option<Route> {
+    Some(Route { database: Some("orders".into()), db_user: Some(role.into()), db_name: None })
+}
+
+fn client(tunnel: &Tunnel, scenario: &str) -> serde_json::Value {
+    let out = run_ok(
+        Command::new("python3")
+            .arg(repo().join("tests/support/dynamodb_client.py"))
+            .args(["--endpoint", &format!("http://127.0.0.1:{}", tunnel.port), scenario]),
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+#[test]
+fn the_aws_cli_and_boto3_work_through_the_tunnel_and_moto_accepts_the_resigned_requests() {
+    let db = MotoDynamo::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route("dynamo-writer"), Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &alice, &["--db-user", "dynamo-writer"]);
+
+    let cli = client(&tunnel, "cli");
+    assert_eq!(cli["items"].as_array().map(Vec::len), Some(1), "{cli}\n{}", proxy.log());
+    let boto = client(&tunnel, "boto3");
+    assert_eq!(boto["pages"], 5, "{boto}");
+    assert_eq!(boto["total_items"], 121, "{boto}");
+    assert_eq!(boto["big_roundtrip"], true, "a 400 KB item goes both ways: {boto}");
+    assert_eq!(boto["crc_mismatches"], 0, "{boto}");
+
+    let events = proxy.audit(10);
+    let requests = events_named(&events, "db.session.request");
+    let put = requests.iter().find(|r| r["target"] == "DynamoDB_20120810.PutItem").unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!((put["status"].as_u64(), put["success"].as_bool(), put["db_user"].as_str()), (Some(200), Some(true), Some("dynamo-writer")));
+    assert!(put["body"].as_str().unwrap().contains("orders") || put["body"].as_str().unwrap().contains("items"), "{put}");
+    let big = requests.iter().find(|r| r["body_length"].as_u64().unwrap_or(0) > 400_000).unwrap_or_else(|| panic!("the big PutItem: {requests:?}"));
+    assert_eq!(big["truncated"], true);
+    assert!(big["body"].as_str().unwrap().len() <= 4096);
+    assert!(!events_named(&events, "db.session.start").is_empty() && !events_named(&events, "db.session.end").is_empty(), "{events:?}");
+    let metrics = proxy.metrics();
+    assert!(metrics.contains("portcullis_api_requests_total{target=\"DynamoDB_20120810.PutItem\",status=\"200\"}"), "{metrics}");
+    for (what, body) in [("log", proxy.log()), ("tunnel", std::fs::read_to_string(&tunnel.log_file).unwrap_or_default())] {
+        for secret in [db.setup["secret_key"].as_str().unwrap(), "X-Amz-Signature", "Signature=", "X-Amz-Security-Token"] {
+            assert!(!body.contains(secret), "{secret:?} leaked into the {what}: {body}");
+        }
+    }
+}
+
+#[test]
+fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied() {
+    let db = MotoDynamo::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+
+    // Not allowed by any AccessRole: refused by the proxy.
+    let bob = pki.client("bob", "bob", &["dev"], route("dynamo-admin"), Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &bob, &[]);
+    let denied = client(&tunnel, "denied");
+    assert_eq!((denied["code"].as_str(), denied["status"].as_u64()), (Some("AccessDeniedException"), Some(400)), "{denied}");
+    assert!(denied["message"].as_str().unwrap().contains("none allows database \"orders\" as db user \"dynamo-admin\""), "{denied}");
+
+    // Allowed here, but the role has no DynamoDB permission: AWS (moto) refuses it.
+    let carol = pki.client("carol", "carol", &["dev"], route("dynamo-none"), Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &carol, &[]);
+    let denied = client(&tunnel, "denied");
+    assert_eq!(denied["status"], 403, "{denied}");
+    assert!(denied["message"].as_str().unwrap().contains("assumed-role/dynamo-none/carol is not authorized to perform: dynamodb:ListTables"), "the session name is the user: {denied}");
+
+    // A role of another account is refused before anything is signed.
+    let dave = pki.client("dave", "dave", &["dev"], route("arn:aws:iam::999999999999:role/dynamo-writer"), Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &dave, &[]);
+    let denied = client(&tunnel, "denied");
+    assert_eq!(denied["code"], "AccessDeniedException", "{denied}");
+    assert!(denied["message"].as_str().unwrap().contains("999999999999"), "{denied}");
+
+    // The proxy's own key is wrong: STS refuses the assume-role, the user reads the checklist.
+    let dir2 = scratch();
+    let (pki2, proxy2) = start_proxy(dir2.path(), &db, db.env(Some("wrong-secret-wrong-secret-wrong-secret-00")));
+    let alice = pki2.client("alice", "alice", &["dev"], route("dynamo-writer"), Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy2.port, "orders", "dynamodb", &alice, &[]);
+    let denied = client(&tunnel, "denied");
+    assert_eq!(denied["code"], "AccessDeniedException", "{denied}");
+    let message = denied["message"].as_str().unwrap();
+    assert!(message.contains(&format!("sts:AssumeRole on arn:aws:iam::{ACCOUNT}:role/dynamo-writer failed")) && message.contains("trust policy"), "{message}");
+    let events = proxy.audit(3);
+    let refused: Vec<_> = events_named(&events, "db.session.request").into_iter().filter(|e| e["success"] == false).collect();
+    assert!(refused.len() >= 2, "{events:?}");
+}
+
+/// Sends raw HTTP to the tunnel and returns (status, body), or `None` when the connection closed.
+fn raw_http(port: u16, request: &[u8], wait: Duration) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").and_then(|v| v.trim().parse::<usize>().ok()));
+                    if length.is_some_and(|l| body.len() >= l) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+#[test]
+fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
+    let db = MotoDynamo::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route("dynamo-writer"), Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &alice, &[]);
+    let wait = Duration::from_secs(10);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("no target", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}".to_vec(), 400, "UnknownOperationException"),
+        ("an STS target", b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AWSSecurityTokenServiceV20110615.GetCallerIdentity\r\nContent-Length: 2\r\n\r\n{}".to_vec(), 400, "UnknownOperationException"),
+        ("a body over 16 MB", b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.PutItem\r\nContent-Length: 17000000\r\n\r\n{}".to_vec(), 413, "RequestEntityTooLarge"),
+        ("a chunked upload", b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec(), 411, "ValidationException"),
+    ];
+    for (what, request, status, code) in cases {
+        let started = Instant::now();
+        let (got, body) = raw_http(tunnel.port, &request, wait).unwrap_or_else(|| panic!("{what}: no answer\n{}", proxy.log()));
+        assert_eq!(got, status, "{what}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+        assert_eq!(json["__type"], format!("com.amazonaws.dynamodb.v20120810#{code}"), "{what}: {body}");
+        assert!(!json["message"].as_str().unwrap_or("").is_empty(), "{what}: {body}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}: answered promptly");
+    }
+    // A slow-loris client: headers never finish. The proxy drops it after its handshake timeout
+    // (3 s here) instead of holding the connection.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", tunnel.port)).unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Tar").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let _ = slow.read_to_end(&mut sink);
+    assert!(started.elapsed() < Duration::from_secs(9), "the slow client was cut off after {:?}", started.elapsed());
+    // Others are still served.
+    let ok = client(&tunnel, "denied");
+    assert_eq!(ok["ok"], true, "{ok}\n{}", proxy.log());
+    assert!(!proxy.log().contains("panicked"));
+}
+
+#[test]
+fn psql_works_through_the_same_tunnel() {
+    let pg = shared_postgres();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let roles = "apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {name: developers}\nspec:\n  subjects: [{kind: Group, name: dev}]\n  allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}\n";
+    let setup = ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
+    let proxy = Proxy::start(setup, &pki);
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "postgres", &alice, &[]);
+    // sslmode=prefer (psql's default) asks the tunnel for TLS first; the tunnel says no locally
+    // and carries the session to the proxy over mTLS.
+    for sslmode in ["disable", "prefer"] {
+        let out = psql(&format!("host=127.0.0.1 port={} user=app dbname=orders sslmode={sslmode} gssencmode=disable connect_timeout=10", tunnel.port), &["-c", "select current_user"]);
+        assert!(out.status.success(), "{sslmode}: {}\n{}", text(&out), proxy.log());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
+    }
+    let events = proxy.audit(2);
+    assert!(events.iter().any(|e| e["event"] == "db.session.start" && e["user"] == "alice" && e["success"] == true), "{events:?}");
+}
