@@ -302,3 +302,26 @@ fn doctor_checks_a_mysql_database_tls_certificate() {
     let line = |label: &str| t.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no {label:?} line: {t}")).to_owned();
     assert!(line("db default/orders: TLS certificate").contains(" ok "), "the MySQL STARTTLS probe reads and verifies the chain: {t}");
 }
+
+#[test]
+fn the_mariadb_client_works_through_the_local_tunnel() {
+    let db = shared_mariadb();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "mysql", &alice, &[]);
+    // The client talks plain MySQL to 127.0.0.1; the tunnel does the TLS switch with the
+    // proxy inside the login and presents the certificate.
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-h", "127.0.0.1", "-P", &tunnel.port.to_string(), "-u", "app", "--skip-ssl", "--batch", "--skip-column-names"])
+        .args(["-e", "select current_user(), database(); select count(*) from items", "orders"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}\n{}", text(&out), proxy.log(), std::fs::read_to_string(&tunnel.log_file).unwrap_or_default());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app@%\torders\n3");
+    let denied = Command::new("mariadb")
+        .args(["--no-defaults", "-h", "127.0.0.1", "-P", &tunnel.port.to_string(), "-u", "admin", "--skip-ssl", "-e", "select 1", "orders"])
+        .output()
+        .unwrap();
+    assert!(text(&denied).contains("ERROR 1045 (28000)") && text(&denied).contains("access denied"), "refusals come through the tunnel with their sequence ids right: {}", text(&denied));
+}
