@@ -41,9 +41,11 @@ portcullis_install_deps() {
     [ "$rc" = 0 ] || { echo "error: apt-get install ${missing[*]} failed" >&2; exit "$rc"; }
   fi
   id postgres >/dev/null 2>&1 || { echo "error: no 'postgres' user after installing PostgreSQL" >&2; exit 1; }
-  if ! python3 -c 'import moto, boto3, botocore, requests, flask, pymysql' 2>/dev/null || ! command -v moto_server >/dev/null; then
-    echo "installing Python packages: moto[server] boto3 pymysql" >&2
-    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests pymysql
+  if ! python3 -c 'import moto, boto3, botocore, requests, flask, pymysql' 2>/dev/null || ! command -v moto_server >/dev/null || ! command -v aws >/dev/null; then
+    echo "installing Python packages: moto[server] boto3 pymysql awscli" >&2
+    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests pymysql awscli
+    # pyenv puts new commands (moto_server, aws) on PATH only after a rehash.
+    if command -v pyenv >/dev/null; then pyenv rehash || true; fi
   fi
   command -v cargo >/dev/null || { echo "error: Rust (cargo) is required" >&2; exit 1; }
   command -v go >/dev/null || { echo "error: Go is required (it builds the test-only token checker)" >&2; exit 1; }
