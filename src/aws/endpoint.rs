@@ -64,6 +64,33 @@ impl EndpointPolicy {
     }
 }
 
+/// A DocumentDB server named an STS host that is not AWS STS.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to sign a GetCallerIdentity request for STS host {host:?}: the database named a host that is not AWS STS (sts.amazonaws.com, sts.<region>.amazonaws.com). \
+     If this is your STS endpoint (a VPC endpoint, a test server), add it to aws.allowedEndpoints in the proxy configuration"
+)]
+pub struct StsHostError {
+    /// The refused host.
+    pub host: String,
+}
+
+impl EndpointPolicy {
+    /// Ok when MONGODB-AWS may sign for the STS `host` a DocumentDB server named.
+    pub fn check_sts_host(&self, host: &str) -> Result<(), StsHostError> {
+        let h = host.to_ascii_lowercase();
+        let labels: Vec<&str> = h.split('.').collect();
+        let sts = h == "sts.amazonaws.com"
+            || matches!(labels.as_slice(), ["sts" | "sts-fips", region, "amazonaws", "com"] | ["sts" | "sts-fips", region, "amazonaws", "com", "cn"] if !region.is_empty())
+            || (h.ends_with(".vpce.amazonaws.com") && labels.contains(&"sts"));
+        if sts || self.extra_hosts.contains(&h) {
+            Ok(())
+        } else {
+            Err(StsHostError { host: host.to_owned() })
+        }
+    }
+}
+
 /// The region in an RDS or DocumentDB host name, e.g. `us-east-1` in
 /// `orders.cluster-abc.us-east-1.rds.amazonaws.com`.
 pub fn region_from_rds_host(host: &str) -> Option<String> {

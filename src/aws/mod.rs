@@ -13,7 +13,7 @@ mod web_identity;
 pub use cache::CachedCredentials;
 pub use chain::{Attempt, ChainReport, ReportingChain};
 pub use roles::{RoleError, partition_of, role_arn, session_name};
-pub use endpoint::{EndpointError, EndpointPolicy, region_from_rds_host};
+pub use endpoint::{EndpointError, EndpointPolicy, SignedRequestEndpointError, StsHostError, region_from_rds_host};
 pub use token::{RdsAuthToken, rds_auth_token};
 
 use std::collections::HashMap;

@@ -82,6 +82,8 @@ pub enum EventDetail {
     Query(Statement),
     /// An HTTP API call.
     Request(ApiCall),
+    /// A document database command.
+    Command(DocumentCommand),
     /// The end of a session.
     End {
         /// Bytes from client to upstream.
@@ -107,6 +109,24 @@ pub struct ApiCall {
     /// The request body's full length in bytes.
     pub body_length: usize,
     /// Whether `body` was cut.
+    pub truncated: bool,
+}
+
+/// A MongoDB/DocumentDB command as recorded.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DocumentCommand {
+    /// The command's name (`insert`, `find`, …).
+    pub command: String,
+    /// Its database (`$db`).
+    pub database: String,
+    /// The collection, when the command names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// The command document as relaxed extended JSON, cut at 4 KiB.
+    pub document: String,
+    /// The full JSON's length.
+    pub document_length: usize,
+    /// Whether `document` was cut.
     pub truncated: bool,
 }
 

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::audit::{AuditEvent, EventDetail, SessionFields, events};
 use super::session::SessionError;
-use super::{ProxyState, Upstream, dynamodb, mysql, postgres};
+use super::{ProxyState, Upstream, dynamodb, mongodb, mysql, postgres};
 use crate::authz::Identity;
 use crate::aws::{RdsAuthToken, rds_auth_token};
 use crate::crd::Protocol;
@@ -57,7 +57,7 @@ pub fn engine_for(protocol: Protocol) -> Option<&'static dyn Engine> {
         Protocol::Postgres => Some(&postgres::PostgresEngine),
         Protocol::Mysql => Some(&mysql::MysqlEngine),
         Protocol::Dynamodb => Some(&dynamodb::DynamoDbEngine),
-        Protocol::Mongodb => None,
+        Protocol::Mongodb => Some(&mongodb::MongodbEngine),
     }
 }
 

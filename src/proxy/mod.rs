@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cancel;
 mod cluster;
 pub mod dynamodb;
+pub mod mongodb;
 pub mod engine;
 mod listener;
 pub mod mysql;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::audit::{AuditEvent, EventDetail, SessionFields, Statement, events};
+use super::audit::{AuditEvent, DocumentCommand, EventDetail, SessionFields, Statement, events};
 use super::engine::{ClientTls, UpstreamTls};
 use super::session::SessionError;
 use super::{ProxyState, Upstream};
@@ -31,6 +31,8 @@ pub enum Step {
     Reply(Vec<u8>),
     /// Record a statement.
     Audit { statement: Statement, error: Option<String> },
+    /// Record a document database command.
+    AuditCommand { command: DocumentCommand, error: Option<String> },
     /// The session's database changed (`USE`, `COM_INIT_DB`): later events and access checks
     /// use the new name.
     SwitchDatabase(String),
@@ -76,6 +78,8 @@ pub struct Session {
     pub greeting: Vec<u8>,
     /// Encodes a fatal error for the client (revocation, shutdown) in the engine's protocol.
     pub goodbye: fn(&SessionError) -> Option<Vec<u8>>,
+    /// Bytes the engine already read from the client; they go through the filter first.
+    pub pending_input: Vec<u8>,
 }
 
 enum End {
@@ -87,7 +91,7 @@ enum End {
 
 /// Runs a logged-in session to its end, with start and end audit events.
 pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: impl UpstreamObserver) -> Result<(), SessionError> {
-    let Session { state, upstream, identity, fields, started, mut client, database, greeting, goodbye } = session;
+    let Session { state, upstream, identity, fields, started, mut client, database, greeting, goodbye, pending_input } = session;
     let protocol = upstream.protocol.to_string();
     client.write_all(&greeting).await.map_err(SessionError::ClientIo)?;
     client.flush().await.map_err(SessionError::ClientIo)?;
@@ -109,19 +113,32 @@ pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: 
         let client_to_upstream = async {
             let mut steps = Vec::new();
             let mut buf = vec![0u8; BUF];
+            let mut pending = Some(pending_input).filter(|p| !p.is_empty());
             loop {
-                let n = client_rd.read(&mut buf).await.map_err(SessionError::ClientIo)?;
-                if n == 0 {
-                    let _ = up_wr.shutdown().await;
-                    return Ok(from_client);
-                }
-                from_client += n as u64;
-                filter.feed(&buf[..n], &fields, &mut steps)?;
+                let first;
+                let input: &[u8] = if let Some(p) = pending.take() {
+                    first = p;
+                    &first
+                } else {
+                    // Many clients (libmariadb, libpq) close after their goodbye without a TLS
+                    // close_notify: that is a normal end, not an error.
+                    let n = match client_rd.read(&mut buf).await {
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                        r => r.map_err(SessionError::ClientIo)?,
+                    };
+                    if n == 0 {
+                        let _ = up_wr.shutdown().await;
+                        return Ok(from_client);
+                    }
+                    &buf[..n]
+                };
+                from_client += input.len() as u64;
+                filter.feed(input, &fields, &mut steps)?;
                 let mut wrote = false;
                 for step in steps.drain(..) {
                     match step {
                         Step::Forward(range) => {
-                            up_wr.write_all(&buf[range]).await.map_err(SessionError::UpstreamIo)?;
+                            up_wr.write_all(&input[range]).await.map_err(SessionError::UpstreamIo)?;
                             wrote = true;
                         }
                         Step::ForwardOwned(bytes) => {
@@ -133,6 +150,10 @@ pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: 
                         }
                         Step::Audit { statement, error } => {
                             let detail = EventDetail::Query(statement);
+                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", fields.clone(), error.is_none(), error, detail));
+                        }
+                        Step::AuditCommand { command, error } => {
+                            let detail = EventDetail::Command(command);
                             state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", fields.clone(), error.is_none(), error, detail));
                         }
                         Step::SwitchDatabase(db_name) => {

@@ -61,6 +61,9 @@ pub enum SessionError {
     /// The endpoint may not receive tokens.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// A DocumentDB server named an STS host that may not receive a signed request.
+    #[error(transparent)]
+    StsHost(#[from] crate::aws::StsHostError),
     /// AWS credentials or signing failed.
     #[error(transparent)]
     Aws(#[from] AwsError),
@@ -125,7 +128,7 @@ impl SessionError {
             Self::NoRoute | Self::UnknownDatabase(_) | Self::WrongProtocol { .. } => "routing",
             Self::Denied(_) => "authorization",
             Self::RateLimited(_) => "rate_limited",
-            Self::Endpoint(_) => "endpoint",
+            Self::Endpoint(_) | Self::StsHost(_) => "endpoint",
             Self::Aws(_) => "credentials",
             Self::UpstreamConnect { .. } | Self::UpstreamConnectTimeout(_) => "upstream_unreachable",
             Self::UpstreamNoTls(_) | Self::UpstreamTls { .. } => "upstream_tls",
@@ -166,6 +169,7 @@ impl SessionError {
             Self::Denied(reason) => msg("28000", format!("access denied: {reason}"), None),
             Self::RateLimited(db) => msg("53300", format!("too many new connections to {db}; retry shortly"), None),
             Self::Endpoint(e) => msg("08004", e.to_string(), None),
+            Self::StsHost(e) => msg("08004", e.to_string(), None),
             Self::Aws(e) => msg("08004", format!("the proxy cannot log in to AWS: {e}"), None),
             Self::UpstreamConnect { addr, source } => msg(
                 "08001",
@@ -182,6 +186,8 @@ impl SessionError {
                 let text = source.to_string();
                 let tls_hint = if text.contains("NotValidForName") || text.contains("not valid for name") {
                     hint("the database certificate does not name this host; if it has no subject alternative names at all it is a legacy Common-Name certificate: rotate the instance's CA (e.g. rds-ca-rsa2048-g1)")
+                } else if protocol == Protocol::Mongodb && (text.contains("corrupt message") || text.contains("InvalidContentType") || text.contains("reset")) {
+                    hint("the cluster does not speak TLS: IAM authentication needs TLS; set tls to enabled in the cluster parameter group and reboot the instances")
                 } else if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
                     hint("set spec.tls.caSecretRef to the RDS CA bundle of the region")
                 } else {
@@ -201,6 +207,11 @@ impl SessionError {
             ),
             Self::UpstreamFatal { sqlstate, message, .. } => msg(sqlstate, message.clone(), None),
             Self::Revoked(reason) => msg("57P01", format!("terminating the session: access was revoked: {reason}"), None),
+            Self::UpstreamRejected { db_user, message, .. } if protocol == Protocol::Mongodb => msg(
+                "28000",
+                format!("the database refused the MONGODB-AWS login of {db_user:?}: {message}"),
+                Some(format!("check that {}, and that the cluster runs DocumentDB 5.0 or later with TLS on", (remedy.iam_user)(db_user))),
+            ),
             Self::UpstreamRejected { db_user, message, .. } => msg(
                 "28000",
                 format!("the database refused the IAM login of {db_user:?}: {message}"),
@@ -232,6 +243,13 @@ impl Remedy {
                 tls_options: "connect with --ssl-ca, --ssl-cert and --ssl-key from `portcullis cert issue` and --ssl-verify-server-cert (MariaDB client) or --ssl-mode=VERIFY_IDENTITY (MySQL client)",
                 user_option: "pass --user <db user>",
                 iam_user: |u| format!("{u:?} is created for IAM: CREATE USER '{u}' IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS'"),
+            },
+            Protocol::Mongodb => Remedy {
+                tls_options: "connect with tls=true, tlsCertificateKeyFile (the certificate and key from `portcullis cert issue` in one PEM) and tlsCAFile",
+                user_option: "issue a certificate with --db-user ROLE",
+                iam_user: |u| {
+                    format!("the role exists as a user in $external with mechanism MONGODB-AWS: db.getSiblingDB(\"$external\").createUser({{user: \"{u}\", mechanisms: [\"MONGODB-AWS\"], roles: [...]}})")
+                },
             },
             _ => Remedy {
                 tls_options: "connect with sslmode=verify-full and sslcert/sslkey/sslrootcert from `portcullis cert issue`",

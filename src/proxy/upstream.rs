@@ -39,6 +39,12 @@ pub fn validate_database(db: &Database) -> Result<(), FieldError> {
             split_url(endpoint).map_err(|message| FieldError { field: "spec.endpoint", message })?;
         }
     } else {
+        if spec.protocol == Protocol::Mongodb && spec.aws.account_id.is_none() && spec.aws.assume_role_arn.is_none() {
+            return Err(FieldError {
+                field: "spec.aws.accountId",
+                message: "required for protocol mongodb (unless spec.aws.assumeRoleArn names the account): users' roles must be in this account".into(),
+            });
+        }
         let endpoint = spec.endpoint.as_deref().ok_or(FieldError {
             field: "spec.endpoint",
             message: format!("required for protocol {}: the database's host:port, e.g. orders.abc.us-east-1.rds.amazonaws.com:5432", spec.protocol),

@@ -377,6 +377,7 @@ mod tests {
                     Step::Reply(b) => out.replies.push(b),
                     Step::Audit { statement, error } => out.audits.push((statement, error)),
                     Step::SwitchDatabase(d) => out.switches.push(d),
+                    Step::AuditCommand { .. } => {}
                 }
             }
         }

@@ -148,6 +148,7 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut stre
         database: connected.tls,
         greeting: codec::packet(3, &connected.ok),
         goodbye,
+        pending_input: Vec::new(),
     };
     relay::run(session, filter, PrepareWatcher::new(prepared)).await
 }
@@ -182,7 +183,7 @@ fn error_code(e: &SessionError) -> (u16, &'static str) {
         ClientProtocol(_) | ClientTooOld | Timeout(_) => (1043, "08S01"),
         NoRoute | UnknownDatabase(_) | WrongProtocol { .. } => (1049, "42000"),
         RateLimited(_) => (1040, "08004"),
-        Endpoint(_) | Aws(_) | UpstreamCapability(_) => (1105, "HY000"),
+        Endpoint(_) | StsHost(_) | Aws(_) | UpstreamCapability(_) => (1105, "HY000"),
         // ER_CONNECT_TO_FOREIGN_DATA_SOURCE: clients refuse client-side numbers (2xxx) from a server.
         UpstreamConnect { .. } | UpstreamConnectTimeout(_) | UpstreamNoTls(_) | UpstreamTls { .. } => (1429, "HY000"),
         UpstreamFatal { code, .. } => (code.unwrap_or(1105), "HY000"),

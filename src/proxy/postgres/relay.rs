@@ -55,7 +55,7 @@ pub async fn run(
         greeting.extend_from_slice(&codec::backend_key_data(*pid, key));
     }
     greeting.extend_from_slice(&after_key);
-    let session = Session { state: state.clone(), upstream, identity, fields, started, client, database, greeting, goodbye: fatal_error };
+    let session = Session { state: state.clone(), upstream, identity, fields, started, client, database, greeting, goodbye: fatal_error, pending_input: Vec::new() };
     let filter = StatementAudit { scanner: ClientScanner::new(audit_queries), events: Vec::new() };
     let result = relay::run(session, filter, NoObserver).await;
     drop(cancel_guard);
