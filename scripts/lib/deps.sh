@@ -41,11 +41,15 @@ portcullis_install_deps() {
     [ "$rc" = 0 ] || { echo "error: apt-get install ${missing[*]} failed" >&2; exit "$rc"; }
   fi
   id postgres >/dev/null 2>&1 || { echo "error: no 'postgres' user after installing PostgreSQL" >&2; exit 1; }
-  if ! python3 -c 'import moto, boto3, botocore, requests, flask, pymysql' 2>/dev/null || ! command -v moto_server >/dev/null || ! command -v aws >/dev/null; then
-    echo "installing Python packages: moto[server] boto3 pymysql awscli" >&2
-    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests pymysql awscli
+  if ! python3 -c 'import moto, boto3, botocore, requests, flask, pymysql, pymongo' 2>/dev/null || ! command -v moto_server >/dev/null || ! command -v aws >/dev/null; then
+    echo "installing Python packages: moto[server] boto3 pymysql pymongo awscli" >&2
+    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests pymysql pymongo awscli
     # pyenv puts new commands (moto_server, aws) on PATH only after a rehash.
     if command -v pyenv >/dev/null; then pyenv rehash || true; fi
+  fi
+  if ! command -v mongosh >/dev/null; then
+    echo "installing mongosh (npm, ~1 minute)" >&2
+    npm install -g --silent mongosh >/dev/null || { echo "error: npm install -g mongosh failed" >&2; exit 1; }
   fi
   command -v cargo >/dev/null || { echo "error: Rust (cargo) is required" >&2; exit 1; }
   command -v go >/dev/null || { echo "error: Go is required (it builds the test-only token checker)" >&2; exit 1; }

@@ -111,12 +111,15 @@ def trust_proxy():
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--endpoint", required=True)
+    p.add_argument("--prefix", default="dynamo",
+                   help="role names are PREFIX-writer and PREFIX-none (the DocumentDB tests use docdb)")
     a = p.parse_args()
     # moto counts every call made before reset-auth as free; keep them in this script.
     iam = boto3.client("iam", endpoint_url=a.endpoint, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    writer_arn = f"arn:aws:iam::{ACCOUNT}:role/dynamo-writer"
-    none_arn = f"arn:aws:iam::{ACCOUNT}:role/dynamo-none"
+    writer, none = f"{a.prefix}-writer", f"{a.prefix}-none"
+    writer_arn = f"arn:aws:iam::{ACCOUNT}:role/{writer}"
+    none_arn = f"arn:aws:iam::{ACCOUNT}:role/{none}"
     iam.create_user(UserName="proxy")
     key = iam.create_access_key(UserName="proxy")["AccessKey"]
     iam.put_user_policy(UserName="proxy", PolicyName="assume", PolicyDocument=json.dumps({
@@ -124,13 +127,13 @@ def main():
         "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                        "Resource": [writer_arn, none_arn]}],
     }))
-    iam.create_role(RoleName="dynamo-writer", AssumeRolePolicyDocument=trust_proxy())
-    iam.put_role_policy(RoleName="dynamo-writer", PolicyName="dynamodb", PolicyDocument=json.dumps({
+    iam.create_role(RoleName=writer, AssumeRolePolicyDocument=trust_proxy())
+    iam.put_role_policy(RoleName=writer, PolicyName="dynamodb", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}],
     }))
-    iam.create_role(RoleName="dynamo-none", AssumeRolePolicyDocument=trust_proxy())
-    iam.put_role_policy(RoleName="dynamo-none", PolicyName="s3-only", PolicyDocument=json.dumps({
+    iam.create_role(RoleName=none, AssumeRolePolicyDocument=trust_proxy())
+    iam.put_role_policy(RoleName=none, PolicyName="s3-only", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}],
     }))

@@ -1,0 +1,334 @@
+//! The DocumentDB engine end to end: a DocumentDB stand-in (`tests/support/docdb_standin.py`:
+//! MongoDB wire protocol over TLS, MONGODB-AWS checked by forwarding the signed
+//! GetCallerIdentity to STS) with moto as STS (signature checks on), pymongo and mongosh
+//! through the proxy.
+
+mod support;
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{Bson, doc};
+use portcullis::authz::Route;
+use portcullis::proxy::mongodb::{aws_auth, codec};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::*;
+
+const ACCOUNT: &str = "123456789012";
+
+const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
+kind: AccessRole
+metadata: {name: developers}
+spec:
+  subjects: [{kind: Group, name: dev}]
+  allow: {databases: [orders], dbUsers: [docdb-writer, docdb-none], dbNames: [orders]}
+";
+
+/// moto as STS and the DocumentDB stand-in that checks logins against it.
+struct DocDb {
+    moto: Moto,
+    setup: serde_json::Value,
+    port: u16,
+    secrets: PathBuf,
+    dir: tempfile::TempDir,
+    _standin: Proc,
+}
+
+impl TestDatabase for DocDb {
+    fn protocol(&self) -> &'static str {
+        "mongodb"
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn secrets_dir(&self) -> &Path {
+        &self.secrets
+    }
+}
+
+impl DocDb {
+    fn start() -> DocDb {
+        let moto = Moto::start();
+        let out = run_ok(Command::new("python3").arg(repo().join("tests/support/moto_dynamodb_setup.py")).args(["--endpoint", &moto.url(), "--prefix", "docdb"]));
+        let setup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let dir = scratch();
+        let (ca, ca_files) = portcullis::pki::Ca::generate("test DocumentDB CA").unwrap();
+        let server = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(86400)).unwrap();
+        std::fs::write(dir.path().join("server.crt"), &server.cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
+        std::fs::create_dir_all(dir.path().join("secrets/upstream-ca")).unwrap();
+        std::fs::write(dir.path().join("secrets/upstream-ca/ca.crt"), &ca_files.cert_pem).unwrap();
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/support/docdb_standin.py"))
+            .args(["--port", "0", "--sts-host", &format!("127.0.0.1:{}", moto.port), "--user", &format!("arn:aws:iam::{ACCOUNT}:role/docdb-writer"), "--log-commands"])
+            .arg("--cert")
+            .arg(dir.path().join("server.crt"))
+            .arg("--key")
+            .arg(dir.path().join("server.key"))
+            .arg("--log")
+            .arg(dir.path().join("standin.log"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the DocumentDB stand-in");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("stand-in: {line:?}"));
+        DocDb { moto, setup, port, secrets: dir.path().join("secrets"), dir, _standin: Proc { child } }
+    }
+
+    fn env(&self, secret: Option<&str>) -> Vec<(String, String)> {
+        let mut env = static_key_env(self.setup["access_key"].as_str().unwrap(), secret.unwrap_or(self.setup["secret_key"].as_str().unwrap()));
+        env.push(("AWS_ENDPOINT_URL_STS".into(), self.moto.url()));
+        env
+    }
+
+    /// The stand-in's decisions.
+    fn decisions(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("standin.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "auth")
+            .collect()
+    }
+
+    /// Temporary credentials of `role` (assumed with the proxy user's keys).
+    fn assume(&self, role: &str) -> serde_json::Value {
+        let py = format!(
+            "import boto3, json\nc = boto3.client('sts', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='{}', aws_secret_access_key='{}').assume_role(RoleArn='arn:aws:iam::{ACCOUNT}:role/{role}', RoleSessionName='test')['Credentials']\nprint(json.dumps({{k: str(v) for k, v in c.items()}}))",
+            self.moto.url(),
+            self.setup["access_key"].as_str().unwrap(),
+            self.setup["secret_key"].as_str().unwrap()
+        );
+        serde_json::from_slice(&run_ok(Command::new("python3").args(["-c", &py])).stdout).unwrap()
+    }
+}
+
+fn start_proxy(dir: &Path, db: &DocDb, env: Vec<(String, String)>) -> (ProxyPki, Proxy) {
+    let pki = ProxyPki::new(dir);
+    let setup = ProxySetup { dir, db, aws_extra: &format!("    accountId: '{ACCOUNT}'"), roles: ROLES, env, log_level: "info", endpoint: None };
+    let proxy = Proxy::start(setup, &pki);
+    (pki, proxy)
+}
+
+fn route(role: &str) -> Option<Route> {
+    Some(Route { database: Some("orders".into()), db_user: Some(role.into()), db_name: None })
+}
+
+/// The certificate and key in one PEM, as MongoDB clients want them.
+fn combined_pem(id: &ClientIdentity) -> PathBuf {
+    let path = id.files.cert().with_file_name("client.pem");
+    let pem = std::fs::read_to_string(id.files.cert()).unwrap() + &std::fs::read_to_string(id.files.key()).unwrap();
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+fn pymongo(proxy: &Proxy, id: &ClientIdentity, scenario: &str) -> serde_json::Value {
+    let out = run_ok(
+        Command::new("python3")
+            .arg(repo().join("tests/support/mongo_client.py"))
+            .args(["--port", &proxy.port.to_string(), "--timeout-ms", "4000"])
+            .arg("--ca")
+            .arg(id.files.ca())
+            .arg("--pem")
+            .arg(combined_pem(id))
+            .arg(scenario),
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out), proxy.log()))
+}
+
+fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+#[test]
+fn pymongo_and_mongosh_insert_and_find_through_the_proxy_logged_in_with_mongodb_aws() {
+    let db = DocDb::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let r = pymongo(&proxy, &alice, "basic");
+    assert_eq!(r["found_qty"], 3, "{r}\n{}", proxy.log());
+
+    let uri = format!(
+        "mongodb://127.0.0.1:{}/orders?tls=true&directConnection=true&tlsCAFile={}&tlsCertificateKeyFile={}&serverSelectionTimeoutMS=10000",
+        proxy.port,
+        alice.files.ca().display(),
+        combined_pem(&alice).display()
+    );
+    let out = Command::new("mongosh").args([&uri, "--quiet", "--norc", "--eval", "db.items.insertOne({sku: 'pear', qty: 5}); print(JSON.stringify(db.items.findOne({sku: 'pear'}, {_id: 0})))"]).output().unwrap();
+    assert!(out.status.success() && text(&out).contains("{\"sku\":\"pear\",\"qty\":5}"), "{}\n{}", text(&out), proxy.log());
+
+    let decisions = db.decisions();
+    let accepted: Vec<_> = decisions.iter().filter(|d| d["decision"] == "accept").collect();
+    assert!(accepted.len() >= 2, "{decisions:?}");
+    assert!(accepted.iter().all(|d| d["caller_arn"].as_str().unwrap_or("").contains(":assumed-role/docdb-writer/alice")), "logged in as the role, session named after the user: {decisions:?}");
+    let events = proxy.audit(6);
+    let inserts: Vec<_> = events_named(&events, "db.session.query").into_iter().filter(|e| e["command"] == "insert").collect();
+    assert_eq!(inserts.len(), 2, "{events:?}");
+    assert_eq!((inserts[0]["database"].as_str(), inserts[0]["collection"].as_str(), inserts[0]["db_user"].as_str()), (Some("orders"), Some("items"), Some("docdb-writer")));
+    assert!(inserts[0]["document"].as_str().unwrap().contains("apple"), "{:?}", inserts[0]);
+    assert!(events_named(&events, "db.session.start").iter().all(|e| e["success"] == true && e["protocol"] == "mongodb"), "{events:?}");
+    for secret in [db.setup["secret_key"].as_str().unwrap(), "Signature=", "X-Amz-Security-Token"] {
+        assert!(!proxy.log().contains(secret), "{secret:?} in the log");
+    }
+}
+
+#[test]
+fn roles_databases_and_client_authentication_are_refused_with_mongodb_errors() {
+    let db = DocDb::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let r = pymongo(&proxy, &alice, "other_db");
+    assert_eq!(r["error"], 13, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("not authorized on hr to execute command find"), "{r}");
+    let r = pymongo(&proxy, &alice, "sasl");
+    assert_eq!(r["error"], 13, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("saslStart is not allowed through Portcullis"), "{r}");
+
+    // Refusals of the connection itself answer its first message (the driver's handshake).
+    let bob = pki.client("bob", "bob", &["dev"], route("docdb-admin"), Duration::from_secs(3600));
+    let r = pymongo(&proxy, &bob, "basic");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("none allows database \"orders\" as db user \"docdb-admin\"") && message.contains("'code': 13"), "{r}");
+
+    // The role exists and may be assumed, but DocumentDB has no such user in $external.
+    let carol = pki.client("carol", "carol", &["dev"], route("docdb-none"), Duration::from_secs(3600));
+    let r = pymongo(&proxy, &carol, "basic");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("'code': 18") && message.contains("AuthenticationFailed"), "{r}");
+    assert!(message.contains("refused the MONGODB-AWS login") && message.contains("$external") && message.contains("MONGODB-AWS"), "the remedy: {message}");
+
+    let events = proxy.audit(4);
+    let refused: Vec<_> = events.iter().filter(|e| e["success"] == false).collect();
+    assert!(refused.len() >= 4, "{events:?}");
+}
+
+#[test]
+fn the_stand_in_refuses_wrong_credentials_and_a_wrong_nonce() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let db = DocDb::start();
+    let creds = db.assume("docdb-writer");
+    let ca = CertificateDer::pem_file_iter(db.dir.path().join("secrets/upstream-ca/ca.crt")).unwrap().map(|c| c.unwrap());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots.add(c).unwrap();
+    }
+    let config = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    // One MONGODB-AWS conversation; `tamper` changes what is signed. Returns the final reply.
+    let login = |secret: &str, tamper_nonce: bool| -> bson::Document {
+        let tcp = TcpStream::connect(("127.0.0.1", db.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut exchange = |id: i32, command: bson::Document| -> bson::Document {
+            tls.write_all(&codec::encode_msg(id, 0, &command)).unwrap();
+            let mut head = [0u8; codec::HEADER];
+            tls.read_exact(&mut head).unwrap();
+            let header = codec::Header::parse(&head).unwrap();
+            let mut body = vec![0u8; header.length - codec::HEADER];
+            tls.read_exact(&mut body).unwrap();
+            codec::reply_document(&header, &body).unwrap()
+        };
+        let nonce = [5u8; 32];
+        let payload = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: aws_auth::client_first(&nonce) };
+        let first = exchange(1, doc! { "saslStart": 1, "mechanism": "MONGODB-AWS", "payload": payload, "$db": "$external" });
+        let Some(Bson::Binary(p)) = first.get("payload") else { panic!("{first}") };
+        let (mut s, host) = aws_auth::server_first(&p.bytes, &nonce).unwrap();
+        if tamper_nonce {
+            s[63] ^= 1;
+        }
+        let credentials = aws_credential_types::Credentials::new(creds["AccessKeyId"].as_str().unwrap(), secret, creds["SessionToken"].as_str().map(str::to_owned), None, "test");
+        let (a, d, t) = aws_auth::sign_caller_identity(&host, &aws_auth::sts_region(&host), &s, &credentials, std::time::SystemTime::now()).unwrap();
+        let payload = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: aws_auth::client_final(&a, &d, t.as_deref()) };
+        exchange(2, doc! { "saslContinue": 1, "conversationId": first.get("conversationId").cloned().unwrap_or(Bson::Int32(1)), "payload": payload, "$db": "$external" })
+    };
+    let right = creds["SecretAccessKey"].as_str().unwrap().to_owned();
+    let ok = login(&right, false);
+    assert_eq!(ok.get_f64("ok").ok().or(ok.get_i32("ok").ok().map(f64::from)), Some(1.0), "the right signature is accepted through STS: {ok}");
+    for (what, reply) in [("a wrong secret", login("wrong-secret", false)), ("a wrong nonce", login(&right, true))] {
+        assert_eq!(reply.get_i32("code").ok(), Some(18), "{what}: {reply}");
+        assert_eq!(reply.get_str("codeName").ok(), Some("AuthenticationFailed"), "{what}: {reply}");
+    }
+    let decisions = db.decisions();
+    assert_eq!(decisions.iter().filter(|d| d["decision"] == "reject").count(), 2, "{decisions:?}");
+}
+
+/// Raw TLS with a client certificate to the proxy.
+fn raw_tls(pki: &ProxyPki, id: &ClientIdentity, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.crt")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs = CertificateDer::pem_file_iter(id.files.cert()).unwrap().map(|c| c.unwrap()).collect();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(id.files.key()).unwrap()).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap(), tcp)
+}
+
+/// Reads until close (or 10 s); returns what came and whether the peer closed.
+fn drain(stream: &mut impl Read) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return (out, false),
+            Err(_) => return (out, true),
+        }
+    }
+}
+
+#[test]
+fn malformed_messages_get_an_error_or_a_close_and_the_proxy_keeps_serving() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let db = DocDb::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let ping = codec::encode(1, &codec::Message::Msg { flags: 0, body: doc! { "ping": 1, "$db": "admin" }, sequences: vec![] });
+    let mut over = (49_000_000i32).to_le_bytes().to_vec();
+    over.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0xdd, 0x07, 0, 0]);
+    let mut lying = ping.clone();
+    lying[..4].copy_from_slice(&(ping.len() as i32 + 100).to_le_bytes());
+    let mut bad_bson = ping.clone();
+    bad_bson[codec::HEADER + 4 + 1 + 4] = 0x7f; // the body's first element gets an unknown type
+    let mut unknown_opcode = ping.clone();
+    unknown_opcode[12..16].copy_from_slice(&2002i32.to_le_bytes());
+    let mut compressed = ping.clone();
+    compressed[12..16].copy_from_slice(&2012i32.to_le_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a message over 48 MB", over),
+        ("a length that lies (then silence)", lying),
+        ("invalid BSON", bad_bson),
+        ("OP_INSERT (legacy opcode)", unknown_opcode),
+        ("OP_COMPRESSED", compressed),
+    ];
+    for (what, bytes) in cases {
+        let mut tls = raw_tls(&pki, &alice, proxy.port);
+        let _ = tls.write_all(&bytes);
+        let _ = tls.flush();
+        let started = std::time::Instant::now();
+        let (answer, closed) = drain(&mut tls);
+        assert!(closed, "{what}: the proxy closes ({} bytes came)", answer.len());
+        assert!(started.elapsed() < Duration::from_secs(9), "{what}: promptly");
+        if answer.len() > codec::HEADER {
+            let header = codec::Header::parse(answer[..codec::HEADER].try_into().unwrap()).unwrap();
+            let reply = codec::reply_document(&header, &answer[codec::HEADER..header.length]).unwrap();
+            assert!(reply.get_i32("code").is_ok(), "{what}: an error document: {reply}");
+        }
+    }
+    // Still serving, and no panic.
+    let r = pymongo(&proxy, &alice, "basic");
+    assert_eq!(r["found_qty"], 3, "{r}\n{}", proxy.log());
+    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
+}
