@@ -1,7 +1,7 @@
 # Installs what the demo and the tests need on a fresh Debian machine (run as root):
 # PostgreSQL server and client, PgBouncer, MariaDB server and client, sysbench, the Python AWS
-# emulator and SDK, PyMySQL, and checks for Rust and Go. Sourced by scripts/demo.sh and
-# scripts/test.sh; idempotent and quick when everything is present.
+# emulator and SDK, the AWS CLI, PyMySQL, pymongo, mongosh, and checks for Rust and Go.
+# Sourced by scripts/demo.sh and scripts/test.sh; idempotent and quick when everything is present.
 
 portcullis_need_root() {
   if [ "$(id -u)" != 0 ]; then
