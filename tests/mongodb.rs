@@ -332,3 +332,25 @@ fn malformed_messages_get_an_error_or_a_close_and_the_proxy_keeps_serving() {
     assert_eq!(r["found_qty"], 3, "{r}\n{}", proxy.log());
     assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
 }
+
+#[test]
+fn a_cluster_without_tls_is_explained() {
+    let db = DocDb::start();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    // moto's port speaks plain HTTP: a database with TLS off looks like this to the proxy.
+    let setup = ProxySetup {
+        dir: dir.path(),
+        db: &db,
+        aws_extra: &format!("    accountId: '{ACCOUNT}'"),
+        roles: ROLES,
+        env: db.env(None),
+        log_level: "info",
+        endpoint: Some(format!("127.0.0.1:{}", db.moto.port)),
+    };
+    let proxy = Proxy::start(setup, &pki);
+    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let r = pymongo(&proxy, &alice, "basic");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("TLS with the database") && message.contains("tls to enabled in the cluster parameter group"), "{r}");
+}

@@ -112,3 +112,18 @@ fn check_ok(reply: &Document, role_arn: &str) -> Result<(), SessionError> {
         _ => Err(SessionError::UpstreamFatal { sqlstate: code.to_string(), message, code: u16::try_from(code).ok() }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_their_remedy() {
+        assert!(check_ok(&doc! { "ok": 1.0 }, "r").is_ok());
+        let e = check_ok(&doc! { "ok": 0.0, "code": 18, "errmsg": "Authentication failed." }, "arn:aws:iam::1:role/r").unwrap_err();
+        let m = e.client_message(crate::crd::Protocol::Mongodb).unwrap();
+        assert!(m.hint.unwrap().contains("$external"), "{}", m.message);
+        let e = check_ok(&doc! { "ok": 0, "code": 2, "errmsg": "Received authentication for mechanism MONGODB-AWS which is unknown or not enabled" }, "r").unwrap_err();
+        assert!(e.to_string().contains("DocumentDB 5.0 or later"), "{e}");
+    }
+}
