@@ -14,7 +14,7 @@ use super::audit::{AuditEvent, EventDetail, SessionFields, events};
 use super::session::SessionError;
 use super::{ProxyState, Upstream, dynamodb, mongodb, mysql, postgres};
 use crate::authz::Identity;
-use crate::aws::{RdsAuthToken, rds_auth_token};
+use crate::aws::{AwsError, Hop, RdsAuthToken, RoleError, partition_of, rds_auth_token, role_arn, session_name};
 use crate::crd::Protocol;
 
 /// The client's TLS stream, as the proxy serves it.
@@ -134,6 +134,20 @@ pub async fn iam_token(state: &ProxyState, upstream: &Upstream, db_user: &str) -
     state.metrics.token(token.is_ok());
     debug!(db_user, endpoint = %upstream.endpoint(), ok = token.is_ok(), "IAM auth token");
     Ok(token?)
+}
+
+/// The ARN of the role a user's db user names (DynamoDB, DocumentDB): a name becomes a role of
+/// the database's account; an ARN of another account or partition is refused.
+pub fn user_role(upstream: &Upstream, db_user: &str) -> Result<String, RoleError> {
+    role_arn(db_user, partition_of(&upstream.region), upstream.account_id.as_deref().unwrap_or_default())
+}
+
+/// The credentials of `role`: the Database's `assumeRoleArn` hop (if any), then the role, with
+/// the end user's name as the role session name (so CloudTrail shows who). Chains are cached.
+pub async fn role_credentials(state: &ProxyState, upstream: &Upstream, role: &str, user: &str) -> Result<aws_credential_types::Credentials, AwsError> {
+    let mut hops: Vec<Hop> = upstream.assume_role_arn.iter().map(|arn| Hop { role_arn: arn.clone(), session_name: "portcullis".into() }).collect();
+    hops.push(Hop { role_arn: role.to_owned(), session_name: session_name(user) });
+    state.aws.credentials_for_hops(hops, upstream.external_id.as_deref(), &upstream.region)?.get().await
 }
 
 /// Records a session that ended before it started: metrics, a log line, and an audit event

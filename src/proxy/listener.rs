@@ -143,7 +143,7 @@ pub(super) async fn serve(
         };
         let engine = engine_for(protocol).ok_or(ProxyError::UnsupportedProtocol { address: l.address, protocol })?;
         let socket = TcpListener::bind(l.address).await.map_err(|source| ProxyError::Bind { address: l.address, source })?;
-        info!(address = %socket.local_addr().unwrap_or(l.address), %protocol, database = ?database.as_ref().map(|d| d.key()), "listening");
+        info!(address = %socket.local_addr().unwrap_or(l.address), protocol = %engine.protocol(), database = ?database.as_ref().map(|d| d.key()), "listening");
         listeners.push(Listener { socket, engine, database });
     }
     let ready = Arc::new(AtomicBool::new(false));

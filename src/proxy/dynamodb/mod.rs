@@ -34,7 +34,7 @@ use super::audit::{ApiCall, AuditEvent, EventDetail, SessionFields, events, show
 use super::engine::{self, Connection, Engine};
 use super::{ProxyState, Upstream};
 use crate::authz::{Decision, Identity};
-use crate::aws::{AwsError, Hop, partition_of, role_arn, session_name};
+use crate::aws::AwsError;
 use crate::crd::Protocol;
 
 /// DynamoDB's largest request body (BatchWriteItem): 16 MB.
@@ -155,8 +155,7 @@ fn admit(state: &ProxyState, database: Option<Arc<Upstream>>, tls: &engine::Clie
         ApiError::access_denied("your certificate names no IAM role to use: issue it with --db-user ROLE (a role name or ARN the AccessRoles allow)")
     })?;
     fields.db_user = db_user.clone();
-    let account = upstream.account_id.clone().unwrap_or_default();
-    let role_arn = role_arn(&db_user, partition_of(&upstream.region), &account).map_err(|e| ApiError::access_denied(e.to_string()))?;
+    let role_arn = engine::user_role(&upstream, &db_user).map_err(|e| ApiError::access_denied(e.to_string()))?;
     Ok(Access { identity, upstream, role_arn })
 }
 
@@ -233,13 +232,9 @@ impl Session {
         Ok((response.map(|b| b.boxed()), call))
     }
 
-    /// The role's credentials: the Database's `assumeRoleArn` (if any), then the user's role,
-    /// with the user as the session name. Cached per chain by the AWS layer.
+    /// The role's credentials; a refused assume-role is the caller's AccessDenied.
     async fn credentials(&self, access: &Access, upstream: &Upstream) -> Result<aws_credential_types::Credentials, ApiError> {
-        let mut hops: Vec<Hop> = upstream.assume_role_arn.iter().map(|arn| Hop { role_arn: arn.clone(), session_name: "portcullis".into() }).collect();
-        hops.push(Hop { role_arn: access.role_arn.clone(), session_name: session_name(&access.identity.user) });
-        let chain = self.state.aws.credentials_for_hops(hops, upstream.external_id.as_deref(), &upstream.region).map_err(|e| ApiError::internal(e.to_string()))?;
-        chain.get().await.map_err(|e| match e {
+        engine::role_credentials(&self.state, upstream, &access.role_arn, &access.identity.user).await.map_err(|e| match e {
             AwsError::AssumeRole { .. } => ApiError::access_denied(e.to_string()),
             other => ApiError::internal(format!("the proxy has no usable AWS credentials: {other}")),
         })

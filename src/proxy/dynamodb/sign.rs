@@ -7,7 +7,7 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request};
 
 /// Headers never passed on: the client's signature and credentials (signed with dummy keys),
 /// hop-by-hop headers, and what the proxy sets itself.
@@ -75,11 +75,6 @@ pub fn resign(method: &Method, path_and_query: &str, headers: &HeaderMap, body: 
     let (instructions, _signature) = sign(signable, &params).map_err(|e| SignError(e.to_string()))?.into_parts();
     instructions.apply_to_request_http1x(&mut request);
     Ok(request)
-}
-
-/// The header names [`resign`] drops (for tests and documentation).
-pub fn dropped_headers() -> impl Iterator<Item = HeaderName> {
-    DROPPED.iter().map(|h| HeaderName::from_static(h))
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use super::engine::{self, ClientTls, Connection, Engine};
 use super::relay::{self, Session};
 use super::session::SessionError;
 use super::{ProxyState, Upstream};
-use crate::authz::{Decision, Identity};
-use crate::aws::{AwsError, Hop, partition_of, role_arn, session_name};
+use crate::authz::Decision;
+use crate::aws::AwsError;
 use crate::crd::Protocol;
 
 /// The DocumentDB engine.
@@ -80,9 +80,8 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut tls:
             Decision::Allow { audit_queries, .. } => audit_queries,
             Decision::Deny(reason) => return Err(SessionError::Denied(reason)),
         };
-        let account = upstream.account_id.clone().unwrap_or_default();
-        let role = role_arn(&db_user, partition_of(&upstream.region), &account).map_err(|e| SessionError::Aws(AwsError::Role(e)))?;
-        let credentials = role_credentials(state, &upstream, &role, &identity).await?;
+        let role = engine::user_role(&upstream, &db_user).map_err(|e| SessionError::Aws(AwsError::Role(e)))?;
+        let credentials = engine::role_credentials(state, &upstream, &role, &identity.user).await?;
         let database = login::connect_and_login(state, &upstream, &role, &credentials).await?;
         Ok((identity, upstream, database, audit_queries))
     }
@@ -118,15 +117,6 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut tls:
         pending_input: first,
     };
     relay::run(session, CommandFilter::new(audit_queries, check), relay::NoObserver).await
-}
-
-/// The role's credentials: the Database's `assumeRoleArn` (if any), then the user's role, with
-/// the user as the session name.
-async fn role_credentials(state: &ProxyState, upstream: &Upstream, role: &str, identity: &Identity) -> Result<aws_credential_types::Credentials, SessionError> {
-    let mut hops: Vec<Hop> = upstream.assume_role_arn.iter().map(|arn| Hop { role_arn: arn.clone(), session_name: "portcullis".into() }).collect();
-    hops.push(Hop { role_arn: role.to_owned(), session_name: session_name(&identity.user) });
-    let chain = state.aws.credentials_for_hops(hops, upstream.external_id.as_deref(), &upstream.region)?;
-    Ok(chain.get().await?)
 }
 
 /// The error document answering the client's first message, in the form it expects.

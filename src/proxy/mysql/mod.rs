@@ -26,7 +26,6 @@ use super::{ProxyState, Upstream};
 use crate::authz::Decision;
 use crate::crd::Protocol;
 
-pub use login::SERVER_VERSION;
 
 /// The MySQL engine.
 pub struct MysqlEngine;
