@@ -191,9 +191,21 @@ impl StatementCapture {
 }
 
 /// Shows raw statement bytes as UTF-8 (invalid bytes become U+FFFD) of at most `max` bytes,
-/// cut at a character boundary.
+/// cut at a character boundary of the raw bytes (so a character cut in two is dropped, not
+/// shown as a replacement character that was never sent).
 pub fn shown_text(raw: &[u8], max: usize) -> String {
-    let mut text = String::from_utf8_lossy(&raw[..raw.len().min(max)]).into_owned();
+    let mut cut = raw.len().min(max);
+    if cut < raw.len() {
+        // Back off over continuation bytes (10xxxxxx) to the start of the cut character.
+        let mut back = cut;
+        while back > 0 && cut - back < 4 && raw[back] & 0xc0 == 0x80 {
+            back -= 1;
+        }
+        if raw[back] & 0xc0 != 0x80 {
+            cut = back;
+        }
+    }
+    let mut text = String::from_utf8_lossy(&raw[..cut]).into_owned();
     if text.len() > max {
         let cut = text.floor_char_boundary(max);
         text.truncate(cut);
@@ -288,6 +300,20 @@ pub fn start(targets: AuditTargets, queue: usize, metrics: ProxyMetrics) -> std:
 fn push_line(buf: &mut Vec<u8>, event: &AuditEvent) {
     if serde_json::to_writer(&mut *buf, event).is_ok() {
         buf.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod shown_text_tests {
+    use super::shown_text;
+
+    #[test]
+    fn a_character_cut_in_two_is_dropped_not_replaced() {
+        let mut raw = b"a".repeat(497);
+        raw.extend("😀".as_bytes());
+        assert_eq!(shown_text(&raw, 500), "a".repeat(497));
+        assert_eq!(shown_text(&raw, 501), format!("{}😀", "a".repeat(497)));
+        assert_eq!(shown_text(b"ab\xffcd", 5), "ab\u{fffd}", "invalid bytes that were sent are shown as U+FFFD");
     }
 }
 

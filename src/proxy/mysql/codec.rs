@@ -129,8 +129,9 @@ pub fn err_packet(seq: u8, code: u16, sqlstate: &str, message: &str) -> Vec<u8> 
     let mut payload = vec![0xff];
     payload.extend_from_slice(&code.to_le_bytes());
     payload.push(b'#');
-    let state = sqlstate.as_bytes();
-    payload.extend((0..5).map(|i| state.get(i).copied().unwrap_or(b'0')));
+    // Exactly five ASCII characters, whatever a database sent.
+    let state = if sqlstate.len() == 5 && sqlstate.bytes().all(|b| b.is_ascii_alphanumeric()) { sqlstate } else { "HY000" };
+    payload.extend_from_slice(state.as_bytes());
     // Clients keep at most 512 bytes of a message.
     let message = crate::proxy::audit::shown_text(message.as_bytes(), 500);
     payload.extend_from_slice(message.as_bytes());
@@ -333,19 +334,27 @@ impl HandshakeResponse {
         out.push(0);
         if c & caps::PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
             put_lenenc(&mut out, self.auth_response.len() as u64);
+            out.extend_from_slice(&self.auth_response);
+        } else if c & caps::SECURE_CONNECTION != 0 {
+            let n = self.auth_response.len().min(255);
+            out.push(n as u8);
+            out.extend_from_slice(&self.auth_response[..n]);
         } else {
-            out.push(self.auth_response.len() as u8);
+            out.extend(self.auth_response.iter().copied().take_while(|&b| b != 0));
+            out.push(0);
         }
-        out.extend_from_slice(&self.auth_response);
         if c & caps::CONNECT_WITH_DB != 0 {
             out.extend_from_slice(self.database.as_deref().unwrap_or("").as_bytes());
             out.push(0);
         }
-        if c & caps::PLUGIN_AUTH != 0 {
+        // Trailing parts are optional (parse accepts a response that ends early): a missing
+        // plugin name is written only when attributes must follow it.
+        let attributes = c & caps::CONNECT_ATTRS != 0 && !self.attributes.is_empty();
+        if c & caps::PLUGIN_AUTH != 0 && (self.auth_plugin.is_some() || attributes) {
             out.extend_from_slice(self.auth_plugin.as_deref().unwrap_or("").as_bytes());
             out.push(0);
         }
-        if c & caps::CONNECT_ATTRS != 0 {
+        if attributes {
             let mut attrs = Vec::new();
             for (k, v) in &self.attributes {
                 put_lenenc(&mut attrs, k.len() as u64);

@@ -35,6 +35,9 @@ pub struct CommandFilter {
     audit: bool,
     prepared: Arc<Mutex<Prepared>>,
     check_database: DatabaseCheck,
+    /// The previous packet's sequence id and whether it had a payload: a LOCAL INFILE upload
+    /// longer than 255 packets wraps from 255 to 0, and that 0 is not a new command.
+    previous: (u8, bool),
 }
 
 enum State {
@@ -76,7 +79,7 @@ struct Capture {
 impl CommandFilter {
     /// A filter at a packet boundary. `audit` false: statements are not recorded.
     pub fn new(audit: bool, prepared: Arc<Mutex<Prepared>>, check_database: DatabaseCheck) -> Self {
-        Self { state: Self::head(), continuation: Continuation::None, audit, prepared, check_database }
+        Self { state: Self::head(), continuation: Continuation::None, audit, prepared, check_database, previous: (0, false) }
     }
 
     fn head() -> State {
@@ -197,11 +200,13 @@ impl ClientFilter for CommandFilter {
                     let continuation = std::mem::replace(&mut self.continuation, Continuation::None);
                     // Only the first packet of a command has sequence id 0; continuations of a
                     // long packet and data the server asked for (LOCAL INFILE) are passed on.
-                    let starts_command = matches!(continuation, Continuation::None) && seq == 0 && len > 0;
+                    let wrapped_upload = self.previous == (255, true);
+                    let starts_command = matches!(continuation, Continuation::None) && seq == 0 && len > 0 && !wrapped_upload;
                     if starts_command && *have < 5 {
                         self.continuation = continuation;
                         continue;
                     }
+                    self.previous = (seq, len > 0);
                     let body_seen = *have - 4;
                     let head = bytes[..*have].to_vec();
                     let carried = std::mem::take(carried);
@@ -479,5 +484,33 @@ mod tests {
         assert_eq!(prepared.lock().unwrap().texts.get(&42).map(String::as_str), Some("select ?"));
         let _ = run(&cmd(command::STMT_CLOSE, &42u32.to_le_bytes()), 2, prepared.clone());
         assert!(prepared.lock().unwrap().texts.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod upload_tests {
+    use super::*;
+
+    #[test]
+    fn a_local_infile_upload_past_255_packets_is_data_not_commands() {
+        let check: DatabaseCheck = Box::new(|_, _| Err("never".into()));
+        let mut filter = CommandFilter::new(true, Arc::default(), check);
+        let mut stream = codec::packet(0, b"\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE t");
+        // The upload: sequence ids 2..=255, then 0, 1, … — one packet starts like COM_INIT_DB.
+        for i in 0..300u32 {
+            let seq = (2 + i) as u8;
+            let payload: &[u8] = if seq == 0 { b"\x02orders-row" } else { b"row data" };
+            stream.extend(codec::packet(seq, payload));
+        }
+        stream.extend(codec::packet(46, b""));
+        let mut steps = Vec::new();
+        filter.feed(&stream, &SessionFields::default(), &mut steps).unwrap();
+        let forwarded: usize = steps.iter().map(|s| if let Step::Forward(r) = s { r.len() } else { 0 }).sum();
+        assert_eq!(forwarded, stream.len(), "every byte of the upload goes to the database");
+        assert!(!steps.iter().any(|s| matches!(s, Step::Reply(_))), "nothing is refused");
+        // After the upload's empty packet, sequence id 0 is a command again.
+        let mut steps = Vec::new();
+        filter.feed(&codec::packet(0, b"\x02secret"), &SessionFields::default(), &mut steps).unwrap();
+        assert!(steps.iter().any(|s| matches!(s, Step::Reply(_))), "{steps:?}");
     }
 }

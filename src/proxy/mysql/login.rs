@@ -99,7 +99,8 @@ pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, client: 
     let prefix = SslRequest { capabilities, max_packet: client.prefix.max_packet, collation: client.prefix.collation };
     tcp.write_all(&codec::packet(1, &prefix.encode())).await.map_err(SessionError::UpstreamIo)?;
     let mut tls = engine::upstream_tls(state, upstream, tcp).await?;
-    let mut attributes = client.attributes.clone();
+    // The client's attributes, and who the user really is (a client cannot set that one).
+    let mut attributes: Vec<(String, String)> = client.attributes.iter().filter(|(k, _)| k != "portcullis_user").cloned().collect();
     attributes.push(("portcullis_user".into(), end_user.into()));
     let response = HandshakeResponse {
         prefix,
