@@ -67,6 +67,8 @@ struct Session {
     upstreams: tokio::sync::Mutex<HashMap<String, SendRequest<Full<Bytes>>>>,
     requests: AtomicU64,
     bytes_from_client: AtomicU64,
+    /// Response bytes as the responses' Content-Length headers declare them.
+    bytes_to_client: AtomicU64,
 }
 
 struct Access {
@@ -108,6 +110,7 @@ async fn serve(connection: Connection) {
         upstreams: Default::default(),
         requests: AtomicU64::new(0),
         bytes_from_client: AtomicU64::new(0),
+        bytes_to_client: AtomicU64::new(0),
     });
     let service = {
         let session = session.clone();
@@ -136,7 +139,7 @@ async fn serve(connection: Connection) {
     state.metrics.active_sessions.dec();
     let detail = EventDetail::End {
         bytes_from_client: session.bytes_from_client.load(Ordering::Relaxed),
-        bytes_to_client: 0,
+        bytes_to_client: session.bytes_to_client.load(Ordering::Relaxed),
         duration_ms: started.elapsed().as_millis() as u64,
         reason: format!("{reason} after {} requests", session.requests.load(Ordering::Relaxed)),
     };
@@ -226,8 +229,15 @@ impl Session {
         let to = sign::Destination { authority: &authority, scheme: if upstream.plain_http { "http" } else { "https" }, region: &upstream.region, signing_name: target.service.signing_name() };
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let signed = sign::resign(&parts.method, path, &parts.headers, body, &to, &credentials, SystemTime::now()).map_err(|e| (ApiError::internal(e.to_string()), Some(call.clone())))?;
-        let response = self.send(&host, port, &authority, signed.map(Full::new)).await.map_err(|e| (e, Some(call.clone())))?;
+        let mut response = self.send(&host, port, &authority, signed.map(Full::new)).await.map_err(|e| (e, Some(call.clone())))?;
+        // Hop-by-hop headers belong to the proxy's connection to AWS, not to the client's: an
+        // upstream `Connection: close` must not close the client's keep-alive connection.
+        for hop in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+            response.headers_mut().remove(hop);
+        }
         call.status = response.status().as_u16();
+        let length = response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        self.bytes_to_client.fetch_add(length.unwrap_or(0), Ordering::Relaxed);
         debug!(target = %call.target, status = call.status, "forwarded");
         Ok((response.map(|b| b.boxed()), call))
     }
