@@ -58,8 +58,8 @@ ROLE=bench-role
 ACCESS_KEY=AKIAPORTCULLISTEST01
 SECRET_KEY=portcullis-test-secret-key-0123456789abcd
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 # ---------------------------------------------------------------------------- prerequisites
 [[ -x $BIN ]] || die "no proxy binary at $BIN (build it with cargo build --release)"
@@ -115,30 +115,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    local p
-    while :; do
-        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        [[ " ${USED_PORTS:-} " == *" $p "* ]] || break
-    done
-    USED_PORTS="${USED_PORTS:-} $p"
-    echo "$p"
-}
-
-wait_port() { # port what pid
-    local i
-    for ((i = 0; i < 300; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        [[ -z ${3:-} ]] || kill -0 "$3" 2>/dev/null || die "$2 exited before listening on $1"
-        sleep 0.1
-    done
-    die "$2 did not listen on 127.0.0.1:$1 within 30 s"
-}
-
-sys_busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / hz }' /proc/stat; }
-# Waits until the machine uses less than QUIET_MAX cores (1 s samples). Called while the
-# benchmark's own processes are idle, so what it sees is other work.
-wait_quiet() {
+# Waits until the machine uses less than QUIET_MAX cores (1 s samples; unlike wait_quiet in
+# lib.sh, without a cgroup: it is called while the benchmark's own processes are idle, so
+# what it sees is other work). Sets QUIET_RESULT for the report.
+wait_idle() {
     local start=$SECONDS b0 used said=0
     while :; do
         b0=$(sys_busy)
@@ -256,7 +236,7 @@ log "tunnel on 127.0.0.1:$TUNNEL_PORT"
 
 # ---------------------------------------------------------------------------- load
 QUIET_RESULT=""
-wait_quiet
+wait_idle
 echo "quiet:       $QUIET_RESULT" >>"$T/info.txt"
 log "load: CLIENTS=\"$CLIENTS\", ${DURATION}s per path in $ROUNDS alternating slices, ${WARMUP}s warm-up"
 # In the background and waited for, so that a TERM to this script stops it at once.

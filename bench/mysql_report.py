@@ -19,7 +19,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pg_report import fmt, load, ratio  # noqa: E402
+from pg_report import fmt, load, print_columns, ratio  # noqa: E402
 
 TARGETS = ("direct", "portcullis")
 TARGET_RATIO = 0.85  # portcullis/direct queries per second at the smallest client count
@@ -132,9 +132,7 @@ def table(args):
             print()
             print(f"Target: {verdict[0]} = {verdict[1]}: **{verdict[2]}**")
     else:
-        widths = [max(len(str(x[i])) for x in [header] + lines) for i in range(len(header))]
-        for cols in [header] + lines:
-            print("  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(cols)))
+        print_columns([header] + lines)
         if verdict:
             print()
             print(f"target: {verdict[0]} = {verdict[1]}: {verdict[2]}")

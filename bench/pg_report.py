@@ -229,12 +229,7 @@ def table(args):
         for v in verdicts:
             print("| " + " | ".join(v) + " |")
     else:
-        widths = [max(len(str(x[i])) for x in [header] + lines) for i in range(len(header))]
-        def show(cols):
-            print("  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(cols)))
-        show(header)
-        for line in lines:
-            show(line)
+        print_columns([header] + lines)
         print()
         w = max(len(v[0]) for v in verdicts)
         for name, value, result in verdicts:
@@ -242,6 +237,13 @@ def table(args):
     if noisy:
         print()
         print("WARNING: other processes or the hypervisor took more than 5% of the machine during: " + ", ".join(noisy) + "; those figures are not clean.")
+
+
+def print_columns(rows):
+    """Prints rows as plain-text columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for cols in rows:
+        print("  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(cols)))
 
 
 def main():

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use portcullis::authz::Route;
 use support::*;
 
 const ACCOUNT: &str = "123456789012";
@@ -25,7 +24,8 @@ spec:
 /// moto standing in for DynamoDB, as the proxy's upstream.
 struct MotoDynamo {
     moto: Moto,
-    secrets: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    secrets_dir: std::path::PathBuf,
     setup: serde_json::Value,
 }
 
@@ -37,28 +37,23 @@ impl TestDatabase for MotoDynamo {
         self.moto.port
     }
     fn secrets_dir(&self) -> &Path {
-        self.secrets.path()
+        &self.secrets_dir
     }
 }
 
 impl MotoDynamo {
     fn start() -> MotoDynamo {
         let moto = Moto::start();
-        let out = run_ok(Command::new("python3").arg(repo().join("tests/support/moto_dynamodb_setup.py")).args(["--endpoint", &moto.url()]));
-        let setup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let setup = moto.setup_roles("dynamo");
         // The Database names a CA bundle; moto speaks plain HTTP, so it is never used.
-        let secrets = scratch();
-        std::fs::create_dir_all(secrets.path().join("upstream-ca")).unwrap();
-        let (_, files) = portcullis::pki::Ca::generate("unused").unwrap();
-        std::fs::write(secrets.path().join("upstream-ca/ca.crt"), files.cert_pem).unwrap();
-        MotoDynamo { moto, secrets, setup }
+        let dir = scratch();
+        let secrets_dir = UpstreamCerts::write(dir.path(), dir.path()).secrets_dir;
+        MotoDynamo { moto, _dir: dir, secrets_dir, setup }
     }
 
     /// The proxy's environment: the `proxy` user's keys, STS at moto.
     fn env(&self, secret: Option<&str>) -> Vec<(String, String)> {
-        let mut env = static_key_env(self.setup["access_key"].as_str().unwrap(), secret.unwrap_or(self.setup["secret_key"].as_str().unwrap()));
-        env.push(("AWS_ENDPOINT_URL_STS".into(), self.moto.url()));
-        env
+        self.moto.proxy_env(&self.setup, secret)
     }
 }
 
@@ -77,10 +72,6 @@ fn start_proxy(dir: &Path, db: &MotoDynamo, env: Vec<(String, String)>) -> (Prox
     (pki, proxy)
 }
 
-fn route(role: &str) -> Option<Route> {
-    Some(Route { database: Some("orders".into()), db_user: Some(role.into()), db_name: None })
-}
-
 fn client(tunnel: &Tunnel, scenario: &str) -> serde_json::Value {
     let out = run_ok(
         Command::new("python3")
@@ -90,16 +81,12 @@ fn client(tunnel: &Tunnel, scenario: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
 
-fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|e| e["event"] == name).collect()
-}
-
 #[test]
 fn the_aws_cli_and_boto3_work_through_the_tunnel_and_moto_accepts_the_resigned_requests() {
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
-    let alice = pki.client("alice", "alice", &["dev"], route("dynamo-writer"), Duration::from_secs(3600));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("dynamo-writer"), Duration::from_secs(3600));
     let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &alice, &["--db-user", "dynamo-writer"]);
 
     let cli = client(&tunnel, "cli");
@@ -141,21 +128,21 @@ fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied()
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
 
     // Not allowed by any AccessRole: refused by the proxy.
-    let bob = pki.client("bob", "bob", &["dev"], route("dynamo-admin"), Duration::from_secs(3600));
+    let bob = pki.client("bob", "bob", &["dev"], route_as("dynamo-admin"), Duration::from_secs(3600));
     let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &bob, &[]);
     let denied = client(&tunnel, "denied");
     assert_eq!((denied["code"].as_str(), denied["status"].as_u64()), (Some("AccessDeniedException"), Some(400)), "{denied}");
     assert!(denied["message"].as_str().unwrap().contains("none allows database \"orders\" as db user \"dynamo-admin\""), "{denied}");
 
     // Allowed here, but the role has no DynamoDB permission: AWS (moto) refuses it.
-    let carol = pki.client("carol", "carol", &["dev"], route("dynamo-none"), Duration::from_secs(3600));
+    let carol = pki.client("carol", "carol", &["dev"], route_as("dynamo-none"), Duration::from_secs(3600));
     let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &carol, &[]);
     let denied = client(&tunnel, "denied");
     assert_eq!(denied["status"], 403, "{denied}");
     assert!(denied["message"].as_str().unwrap().contains("assumed-role/dynamo-none/carol is not authorized to perform: dynamodb:ListTables"), "the session name is the user: {denied}");
 
     // A role of another account is refused before anything is signed.
-    let dave = pki.client("dave", "dave", &["dev"], route("arn:aws:iam::999999999999:role/dynamo-writer"), Duration::from_secs(3600));
+    let dave = pki.client("dave", "dave", &["dev"], route_as("arn:aws:iam::999999999999:role/dynamo-writer"), Duration::from_secs(3600));
     let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &dave, &[]);
     let denied = client(&tunnel, "denied");
     assert_eq!(denied["code"], "AccessDeniedException", "{denied}");
@@ -164,7 +151,7 @@ fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied()
     // The proxy's own key is wrong: STS refuses the assume-role, the user reads the checklist.
     let dir2 = scratch();
     let (pki2, proxy2) = start_proxy(dir2.path(), &db, db.env(Some("wrong-secret-wrong-secret-wrong-secret-00")));
-    let alice = pki2.client("alice", "alice", &["dev"], route("dynamo-writer"), Duration::from_secs(3600));
+    let alice = pki2.client("alice", "alice", &["dev"], route_as("dynamo-writer"), Duration::from_secs(3600));
     let tunnel = Tunnel::start(proxy2.port, "orders", "dynamodb", &alice, &[]);
     let denied = client(&tunnel, "denied");
     assert_eq!(denied["code"], "AccessDeniedException", "{denied}");
@@ -208,7 +195,7 @@ fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
-    let alice = pki.client("alice", "alice", &["dev"], route("dynamo-writer"), Duration::from_secs(3600));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("dynamo-writer"), Duration::from_secs(3600));
     let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &alice, &[]);
     let wait = Duration::from_secs(10);
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{Bson, doc};
-use portcullis::authz::Route;
 use portcullis::proxy::mongodb::{aws_auth, codec};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use support::*;
 
 const ACCOUNT: &str = "123456789012";
@@ -54,22 +53,16 @@ impl TestDatabase for DocDb {
 impl DocDb {
     fn start() -> DocDb {
         let moto = Moto::start();
-        let out = run_ok(Command::new("python3").arg(repo().join("tests/support/moto_dynamodb_setup.py")).args(["--endpoint", &moto.url(), "--prefix", "docdb"]));
-        let setup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let setup = moto.setup_roles("docdb");
         let dir = scratch();
-        let (ca, ca_files) = portcullis::pki::Ca::generate("test DocumentDB CA").unwrap();
-        let server = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(86400)).unwrap();
-        std::fs::write(dir.path().join("server.crt"), &server.cert_pem).unwrap();
-        std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
-        std::fs::create_dir_all(dir.path().join("secrets/upstream-ca")).unwrap();
-        std::fs::write(dir.path().join("secrets/upstream-ca/ca.crt"), &ca_files.cert_pem).unwrap();
+        let certs = UpstreamCerts::write(dir.path(), dir.path());
         let mut child = Command::new("python3")
             .arg(repo().join("tests/support/docdb_standin.py"))
             .args(["--port", "0", "--sts-host", &format!("127.0.0.1:{}", moto.port), "--user", &format!("arn:aws:iam::{ACCOUNT}:role/docdb-writer"), "--log-commands"])
             .arg("--cert")
-            .arg(dir.path().join("server.crt"))
+            .arg(&certs.server_crt)
             .arg("--key")
-            .arg(dir.path().join("server.key"))
+            .arg(&certs.server_key)
             .arg("--log")
             .arg(dir.path().join("standin.log"))
             .stdout(Stdio::piped())
@@ -79,13 +72,11 @@ impl DocDb {
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("stand-in: {line:?}"));
-        DocDb { moto, setup, port, secrets: dir.path().join("secrets"), dir, _standin: Proc { child } }
+        DocDb { moto, setup, port, secrets: certs.secrets_dir, dir, _standin: Proc { child } }
     }
 
     fn env(&self, secret: Option<&str>) -> Vec<(String, String)> {
-        let mut env = static_key_env(self.setup["access_key"].as_str().unwrap(), secret.unwrap_or(self.setup["secret_key"].as_str().unwrap()));
-        env.push(("AWS_ENDPOINT_URL_STS".into(), self.moto.url()));
-        env
+        self.moto.proxy_env(&self.setup, secret)
     }
 
     /// The stand-in's decisions.
@@ -117,10 +108,6 @@ fn start_proxy(dir: &Path, db: &DocDb, env: Vec<(String, String)>) -> (ProxyPki,
     (pki, proxy)
 }
 
-fn route(role: &str) -> Option<Route> {
-    Some(Route { database: Some("orders".into()), db_user: Some(role.into()), db_name: None })
-}
-
 /// The certificate and key in one PEM, as MongoDB clients want them.
 fn combined_pem(id: &ClientIdentity) -> PathBuf {
     let path = id.files.cert().with_file_name("client.pem");
@@ -143,16 +130,12 @@ fn pymongo(proxy: &Proxy, id: &ClientIdentity, scenario: &str) -> serde_json::Va
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out), proxy.log()))
 }
 
-fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|e| e["event"] == name).collect()
-}
-
 #[test]
 fn pymongo_and_mongosh_insert_and_find_through_the_proxy_logged_in_with_mongodb_aws() {
     let db = DocDb::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
-    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("docdb-writer"), Duration::from_secs(3600));
     let r = pymongo(&proxy, &alice, "basic");
     assert_eq!(r["found_qty"], 3, "{r}\n{}", proxy.log());
 
@@ -185,7 +168,7 @@ fn roles_databases_and_client_authentication_are_refused_with_mongodb_errors() {
     let db = DocDb::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
-    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("docdb-writer"), Duration::from_secs(3600));
     let r = pymongo(&proxy, &alice, "other_db");
     assert_eq!(r["error"], 13, "{r}");
     assert!(r["message"].as_str().unwrap().contains("not authorized on hr to execute command find"), "{r}");
@@ -194,13 +177,13 @@ fn roles_databases_and_client_authentication_are_refused_with_mongodb_errors() {
     assert!(r["message"].as_str().unwrap().contains("saslStart is not allowed through Portcullis"), "{r}");
 
     // Refusals of the connection itself answer its first message (the driver's handshake).
-    let bob = pki.client("bob", "bob", &["dev"], route("docdb-admin"), Duration::from_secs(3600));
+    let bob = pki.client("bob", "bob", &["dev"], route_as("docdb-admin"), Duration::from_secs(3600));
     let r = pymongo(&proxy, &bob, "basic");
     let message = r["message"].as_str().unwrap();
     assert!(message.contains("none allows database \"orders\" as db user \"docdb-admin\"") && message.contains("'code': 13"), "{r}");
 
     // The role exists and may be assumed, but DocumentDB has no such user in $external.
-    let carol = pki.client("carol", "carol", &["dev"], route("docdb-none"), Duration::from_secs(3600));
+    let carol = pki.client("carol", "carol", &["dev"], route_as("docdb-none"), Duration::from_secs(3600));
     let r = pymongo(&proxy, &carol, "basic");
     let message = r["message"].as_str().unwrap();
     assert!(message.contains("'code': 18") && message.contains("AuthenticationFailed"), "{r}");
@@ -263,15 +246,10 @@ fn the_stand_in_refuses_wrong_credentials_and_a_wrong_nonce() {
 
 /// Raw TLS with a client certificate to the proxy.
 fn raw_tls(pki: &ProxyPki, id: &ClientIdentity, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let certs = CertificateDer::pem_file_iter(id.files.cert()).unwrap().map(|c| c.unwrap()).collect();
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(id.files.key()).unwrap()).unwrap();
+    let config = client_tls_config(pki, Some(id));
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap(), tcp)
+    rustls::StreamOwned::new(rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap(), tcp)
 }
 
 /// Reads until close (or 10 s); returns what came and whether the peer closed.
@@ -294,7 +272,7 @@ fn malformed_messages_get_an_error_or_a_close_and_the_proxy_keeps_serving() {
     let db = DocDb::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
-    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("docdb-writer"), Duration::from_secs(3600));
     let ping = codec::encode(1, &codec::Message::Msg { flags: 0, body: doc! { "ping": 1, "$db": "admin" }, sequences: vec![] });
     let mut over = (49_000_000i32).to_le_bytes().to_vec();
     over.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0xdd, 0x07, 0, 0]);
@@ -349,7 +327,7 @@ fn a_cluster_without_tls_is_explained() {
         endpoint: Some(format!("127.0.0.1:{}", db.moto.port)),
     };
     let proxy = Proxy::start(setup, &pki);
-    let alice = pki.client("alice", "alice", &["dev"], route("docdb-writer"), Duration::from_secs(3600));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("docdb-writer"), Duration::from_secs(3600));
     let r = pymongo(&proxy, &alice, "basic");
     let message = r["message"].as_str().unwrap();
     assert!(message.contains("TLS with the database") && message.contains("tls to enabled in the cluster parameter group"), "{r}");

@@ -73,10 +73,6 @@ fn rust_driver(proxy: &Proxy, id: &ClientIdentity, user: &str, db: &str) -> mysq
     mysql::Conn::new(opts)
 }
 
-fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|e| e["event"] == name).collect()
-}
-
 #[test]
 fn the_mariadb_client_works_use_is_checked_and_every_step_is_audited() {
     let db = shared_mariadb();

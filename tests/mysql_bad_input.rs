@@ -5,12 +5,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::proxy::mysql::codec::{self, HandshakeResponse, SslRequest, caps};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use support::mariadb::shared_mariadb;
 use support::*;
 
@@ -101,22 +99,10 @@ fn response(capabilities: u32, user: &str, db: Option<&str>) -> Vec<u8> {
 
 /// Greeting, SSLRequest and the TLS handshake (with `id`'s certificate, if any).
 fn tls(pki: &ProxyPki, id: Option<&ClientIdentity>, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let config = match id {
-        Some(id) => {
-            let certs = CertificateDer::pem_file_iter(id.files.cert()).unwrap().map(|c| c.unwrap()).collect();
-            builder.with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(id.files.key()).unwrap()).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
+    let config = client_tls_config(pki, id);
     let mut tcp = greeted(port);
     tcp.write_all(&codec::packet(1, &ssl_request(CLIENT_CAPS))).unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
 

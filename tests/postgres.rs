@@ -24,10 +24,6 @@ fn start_proxy(dir: &std::path::Path, pg: &Postgres, env: Vec<(String, String)>,
     (pki, proxy)
 }
 
-fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|e| e["event"] == name).collect()
-}
-
 #[test]
 fn allowed_user_queries_through_the_proxy_and_every_step_is_audited() {
     let pg = shared_postgres();

@@ -5,11 +5,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
@@ -46,19 +44,7 @@ fn startup(version: u32, params: &[u8]) -> Vec<u8> {
 }
 
 fn tls_client(pki: &ProxyPki, id: Option<&ClientIdentity>, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let config = match id {
-        Some(id) => {
-            let certs = CertificateDer::pem_file_iter(id.files.cert()).unwrap().map(|c| c.unwrap()).collect();
-            let key = PrivateKeyDer::from_pem_file(id.files.key()).unwrap();
-            builder.with_client_auth_cert(certs, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
+    let config = client_tls_config(pki, id);
     let mut tcp = raw(port);
     tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
     let mut s = [0u8; 1];
@@ -66,7 +52,7 @@ fn tls_client(pki: &ProxyPki, id: Option<&ClientIdentity>, port: u16) -> rustls:
     tcp.read_exact(&mut s).unwrap();
     assert_eq!(&s, b"S");
     tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
 

@@ -79,6 +79,16 @@ impl ProxyState {
     }
 }
 
+impl ProxyState {
+    /// Authorizes a new session; on success, whether its statements are to be audited.
+    pub fn authorize_session(&self, identity: &Identity, upstream: &Upstream, db_user: &str, db_name: Option<&str>) -> Result<bool, session::SessionError> {
+        match self.authorize(identity, upstream, db_user, db_name) {
+            Decision::Allow { audit_queries, .. } => Ok(audit_queries),
+            Decision::Deny(reason) => Err(session::SessionError::Denied(reason)),
+        }
+    }
+}
+
 /// A fresh random session id.
 pub fn new_session_id() -> String {
     let bytes: [u8; 12] = rand::random();

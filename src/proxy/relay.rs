@@ -45,6 +45,19 @@ pub trait ClientFilter: Send {
     fn feed(&mut self, input: &[u8], fields: &SessionFields, steps: &mut Vec<Step>) -> Result<(), SessionError>;
 }
 
+/// Decides whether a session may switch to (or run a command on) a database: `Err` carries the
+/// reason for the client.
+pub type DatabaseCheck = Box<dyn Fn(&SessionFields, &str) -> Result<(), String> + Send>;
+
+/// The AccessRoles' check of database names for `identity` on `upstream`, re-read on every call
+/// (so role changes apply at once).
+pub fn database_check(state: Arc<ProxyState>, identity: Identity, upstream: Arc<Upstream>) -> DatabaseCheck {
+    Box::new(move |fields: &SessionFields, name: &str| match state.authorize(&identity, &upstream, &fields.db_user, Some(name)) {
+        Decision::Allow { .. } => Ok(()),
+        Decision::Deny(reason) => Err(reason.to_string()),
+    })
+}
+
 /// An engine's view of the database's stream after login (it cannot change it).
 pub trait UpstreamObserver: Send {
     /// Sees the next bytes from the database.

@@ -115,6 +115,16 @@ pub struct ClientMessage {
     pub hint: Option<String>,
 }
 
+impl ClientMessage {
+    /// The message with its hint, for protocols whose errors have no hint field.
+    pub fn with_hint(self) -> String {
+        match self.hint {
+            Some(hint) => format!("{}. Hint: {hint}", self.message),
+            None => self.message,
+        }
+    }
+}
+
 impl SessionError {
     /// A stable label for metrics (`auth_failures{kind}`).
     pub fn kind(&self) -> &'static str {

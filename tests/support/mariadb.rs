@@ -1,14 +1,12 @@
 //! A MariaDB server (Debian packages) like RDS for MySQL with IAM auth: TLS only, IAM users log in through PAM with the cleartext plugin.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use portcullis::pki::Ca;
 
-use super::{ACCESS_KEY, PamService, REGION, SECRET_KEY, free_port, python3, rdstokencheck, repo, run_ok, scratch};
+use super::{ACCESS_KEY, PamService, REGION, SECRET_KEY, TokenChecker, UpstreamCerts, free_port, python3, repo, run_ok, scratch};
 
 /// The server binary.
 const MARIADBD: &str = "/usr/sbin/mariadbd";
@@ -59,28 +57,12 @@ impl Mariadb {
         );
 
         // Server certificate from a test CA, as RDS has from its regional CA.
-        let (ca, ca_files) = Ca::generate("test upstream CA").unwrap();
-        let server = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(86400)).unwrap();
-        let (server_crt, server_key) = (root.join("server.crt"), root.join("server.key"));
-        std::fs::write(&server_crt, &server.cert_pem).unwrap();
-        std::fs::write(&server_key, &server.key_pem).unwrap();
-        std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let secrets_dir = root.join("secrets");
-        std::fs::create_dir_all(secrets_dir.join("upstream-ca")).unwrap();
-        let ca_file = secrets_dir.join("upstream-ca/ca.crt");
-        std::fs::write(&ca_file, &ca_files.cert_pem).unwrap();
+        let UpstreamCerts { server_crt, server_key, ca_file, secrets_dir } = UpstreamCerts::write(&root, &root);
 
         // The token checker, run by pam_exec under auth_pam_tool (as root).
         let port = free_port();
-        let bin = root.join("rdstokencheck");
-        std::fs::copy(rdstokencheck(), &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let keys_file = root.join("keys.json");
-        let keys_json: serde_json::Map<String, serde_json::Value> = keys.iter().map(|(k, s)| (k.to_string(), serde_json::Value::from(*s))).collect();
-        std::fs::write(&keys_file, serde_json::to_string(&keys_json).unwrap()).unwrap();
-        std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let pam_log = root.join("pam.log");
-        std::fs::write(&pam_log, "").unwrap();
+        let checker = TokenChecker::write(&root, keys);
+        let (keys_file, pam_log) = (checker.keys_file.clone(), checker.log.clone());
         // Every token is also checked by botocore's own SigV4 code (a second, independent check).
         let botocore_log = root.join("botocore.log");
         std::fs::write(&botocore_log, "").unwrap();
@@ -89,12 +71,9 @@ impl Mariadb {
         std::fs::write(
             format!("/etc/pam.d/{pam_service}"),
             format!(
-                "auth required pam_exec.so expose_authtok quiet {} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}\n\
-                 auth required pam_exec.so expose_authtok quiet {} {} --pam --keys {} --host 127.0.0.1 --port {port} --region {REGION} --log {}\n\
+                "{}auth required pam_exec.so expose_authtok quiet {} {} --pam --keys {} --host 127.0.0.1 --port {port} --region {REGION} --log {}\n\
                  account required pam_permit.so\n",
-                bin.display(),
-                keys_file.display(),
-                pam_log.display(),
+                checker.pam_line(port),
                 python3().display(),
                 repo().join("tests/support/verify_token_botocore.py").display(),
                 keys_file.display(),

@@ -127,41 +127,18 @@ impl Postgres {
         run_ok(as_postgres(&pg_bin("initdb")).args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data).stdout(Stdio::null()));
 
         // Server certificate from a test CA, as RDS has from its regional CA.
-        let (ca, ca_files) = Ca::generate("test upstream CA").unwrap();
-        let server = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(86400)).unwrap();
-        std::fs::write(data.join("server.crt"), &server.cert_pem).unwrap();
-        std::fs::write(data.join("server.key"), &server.key_pem).unwrap();
-        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        run_ok(Command::new("chown").args(["postgres:postgres"]).arg(data.join("server.crt")).arg(data.join("server.key")));
-        let secrets_dir = root.join("secrets");
-        std::fs::create_dir_all(secrets_dir.join("upstream-ca")).unwrap();
-        let ca_file = secrets_dir.join("upstream-ca/ca.crt");
-        std::fs::write(&ca_file, &ca_files.cert_pem).unwrap();
+        let UpstreamCerts { server_crt, server_key, ca_file, secrets_dir } = UpstreamCerts::write(&root, &data);
+        run_ok(Command::new("chown").args(["postgres:postgres"]).arg(&server_crt).arg(&server_key));
 
         // The token checker, where the postgres user can run it.
         let port = free_port();
-        let bin = root.join("rdstokencheck");
-        std::fs::copy(rdstokencheck(), &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let keys_file = root.join("keys.json");
-        let keys_json: serde_json::Map<String, serde_json::Value> = keys.iter().map(|(k, s)| (k.to_string(), serde_json::Value::from(*s))).collect();
-        std::fs::write(&keys_file, serde_json::to_string(&keys_json).unwrap()).unwrap();
-        std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let pam_log = root.join("pam.log");
-        std::fs::write(&pam_log, "").unwrap();
+        let checker = TokenChecker::write(&root, keys);
+        let pam_log = checker.log.clone();
         run_ok(Command::new("chown").args(["postgres:postgres"]).arg(&pam_log));
         let pam_service = format!("portcullis-test-{port}-{}", std::process::id());
         let pam_guard = PamService(pam_service.clone());
-        std::fs::write(
-            format!("/etc/pam.d/{pam_service}"),
-            format!(
-                "auth required pam_exec.so expose_authtok quiet {} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}\naccount required pam_permit.so\n",
-                bin.display(),
-                keys_file.display(),
-                pam_log.display()
-            ),
-        )
-        .expect("writing /etc/pam.d needs root: run the tests as root, as CI does");
+        std::fs::write(format!("/etc/pam.d/{pam_service}"), format!("{}account required pam_permit.so\n", checker.pam_line(port)))
+            .expect("writing /etc/pam.d needs root: run the tests as root, as CI does");
 
         std::fs::write(
             data.join("pg_hba.conf"),
@@ -272,6 +249,21 @@ impl Moto {
         let proc = Proc { child };
         wait_for_port(port, "moto_server", Duration::from_secs(30));
         Moto { port, _proc: proc }
+    }
+
+    /// Creates the `proxy` user and the roles `PREFIX-writer` and `PREFIX-none` it may assume
+    /// (tests/support/moto_dynamodb_setup.py), then turns auth on. Returns its JSON (keys, ARNs).
+    pub fn setup_roles(&self, prefix: &str) -> serde_json::Value {
+        let out = run_ok(Command::new("python3").arg(repo().join("tests/support/moto_dynamodb_setup.py")).args(["--endpoint", &self.url(), "--prefix", prefix]));
+        serde_json::from_slice(&out.stdout).expect("moto_dynamodb_setup.py prints JSON")
+    }
+
+    /// A proxy's environment after [`Moto::setup_roles`]: the `proxy` user's keys (or `secret`
+    /// instead of its secret), STS at moto.
+    pub fn proxy_env(&self, setup: &serde_json::Value, secret: Option<&str>) -> Vec<(String, String)> {
+        let mut env = static_key_env(setup["access_key"].as_str().unwrap(), secret.unwrap_or(setup["secret_key"].as_str().unwrap()));
+        env.push(("AWS_ENDPOINT_URL_STS".into(), self.url()));
+        env
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -578,5 +570,101 @@ impl Tunnel {
             let _ = reader.read_to_end(&mut sink);
         });
         Tunnel { port, proc, log_file }
+    }
+}
+
+/// The audit events named `name` (`db.session.start`, …).
+pub fn events_named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// A certificate route to the test Database `orders` as `db_user` (DynamoDB, DocumentDB: a role).
+pub fn route_as(db_user: &str) -> Option<portcullis::authz::Route> {
+    Some(portcullis::authz::Route { database: Some("orders".into()), db_user: Some(db_user.into()), db_name: None })
+}
+
+/// A rustls client configuration trusting the proxy's CA, with `id`'s certificate if given.
+pub fn client_tls_config(pki: &ProxyPki, id: Option<&ClientIdentity>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.crt")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    Arc::new(match id {
+        Some(id) => {
+            let certs = CertificateDer::pem_file_iter(id.files.cert()).unwrap().map(|c| c.unwrap()).collect();
+            builder.with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(id.files.key()).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// A test database's TLS material: a server certificate for localhost/127.0.0.1 from a fresh
+/// test CA (as RDS has from its regional CA), and that CA where a proxy's `secretsDir` expects it.
+pub struct UpstreamCerts {
+    /// The server certificate (PEM).
+    pub server_crt: PathBuf,
+    /// Its key (PEM, mode 0600).
+    pub server_key: PathBuf,
+    /// `<root>/secrets/upstream-ca/ca.crt`.
+    pub ca_file: PathBuf,
+    /// `<root>/secrets`.
+    pub secrets_dir: PathBuf,
+}
+
+impl UpstreamCerts {
+    /// Writes the server certificate and key into `cert_dir` and the CA under `root/secrets`.
+    pub fn write(root: &Path, cert_dir: &Path) -> UpstreamCerts {
+        let (ca, ca_files) = Ca::generate("test upstream CA").unwrap();
+        let server = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(86400)).unwrap();
+        let (server_crt, server_key) = (cert_dir.join("server.crt"), cert_dir.join("server.key"));
+        std::fs::write(&server_crt, &server.cert_pem).unwrap();
+        std::fs::write(&server_key, &server.key_pem).unwrap();
+        std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let secrets_dir = root.join("secrets");
+        std::fs::create_dir_all(secrets_dir.join("upstream-ca")).unwrap();
+        let ca_file = secrets_dir.join("upstream-ca/ca.crt");
+        std::fs::write(&ca_file, &ca_files.cert_pem).unwrap();
+        UpstreamCerts { server_crt, server_key, ca_file, secrets_dir }
+    }
+}
+
+/// The IAM token checker set up for a PAM service: its binary copied under `root`, the keys it
+/// accepts (access key → secret) and its decision log.
+pub struct TokenChecker {
+    /// The binary.
+    pub bin: PathBuf,
+    /// `keys.json`.
+    pub keys_file: PathBuf,
+    /// One line per decision.
+    pub log: PathBuf,
+}
+
+impl TokenChecker {
+    /// Prepares the checker under `root`.
+    pub fn write(root: &Path, keys: &[(&str, &str)]) -> TokenChecker {
+        let bin = root.join("rdstokencheck");
+        std::fs::copy(rdstokencheck(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let keys_file = root.join("keys.json");
+        let keys_json: serde_json::Map<String, serde_json::Value> = keys.iter().map(|(k, s)| (k.to_string(), serde_json::Value::from(*s))).collect();
+        std::fs::write(&keys_file, serde_json::to_string(&keys_json).unwrap()).unwrap();
+        std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let log = root.join("pam.log");
+        std::fs::write(&log, "").unwrap();
+        TokenChecker { bin, keys_file, log }
+    }
+
+    /// The PAM `auth` line that runs the checker for tokens to 127.0.0.1:`port`.
+    pub fn pam_line(&self, port: u16) -> String {
+        format!(
+            "auth required pam_exec.so expose_authtok quiet {} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}\n",
+            self.bin.display(),
+            self.keys_file.display(),
+            self.log.display()
+        )
     }
 }

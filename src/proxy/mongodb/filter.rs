@@ -6,6 +6,7 @@ use bson::{Bson, Document};
 
 use super::codec::{self, CodecError, HEADER, Header, Message};
 use crate::proxy::audit::{DocumentCommand, SessionFields, shown_text};
+pub use crate::proxy::relay::DatabaseCheck;
 use crate::proxy::relay::{ClientFilter, Step};
 use crate::proxy::session::SessionError;
 
@@ -13,9 +14,6 @@ use crate::proxy::session::SessionError;
 pub const MAX_AUDITED_COMMAND: usize = 4 * 1024;
 /// OP_MSG flag: the sender expects no reply.
 const MORE_TO_COME: u32 = 1 << 1;
-
-/// Decides whether the session may run a command on a database.
-pub type DatabaseCheck = Box<dyn Fn(&SessionFields, &str) -> Result<(), String> + Send>;
 
 /// Commands that are part of running a connection, not data access: allowed on any database and
 /// not audited (drivers send them constantly).

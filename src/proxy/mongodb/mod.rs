@@ -16,14 +16,13 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use codec::{HEADER, Header, OP_QUERY};
-use filter::{CommandFilter, DatabaseCheck};
+use filter::CommandFilter;
 
 use super::audit::SessionFields;
 use super::engine::{self, ClientTls, Connection, Engine};
 use super::relay::{self, Session};
 use super::session::SessionError;
 use super::{ProxyState, Upstream};
-use crate::authz::Decision;
 use crate::aws::AwsError;
 use crate::crd::Protocol;
 
@@ -76,10 +75,7 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut tls:
         let upstream = engine::choose_upstream(state, fixed, &identity, Protocol::Mongodb, fields)?;
         let db_user = identity.route.as_ref().and_then(|r| r.db_user.clone()).ok_or(SessionError::NoUser)?;
         fields.db_user = db_user.clone();
-        let audit_queries = match state.authorize(&identity, &upstream, &db_user, None) {
-            Decision::Allow { audit_queries, .. } => audit_queries,
-            Decision::Deny(reason) => return Err(SessionError::Denied(reason)),
-        };
+        let audit_queries = state.authorize_session(&identity, &upstream, &db_user, None)?;
         let role = engine::user_role(&upstream, &db_user).map_err(|e| SessionError::Aws(AwsError::Role(e)))?;
         let credentials = engine::role_credentials(state, &upstream, &role, &identity.user).await?;
         let database = login::connect_and_login(state, &upstream, &role, &credentials).await?;
@@ -97,13 +93,7 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut tls:
             return Err(e);
         }
     };
-    let check: DatabaseCheck = {
-        let (state, identity, upstream) = (state.clone(), identity.clone(), upstream.clone());
-        Box::new(move |fields: &SessionFields, name: &str| match state.authorize(&identity, &upstream, &fields.db_user, Some(name)) {
-            Decision::Allow { .. } => Ok(()),
-            Decision::Deny(reason) => Err(reason.to_string()),
-        })
-    };
+    let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
     let session = Session {
         state: state.clone(),
         upstream,
@@ -130,10 +120,6 @@ fn error_reply(header: &Header, e: &SessionError) -> Option<Vec<u8>> {
         SessionError::RateLimited(_) => (462, "IngressRequestRateLimitExceeded"),
         _ => (1, "InternalError"),
     };
-    let message = match &m.hint {
-        Some(hint) => format!("{}. Hint: {hint}", m.message),
-        None => m.message,
-    };
-    let doc = codec::error_document(code, name, &message);
+    let doc = codec::error_document(code, name, &m.with_hint());
     Some(if header.opcode == OP_QUERY { codec::encode_reply(1, header.request_id, &doc, true) } else { codec::encode_msg(1, header.request_id, &doc) })
 }

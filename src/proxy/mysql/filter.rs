@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::codec::{self, MAX_PAYLOAD, command};
 use crate::proxy::audit::{SessionFields, Statement, StatementCapture};
+pub use crate::proxy::relay::DatabaseCheck;
 use crate::proxy::relay::{ClientFilter, Step, UpstreamObserver};
 use crate::proxy::session::SessionError;
 
@@ -15,9 +16,6 @@ use crate::proxy::session::SessionError;
 const MAX_HELD: usize = 4096;
 /// How many prepared statements' texts are remembered per session.
 const MAX_PREPARED: usize = 4096;
-
-/// Decides whether the session may switch to a database.
-pub type DatabaseCheck = Box<dyn Fn(&SessionFields, &str) -> Result<(), String> + Send>;
 
 /// Statement ids and their texts, shared by both directions of one session.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use codec::{CodecError, HandshakeResponse, MAX_LOGIN_PACKET, SslRequest, caps};
-use filter::{CommandFilter, DatabaseCheck, PrepareWatcher, Prepared};
+use filter::{CommandFilter, PrepareWatcher, Prepared};
 use login::{client_read_error, expect_seq, read_packet};
 
 use super::audit::SessionFields;
@@ -23,7 +23,6 @@ use super::engine::{self, Connection, Engine};
 use super::relay::{self, Session};
 use super::session::SessionError;
 use super::{ProxyState, Upstream};
-use crate::authz::Decision;
 use crate::crd::Protocol;
 
 
@@ -111,10 +110,7 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut stre
         fields.db_user = response.user.clone();
         fields.db_name = response.database.clone().unwrap_or_default();
         let upstream = engine::choose_upstream(state, fixed, &identity, Protocol::Mysql, fields)?;
-        let audit_queries = match state.authorize(&identity, &upstream, &fields.db_user, response.database.as_deref()) {
-            Decision::Allow { audit_queries, .. } => audit_queries,
-            Decision::Deny(reason) => return Err(SessionError::Denied(reason)),
-        };
+        let audit_queries = state.authorize_session(&identity, &upstream, &fields.db_user, response.database.as_deref())?;
         let connected = login::connect_and_login(state, &upstream, &response, &identity.user).await?;
         Ok((identity, upstream, connected, audit_queries))
     }
@@ -129,13 +125,7 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut stre
     tracing::debug!(server_version = %connected.server_version, "logged in to the database");
 
     let prepared = Arc::new(Mutex::new(Prepared::default()));
-    let check: DatabaseCheck = {
-        let (state, identity, upstream) = (state.clone(), identity.clone(), upstream.clone());
-        Box::new(move |fields: &SessionFields, name: &str| match state.authorize(&identity, &upstream, &fields.db_user, Some(name)) {
-            Decision::Allow { .. } => Ok(()),
-            Decision::Deny(reason) => Err(reason.to_string()),
-        })
-    };
+    let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
     let filter = CommandFilter::new(audit_queries, prepared.clone(), check);
     let session = Session {
         state: state.clone(),
@@ -166,11 +156,7 @@ fn err_packet(seq: u8, e: &SessionError) -> Option<Vec<u8>> {
         SessionError::UpstreamFatal { sqlstate, .. } => sqlstate.as_str(),
         _ => sqlstate,
     };
-    let message = match &m.hint {
-        Some(hint) => format!("{}. Hint: {hint}", m.message),
-        None => m.message,
-    };
-    Some(codec::err_packet(seq, code, sqlstate, &message))
+    Some(codec::err_packet(seq, code, sqlstate, &m.with_hint()))
 }
 
 /// The MySQL error number and SQLSTATE that fit `e`.

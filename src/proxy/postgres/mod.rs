@@ -20,7 +20,7 @@ use super::audit::SessionFields;
 use super::engine::{self, Connection, Engine};
 use super::session::SessionError;
 use super::{ProxyState, Upstream};
-use crate::authz::{Decision, Identity};
+use crate::authz::Identity;
 use crate::crd::Protocol;
 
 /// The PostgreSQL engine.
@@ -129,10 +129,7 @@ async fn secure_session(
             }
         };
         let upstream = route(state, fixed_db, &identity, &params, fields)?;
-        let audit_queries = match state.authorize(&identity, &upstream, &fields.db_user, Some(&fields.db_name)) {
-            Decision::Allow { audit_queries, .. } => audit_queries,
-            Decision::Deny(reason) => return Err(SessionError::Denied(reason)),
-        };
+        let audit_queries = state.authorize_session(&identity, &upstream, &fields.db_user, Some(&fields.db_name))?;
         let connected = login::connect_and_login(state, &upstream, version, &params, &fields.db_user).await?;
         Ok(Some((upstream, connected, audit_queries)))
     }
