@@ -6,6 +6,7 @@ mod chain;
 mod endpoint;
 pub mod iam;
 pub mod imds;
+pub mod region;
 mod roles;
 mod token;
 mod web_identity;
@@ -84,6 +85,7 @@ pub struct AwsContext {
     refresh_ahead: std::time::Duration,
     sdk: SdkConfig,
     chain: Option<Arc<ReportingChain>>,
+    region: region::RegionFound,
     base: Arc<CachedCredentials>,
     chains: Arc<Mutex<HashMap<ChainKey, Arc<CachedCredentials>>>>,
 }
@@ -98,19 +100,31 @@ struct ChainKey {
 impl AwsContext {
     /// Loads the AWS configuration and builds the default chain: environment, profile, web
     /// identity (IRSA), container credentials (EKS Pod Identity), IMDS. `AWS_ENDPOINT_URL_STS`
-    /// and the other `AWS_ENDPOINT_URL_*` variables are honoured.
+    /// and the other `AWS_ENDPOINT_URL_*` variables are honoured. The default region is resolved
+    /// first (environment, profile, IMDS) and its absence logged in one line.
     pub async fn load() -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let region = region::resolve().await;
+        match &region.region {
+            Some(_) => tracing::debug!(region = %region.describe(), "AWS region"),
+            None => tracing::info!("{}", region::NOT_FOUND),
+        }
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).region(region.region.clone()).load().await;
         let chain = Arc::new(ReportingChain::default_chain(sdk.region().cloned()));
         let base = Arc::new(CachedCredentials::new(SharedCredentialsProvider::new(ChainHandle(chain.clone()))));
-        Self { refresh_ahead: cache::REFRESH_AHEAD, sdk, chain: Some(chain), base, chains: Arc::default() }
+        Self { refresh_ahead: cache::REFRESH_AHEAD, sdk, chain: Some(chain), region, base, chains: Arc::default() }
     }
 
     /// Builds the context from an already loaded SDK configuration and its credentials.
     pub fn from_sdk_config(sdk: SdkConfig) -> Self {
         let base_provider = sdk.credentials_provider().unwrap_or_else(|| SharedCredentialsProvider::new(cache::NoCredentialSource));
         let base = Arc::new(CachedCredentials::new(base_provider));
-        Self { refresh_ahead: cache::REFRESH_AHEAD, sdk, chain: None, base, chains: Arc::default() }
+        let region = region::RegionFound { region: sdk.region().cloned(), source: Some(region::sources::SDK_CONFIG) };
+        Self { refresh_ahead: cache::REFRESH_AHEAD, sdk, chain: None, region, base, chains: Arc::default() }
+    }
+
+    /// The default region and where it came from.
+    pub fn region(&self) -> &region::RegionFound {
+        &self.region
     }
 
     /// Refresh assumed-role credentials this long before they expire (five minutes by

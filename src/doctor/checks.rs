@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::tls_probe::{fetch_chain, judge};
 use super::{Check, Status};
+use crate::aws::region::RegionFound;
 use crate::aws::{AwsContext, AwsError, imds, region_from_rds_host};
 use crate::crd::{Database, Protocol};
 use crate::proxy::Upstream;
@@ -12,7 +13,7 @@ use crate::proxy::Upstream;
 /// Runs every check for `databases` (CA bundles from `secrets_dir`).
 pub async fn run(databases: &[Database], secrets_dir: Option<&Path>, timeout: Duration) -> Vec<Check> {
     let aws = AwsContext::load().await;
-    let mut checks = Vec::new();
+    let mut checks = vec![region_check(aws.region())];
     let base = aws.base();
     let creds_ok = match base.get().await {
         Ok(_) => {
@@ -45,6 +46,17 @@ pub async fn run(databases: &[Database], secrets_dir: Option<&Path>, timeout: Du
         checks.extend(database_checks(&aws, db, secrets_dir, timeout).await);
     }
     checks
+}
+
+/// The default region: where it came from, or that none was found (the SDK's own IMDS
+/// warnings are not logged; this line is the verdict).
+fn region_check(found: &RegionFound) -> Check {
+    match &found.region {
+        Some(_) => Check::new("AWS region", Status::Ok, found.describe()),
+        None => Check::new("AWS region", Status::Warn, found.describe()).remedy(
+            "set AWS_REGION (STS and the AWS checks use it); each Database's own region comes from spec.aws.region or its RDS endpoint",
+        ),
+    }
 }
 
 async fn imds_check(creds_ok: bool) -> Check {
@@ -178,5 +190,21 @@ async fn iam_auth_check(aws: &AwsContext, db: &Database, upstream: &Upstream, la
             .remedy("set spec.aws.rds.instanceId or clusterId, and check the region and account"),
         Err(e) => Check::new(label, Status::Fail, format!("cannot describe the database: {e}"))
             .remedy("allow the proxy's identity rds:DescribeDBInstances and rds:DescribeDBClusters (see `portcullis iam policy`)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_types::region::Region;
+
+    #[test]
+    fn the_region_line_names_the_source_or_warns_with_what_to_set() {
+        let found = RegionFound { region: Some(Region::new("us-east-1")), source: Some(crate::aws::region::sources::PROFILE) };
+        let ok = region_check(&found);
+        assert_eq!((ok.status, ok.detail.as_str()), (Status::Ok, "us-east-1 (from profile)"));
+        let missing = region_check(&RegionFound::default());
+        assert_eq!(missing.status, Status::Warn);
+        assert!(missing.detail.contains("IMDS") && missing.remedy.unwrap().contains("AWS_REGION"));
     }
 }

@@ -7,14 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use super::LabelSelector;
 
-/// Grants (and denies) people and programs access to databases in this namespace. Access is
-/// denied unless some AccessRole naming the caller allows it, and any matching deny wins.
+/// Who the role applies to (subjects), what they may and may never reach (allow, deny), how
+/// long their client certificates may last and what is audited.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "portcullis.io",
     version = "v1alpha1",
     kind = "AccessRole",
     namespaced,
+    doc = "Grants (and denies) people and programs access to databases in this namespace. Access is denied unless some AccessRole naming the caller allows it, and any matching deny wins.",
     status = "AccessRoleStatus",
     shortname = "dbrole",
     category = "portcullis",

@@ -8,14 +8,15 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// An AWS database (RDS or Aurora PostgreSQL/MySQL, DocumentDB, DynamoDB) that people reach
-/// through a Portcullis proxy, which logs in upstream with AWS IAM.
+/// Which database this is (protocol, endpoint, the AWS side, TLS towards it) and how the
+/// operator runs its proxy.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "portcullis.io",
     version = "v1alpha1",
     kind = "Database",
     namespaced,
+    doc = "An AWS database (RDS or Aurora PostgreSQL/MySQL, DocumentDB, DynamoDB) that people reach through a Portcullis proxy, which logs in upstream with AWS IAM. The operator runs the proxy (Deployment, Service, certificate) and reports in status.conditions whether clients can connect.",
     status = "DatabaseStatus",
     shortname = "db",
     category = "portcullis",
@@ -23,7 +24,10 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = "self.spec.protocol == 'dynamodb' || has(self.spec.endpoint)"
+    validation = Rule::new("self.spec.protocol == 'dynamodb' || has(self.spec.endpoint)")
+        .message("spec.endpoint is required for every protocol but dynamodb: set it to the database's host:port, e.g. orders.cluster-abc.us-east-1.rds.amazonaws.com:5432")
+        .field_path(".spec.endpoint")
+        .reason(Reason::FieldValueRequired)
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = super::allow_unknown_in_schema)]

@@ -1,6 +1,7 @@
 //! The operator's part of a Database's status (Ready, Valid, ProxyAvailable, IamAuthEnabled
-//! and the endpoint fields), applied only when it differs, with a Warning Event whenever a
-//! condition turns bad. The proxy reports CredentialsResolved and UpstreamReachable itself.
+//! and the endpoint fields), applied only when it differs, with a Warning Event whenever Valid
+//! or IamAuthEnabled turns `False` (see [`warns`]). The proxy reports CredentialsResolved and
+//! UpstreamReachable itself.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -151,16 +152,20 @@ pub async fn write(db: &Database, ctx: &Context, findings: Findings) -> Result<(
     ctx.metrics.write("Database/status", "apply");
     ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, (fingerprint, std::time::Instant::now()));
     for c in &conditions {
-        let was = find(&live.conditions, &c.type_);
-        // Pods not (yet) available is the Deployment's story, told by its own controller and
-        // normal right after creation; Ready repeats another condition.
-        let eventful = c.type_ != types::READY && c.type_ != types::PROXY_AVAILABLE;
-        let newly_bad = eventful && c.status == "False" && was.is_none_or(|w| w.status != "False" || w.reason != c.reason);
-        if newly_bad {
+        if warns(c, find(&live.conditions, &c.type_)) {
             warning(db, ctx, &c.reason, &format!("{}: {}", c.type_, c.message)).await;
         }
     }
     Ok(())
+}
+
+/// Whether condition `c` (before: `was`) deserves a Warning Event: it turned `False`, or stayed
+/// `False` for a new reason. ProxyAvailable and Ready never do: pods not (yet) available is
+/// the Deployment's story, told by its own controller and normal for every new Database, and
+/// Ready repeats another condition, so both would only be noise.
+fn warns(c: &Condition, was: Option<&Condition>) -> bool {
+    let eventful = c.type_ != types::READY && c.type_ != types::PROXY_AVAILABLE;
+    eventful && c.status == "False" && was.is_none_or(|w| w.status != "False" || w.reason != c.reason)
 }
 
 async fn warning(db: &Database, ctx: &Context, reason: &str, note: &str) {
@@ -168,5 +173,40 @@ async fn warning(db: &Database, ctx: &Context, reason: &str, note: &str) {
     match ctx.recorder.publish(&event, &db.object_ref(&())).await {
         Ok(()) => ctx.metrics.write("Event", "event"),
         Err(e) => warn!(error = %e, "cannot publish a Warning Event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn warning_events_for_valid_and_iam_auth_turning_false_only() {
+        for type_ in [types::VALID, types::IAM_AUTH_ENABLED] {
+            let bad = condition(type_, "False", "Off");
+            assert!(warns(&bad, None), "{type_} False from the start");
+            assert!(warns(&bad, Some(&condition(type_, "True", "On"))), "{type_} True -> False");
+            assert!(warns(&bad, Some(&condition(type_, "Unknown", "NotChecked"))), "{type_} Unknown -> False");
+            assert!(warns(&bad, Some(&condition(type_, "False", "Other"))), "{type_} False for a new reason");
+            assert!(!warns(&bad, Some(&bad)), "{type_} still False for the same reason");
+            assert!(!warns(&condition(type_, "True", "On"), Some(&bad)), "{type_} recovered");
+            assert!(!warns(&condition(type_, "Unknown", "NotChecked"), None), "{type_} Unknown");
+        }
+        for type_ in [types::PROXY_AVAILABLE, types::READY] {
+            let bad = condition(type_, "False", "NoPodsAvailable");
+            assert!(!warns(&bad, None), "{type_} False on a new Database is no Warning");
+            assert!(!warns(&bad, Some(&condition(type_, "True", "PodsAvailable"))), "{type_} True -> False is no Warning");
+        }
     }
 }
