@@ -1,110 +1,140 @@
 #!/usr/bin/env bash
-# The whole path on one machine: an AWS emulator (moto) holding the proxy's IAM identity, a
-# PostgreSQL server that only accepts IAM auth tokens over TLS (like RDS), a Portcullis proxy
-# in standalone mode, a short-lived client certificate, psql through the proxy, a refused
-# request, and the audit trail. Installs what it needs; leaves nothing running.
+# The main job, end to end on this machine: a Kubernetes cluster with a real node
+# (scripts/cluster.sh), the Portcullis image packed from the release binary, `helm install`
+# of charts/portcullis, a Database and an AccessRole applied with kubectl, the proxy pod
+# running with IRSA (its AWS identity from a projected token through moto's STS), a client
+# certificate from `portcullis db login`, psql through the proxy's Service to a PostgreSQL
+# that only takes IAM tokens over TLS (like RDS), the status conditions and the audit trail.
+# Installs what it needs; leaves nothing running. Each step prints its duration.
+#
+#   bash scripts/demo.sh               # the Kubernetes path (needs root)
+#   bash scripts/demo.sh --standalone  # the proxy alone on this host, from YAML files
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case ${1-} in
+  --standalone) exec bash scripts/demo-standalone.sh ;;
+  "") ;;
+  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "usage: $0 [--standalone]" >&2; exit 2 ;;
+esac
 . scripts/lib/deps.sh
 . scripts/lib/upstream.sh
 portcullis_need_root
+
+T_ALL=$SECONDS
+t_step=$SECONDS
+step_name=""
+step() {
+  [ -z "$step_name" ] || printf '\033[2m   (%s: %d s)\033[0m\n' "$step_name" $((SECONDS - t_step))
+  step_name=$1; t_step=$SECONDS
+  printf '\n\033[1m== %s\033[0m\n' "$*"
+}
+
+step "installing what is missing (PostgreSQL, containerd, runc, CNI plugins, nftables, moto, …)"
 portcullis_install_deps
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-step "building portcullis"
+step "building portcullis (release) and the cluster's binaries from their Go modules"
 cargo build --locked --release --bin portcullis 2>&1 | tail -n 1
 export PORTCULLIS_BIN="$CARGO_TARGET_DIR/release/portcullis"
+bin=$(bash testenv/build.sh | tail -n1)
+K() { "$bin/kubectl" --kubeconfig "$KUBECONFIG" "$@"; }
+
 demo=$(mktemp -d /tmp/portcullis-demo.XXXXXX); chmod 755 "$demo"
-pids=()
+moto_pid=""
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  upstream_pg_stop "$demo/pg"
-  wait 2>/dev/null || true
+  local rc=$?
+  step "cleaning up"
+  [ -z "$moto_pid" ] || kill "$moto_pid" 2>/dev/null || true
+  upstream_pg_stop "$demo/pg" 2>/dev/null || true
+  bash scripts/cluster.sh down "$demo/cluster" || rc=1
+  rm -rf "$demo"
+  printf '\ndemo %s in %d s\n' "$([ $rc = 0 ] && echo finished || echo FAILED)" $((SECONDS - T_ALL))
+  exit $rc
 }
 trap cleanup EXIT
 
-step "starting the AWS emulator (moto) and creating the proxy's IAM user"
-moto_port=$(free_port)
-moto_server -H 127.0.0.1 -p "$moto_port" > "$demo/moto.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$moto_port/" >/dev/null 2>&1 && break; sleep 0.1; done
-read -r ak sk < <(python3 - "$moto_port" <<'PY'
-import sys, boto3
-iam = boto3.client("iam", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
-                   aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-iam.create_user(UserName="portcullis-proxy")
-k = iam.create_access_key(UserName="portcullis-proxy")["AccessKey"]
-print(k["AccessKeyId"], k["SecretAccessKey"])
-PY
-)
-export AWS_ACCESS_KEY_ID=$ak AWS_SECRET_ACCESS_KEY=$sk AWS_REGION=us-east-1 AWS_ENDPOINT_URL_STS="http://127.0.0.1:$moto_port" AWS_EC2_METADATA_DISABLED=true
-echo "proxy identity: $(aws --endpoint-url "http://127.0.0.1:$moto_port" sts get-caller-identity --query Arn --output text 2>/dev/null || echo "$ak")"
+step "starting a one-node cluster (etcd, API server, scheduler, controllers, containerd, kubelet, kube-proxy)"
+bash scripts/cluster.sh up "$demo/cluster"
+. "$demo/cluster/env"
+export KUBECONFIG
+K get nodes -o wide
 
-step "starting PostgreSQL: TLS only, IAM users log in with a token checked by PAM (like RDS)"
+step "packing the image from the release binary and importing it into the node's containerd"
+tar=$(bash scripts/pack-image.sh localhost/portcullis:demo 2>/dev/null | tail -n1)
+ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$tar" >/dev/null
+ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep portcullis
+
+step "AWS (moto) and an RDS-like PostgreSQL on the node's bridge address $NODE_IP"
+moto_port=$(free_port)
+moto_server -H "$NODE_IP" -p "$moto_port" > "$demo/moto.log" 2>&1 & moto_pid=$!
+for _ in $(seq 100); do curl -fs "http://$NODE_IP:$moto_port/" >/dev/null 2>&1 && break; sleep 0.1; done
 pg_port=$(free_port)
-upstream_pg_start "$demo/pg" "$pg_port" "{\"$ak\": \"$sk\"}" app
+UPSTREAM_PG_ADDR=$NODE_IP UPSTREAM_PG_MOTO="http://$NODE_IP:$moto_port" upstream_pg_start "$demo/pg" "$pg_port" '{}' app
 upstream_pg_sql "$demo/pg" "$pg_port" postgres "CREATE DATABASE orders OWNER app" >/dev/null
 upstream_pg_sql "$demo/pg" "$pg_port" orders "CREATE TABLE items(id int, name text); INSERT INTO items VALUES (1, 'portcullis'); GRANT ALL ON items TO app"
-echo "PostgreSQL on 127.0.0.1:$pg_port (user app has no password at all)"
+echo "PostgreSQL on $NODE_IP:$pg_port: user app has no password; it logs in only with an IAM token over TLS"
 
-step "creating the proxy's CA and a client certificate for alice (group dev, 1 hour)"
-"$PORTCULLIS_BIN" ca init --dir "$demo/ca"
-"$PORTCULLIS_BIN" cert issue --ca-dir "$demo/ca" --user alice --group dev --ttl 1h --out "$demo/alice" >/dev/null
-"$PORTCULLIS_BIN" cert issue --ca-dir "$demo/ca" --user bob --group sales --ttl 1h --out "$demo/bob" >/dev/null
+step "helm install portcullis charts/portcullis"
+set -x
+"$bin/helm" --kubeconfig "$KUBECONFIG" install portcullis charts/portcullis -n portcullis-system --create-namespace --wait --timeout 180s \
+  --set image.repository=localhost/portcullis --set image.tag=demo --set image.pullPolicy=Never \
+  --set proxy.imagePullPolicy=Never --set operator.replicas=1 --set operator.awsChecks=false \
+  --set "operator.allowedEndpoints={$NODE_IP}" \
+  --set "proxy.env[0].name=AWS_ENDPOINT_URL_STS,proxy.env[0].value=http://$NODE_IP:$moto_port" \
+  --set "proxy.env[1].name=AWS_EC2_METADATA_DISABLED,proxy.env[1].value=true"
+{ set +x; } 2>/dev/null
+K -n portcullis-system get pods
 
-step "writing the Database and AccessRole (the same YAML kubectl apply takes)"
-mkdir -p "$demo/secrets/orders-ca"; cp "$demo/pg/upstream-ca/ca.crt" "$demo/secrets/orders-ca/ca.crt"
-cat > "$demo/resources.yaml" <<YAML
+step "kubectl apply: a Database (proxy with an IAM role, IRSA) and an AccessRole"
+K create namespace shop >/dev/null
+K -n shop create secret generic orders-ca --from-file=ca.crt="$demo/pg/upstream-ca/ca.crt" >/dev/null
+cat > "$demo/orders.yaml" <<YAML
 apiVersion: portcullis.io/v1alpha1
 kind: Database
-metadata: {name: orders, labels: {env: demo}}
+metadata: {name: orders, namespace: shop, labels: {env: demo}}
 spec:
   protocol: postgres
-  endpoint: 127.0.0.1:$pg_port
+  endpoint: '$NODE_IP:$pg_port'
   aws: {region: us-east-1}
   tls: {mode: verify-full, caSecretRef: {name: orders-ca}}
+  proxy: {iamRoleArn: 'arn:aws:iam::123456789012:role/orders-proxy'}
 ---
 apiVersion: portcullis.io/v1alpha1
 kind: AccessRole
-metadata: {name: developers}
+metadata: {name: developers, namespace: shop}
 spec:
   subjects: [{kind: Group, name: dev}]
   allow: {databaseSelector: {matchLabels: {env: demo}}, dbUsers: [app], dbNames: [orders]}
   maxSessionTtl: 8h
 YAML
-proxy_port=$(free_port); admin_port=$(free_port)
-cat > "$demo/proxy.yaml" <<YAML
-listeners: [{address: '127.0.0.1:$proxy_port', database: orders}]
-tls: {certFile: ca/server.crt, keyFile: ca/server.key, clientCaFile: ca/ca.crt}
-admin: {address: '127.0.0.1:$admin_port'}
-audit: {stdout: false, file: audit.jsonl}
-aws: {allowedEndpoints: ['127.0.0.1']}
-resources: [resources.yaml]
-secretsDir: secrets
-YAML
-cat "$demo/resources.yaml"
+cat "$demo/orders.yaml"
+K apply -f "$demo/orders.yaml"
 
-step "starting the proxy"
-"$PORTCULLIS_BIN" proxy --config "$demo/proxy.yaml" --check
-"$PORTCULLIS_BIN" proxy --config "$demo/proxy.yaml" > "$demo/proxy.out" 2> "$demo/proxy.log" & pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+step "waiting for the proxy pod"
+K -n shop rollout status deployment/portcullis-orders --timeout=180s
+K -n shop get pods -o wide
 
-conn() { echo "host=127.0.0.1 port=$proxy_port user=app dbname=orders sslmode=verify-full sslrootcert=$demo/$1/ca.crt sslcert=$demo/$1/client.crt sslkey=$demo/$1/client.key"; }
-step "alice (group dev) runs psql through the proxy"
-echo "\$ psql \"$(conn alice)\""
-psql -X "$(conn alice)" -c "select current_user, current_database(), (select ssl from pg_stat_ssl where pid = pg_backend_pid()) as upstream_tls, name from items"
+step "alice (group dev) gets a certificate with her Kubernetes login"
+alice=$(bash scripts/cluster.sh user "$demo/cluster" alice dev)
+KUBECONFIG=$alice "$PORTCULLIS_BIN" db login orders -n shop --db-user app --db-name orders --ttl 1h --out "$demo/alice"
 
-step "bob (group sales) is refused, with the reason"
-psql -X "$(conn bob)" -c "select 1" || true
+step "psql through the proxy's Service (ClusterIP, kube-proxy)"
+ip=$(K -n shop get svc portcullis-orders -o jsonpath='{.spec.clusterIP}')
+port=$(K -n shop get svc portcullis-orders -o jsonpath='{.spec.ports[0].port}')
+conn="host=portcullis-orders.shop.svc hostaddr=$ip port=$port user=app dbname=orders sslmode=verify-full sslrootcert=$demo/alice/ca.crt sslcert=$demo/alice/client.crt sslkey=$demo/alice/client.key"
+echo "\$ psql \"$conn\""
+psql -X "$conn" -c "select current_user, current_database(), name from items"
 
-step "the audit trail (JSON lines)"
-sleep 0.3
-python3 -c 'import json,sys
-for l in open(sys.argv[1]):
-    e=json.loads(l); print(json.dumps({k:e[k] for k in ("event","code","user","database","db_user","db_name","success","error","statement") if k in e}))' "$demo/audit.jsonl"
+step "the Database's status (kubectl describe)"
+K -n shop get database orders
+K -n shop get database orders -o jsonpath='{range .status.conditions[*]}{.type}{"\t"}{.status}{"\t"}{.message}{"\n"}{end}'
+echo "credentialSource: $(K -n shop get database orders -o jsonpath='{.status.credentialSource}')"
 
-step "what PostgreSQL's PAM check decided (it verified the SigV4 signature of each token)"
+step "the audit trail (kubectl logs of the proxy pod)"
+K -n shop logs deployment/portcullis-orders | grep '"db.session' | python3 -c 'import json,sys
+for l in sys.stdin:
+    try: e=json.loads(l)
+    except ValueError: continue
+    e=e.get("fields", e); print(json.dumps({k:e[k] for k in ("event","user","groups","database","db_user","db_name","success","statement") if k in e}))'
+echo; echo "what PostgreSQL's PAM check decided (it re-computed each token's SigV4 signature):"
 cat "$demo/pg/pam.log"
-step "metrics (excerpt)"
-curl -fs "http://127.0.0.1:$admin_port/metrics" | grep -E '^portcullis_(connections|token|auth_failures)' || true
-echo; echo "demo finished; everything it started is being stopped."

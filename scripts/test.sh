@@ -10,11 +10,11 @@ portcullis_install_deps
 
 echo "== build" >&2
 cargo build --locked --bins --tests
+echo "== release build (the image the test node runs)" >&2
+cargo build --locked --release --bin portcullis
 
 echo "== CRD drift (crds/ must equal 'portcullis crd --out-dir crds')" >&2
 "$CARGO_TARGET_DIR/debug/portcullis" crd --out-dir crds --check
-echo "== manifest drift (deploy/ must equal 'portcullis manifests --out-dir deploy')" >&2
-"$CARGO_TARGET_DIR/debug/portcullis" manifests --out-dir deploy --check
 
 echo "== token checker (Go) and moto behaviour probe" >&2
 bash tests/support/build-rdstokencheck.sh >/dev/null
@@ -22,8 +22,10 @@ bash tests/support/build-rdstokencheck.sh >/dev/null
 python3 tests/support/moto_auth_probe.py > /tmp/portcullis-moto-probe.log || { cat /tmp/portcullis-moto-probe.log; exit 1; }
 tail -n 1 /tmp/portcullis-moto-probe.log
 
-echo "== Kubernetes test control plane (testenv: etcd, kube-apiserver, kube-controller-manager, helm)" >&2
+echo "== Kubernetes test cluster (testenv: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm)" >&2
 bash testenv/build.sh >/dev/null
+echo "== chart and install manifests (deploy/ and the chart's crds/ must equal what scripts/render-deploy.sh makes)" >&2
+bash scripts/render-deploy.sh --check
 
 echo "== cargo test" >&2
 status=0
@@ -31,10 +33,11 @@ log=$(mktemp)
 cargo test --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 
 echo "== nothing left behind" >&2
-left=$(pgrep -af 'portcullis/testenv/[^ ]*/bin/|/tmp/portcullis-test-|moto_server -H 127.0.0.1' || true)
+left=$(pgrep -af 'portcullis/testenv/[^ ]*/bin/|/tmp/portcullis-test-|moto_server -H ' || true)
 if [ -n "$left" ]; then
   echo "processes left behind by the tests:" >&2; echo "$left" >&2; status=1
 fi
+bash scripts/cluster.sh leftovers || status=1
 if ls /etc/pam.d/portcullis-test-* >/dev/null 2>&1 || [ -n "$(ip netns list 2>/dev/null | grep '^pc')" ]; then
   echo "PAM services or network namespaces left behind by the tests" >&2; status=1
 fi

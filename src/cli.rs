@@ -45,8 +45,6 @@ pub enum Command {
     /// Run the Kubernetes operator: reconciles Databases into proxy Deployments, reports
     /// AccessRole matches, and signs client certificates requested with `portcullis login`.
     Operator(OperatorArgs),
-    /// Print the install manifests (operator, RBAC), or write/check them in a directory.
-    Manifests(ManifestsArgs),
     /// Get a short-lived client certificate from the cluster with your Kubernetes login
     /// (a CertificateSigningRequest signed by the operator when an AccessRole allows you).
     Login(LoginArgs),
@@ -99,20 +97,19 @@ pub struct OperatorArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "PORTCULLIS_ADMIN_ADDRESS", default_value = "0.0.0.0:9090")]
     pub admin_address: std::net::SocketAddr,
-}
-
-/// `portcullis manifests`.
-#[derive(Debug, Args)]
-pub struct ManifestsArgs {
-    /// Write the files into this directory (usually `deploy`) instead of printing them.
-    #[arg(long)]
-    pub out_dir: Option<PathBuf>,
-    /// With --out-dir: do not write; fail if the files there differ from the generated ones.
-    #[arg(long, requires = "out_dir")]
-    pub check: bool,
-    /// The image the operator Deployment runs.
-    #[arg(long, default_value = concat!("ghcr.io/portcullis/portcullis:", env!("CARGO_PKG_VERSION")))]
-    pub image: String,
+    /// Reconcile only the Databases and AccessRoles of this namespace (a namespace-scoped
+    /// install whose RBAC is Roles in that namespace). Default: every namespace.
+    #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Sign client certificates requested with `portcullis login` (needs cluster-wide read
+    /// and approve rights on CertificateSigningRequests for the portcullis.io signer).
+    #[arg(long, env = "PORTCULLIS_CSR_SIGNER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub csr_signer: bool,
+    /// YAML file of defaults for every proxy Deployment (replicas, resources, nodeSelector,
+    /// tolerations, affinity, priorityClassName, imagePullSecrets, imagePullPolicy, env);
+    /// a Database's own `spec.proxy` settings win. The Helm chart mounts it from its values.
+    #[arg(long, env = "PORTCULLIS_PROXY_DEFAULTS")]
+    pub proxy_defaults: Option<PathBuf>,
 }
 
 /// Where and how a user logs in.

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::authz::Route;
 use crate::cli::{
-    CaCommand, CertCommand, Command, CrdArgs, DbCommand, DoctorArgs, IamCommand, IssueArgs, ManifestsArgs, OperatorArgs, OutputFormat, ProxyArgs,
+    CaCommand, CertCommand, Command, CrdArgs, DbCommand, DoctorArgs, IamCommand, IssueArgs, OperatorArgs, OutputFormat, ProxyArgs,
 };
 use crate::pki::{CaFiles, ClientFiles};
 
@@ -28,7 +28,6 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor(args).await,
         Command::Iam(cmd) => iam(cmd),
         Command::Operator(args) => operator(args).await,
-        Command::Manifests(args) => manifests(args),
         Command::Login(args) => crate::client::login(None, args).await,
         Command::Db(DbCommand::Login { database, namespace, db_user, db_name, login }) => {
             crate::client::login(Some(crate::client::DbTarget { database, namespace, db_user, db_name }), login).await
@@ -112,6 +111,10 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
+    let proxy_defaults = match &args.proxy_defaults {
+        Some(path) => crate::operator::proxy_defaults::ProxyDefaults::load(path)?,
+        None => Default::default(),
+    };
     let options = crate::operator::RunOptions {
         settings: crate::operator::context::Settings {
             namespace: args.namespace,
@@ -122,7 +125,10 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             default_client_cert_ttl: args.default_client_ttl,
             aws_checks: args.aws_checks,
             aws_recheck: args.aws_recheck,
+            watch_namespace: args.watch_namespace.filter(|ns| !ns.is_empty()),
+            proxy_defaults,
         },
+        csr_signer: args.csr_signer,
         identity: args.identity,
         leader_election: args.leader_election,
         lease_duration: args.lease_duration,
@@ -131,10 +137,6 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
     };
     crate::operator::run(options).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn manifests(args: ManifestsArgs) -> anyhow::Result<ExitCode> {
-    write_or_check(args.out_dir, args.check, crate::operator::manifests::files(&args.image), "manifests", "portcullis manifests --out-dir")
 }
 
 fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {

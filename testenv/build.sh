@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the test control plane (kube-apiserver, kube-controller-manager, etcd)
-# and helm from the modules pinned in testenv/go.mod and testenv/helm/go.mod.
+# Build the test control plane (kube-apiserver, kube-controller-manager, etcd),
+# the test node (kubelet, kube-proxy, kube-scheduler), kubectl and helm from the modules pinned in testenv/go.mod and testenv/helm/go.mod.
 #
 #   bin=$(testenv/build.sh | tail -n1)     # -> .../testenv/<key>/bin
 #   testenv/build.sh --force               # rebuild even if the binaries exist
@@ -22,7 +22,7 @@ export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="-mod=readonly -buildvcs=false"
 command -v go >/dev/null || { echo "testenv: go is not installed" >&2; exit 1; }
 
-bins=(kube-apiserver kube-controller-manager etcd helm)
+bins=(kube-apiserver kube-controller-manager etcd helm kubelet kube-proxy kube-scheduler kubectl)
 key=$(
   cd "$here"
   { cat go.mod go.sum helm/go.mod helm/go.sum build.sh; go version; go env GOOS GOARCH; } |
@@ -74,7 +74,9 @@ start=$SECONDS
 (
   cd "$here"
   go build -trimpath -ldflags "$kflags" -o "$tmp/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
   go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
   cd helm
   go build -trimpath -ldflags "$hflags" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm

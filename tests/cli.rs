@@ -29,19 +29,32 @@ fn committed_crds_match_the_generated_ones_and_drift_is_detected() {
 }
 
 #[test]
-fn committed_deploy_manifests_match_the_generated_ones_and_drift_is_detected() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let (ok, text) = output(portcullis().args(["manifests", "--check", "--out-dir"]).arg(format!("{repo}/deploy")));
-    assert!(ok, "deploy/ is stale: {text}");
+fn deploy_manifests_are_rendered_from_the_chart_and_drift_is_detected() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let build = std::process::Command::new("bash").arg(repo.join("testenv/build.sh")).output().unwrap();
+    assert!(build.status.success(), "testenv/build.sh: {}", String::from_utf8_lossy(&build.stderr));
+    let helm = format!("{}/helm", String::from_utf8_lossy(&build.stdout).lines().last().unwrap().trim());
+    // A copy of what the script reads and writes, so the test can tamper with it.
     let dir = tempfile::tempdir().unwrap();
-    let (ok, _) = output(portcullis().args(["manifests", "--out-dir"]).arg(dir.path()));
-    assert!(ok);
-    let path = dir.path().join("operator.yaml");
+    for d in ["scripts", "charts", "deploy", "crds"] {
+        let ok = std::process::Command::new("cp").arg("-r").arg(repo.join(d)).arg(dir.path()).status().unwrap();
+        assert!(ok.success());
+    }
+    let check = || output(std::process::Command::new("bash").arg(dir.path().join("scripts/render-deploy.sh")).arg("--check").env("HELM", &helm));
+    let (ok, text) = check();
+    assert!(ok, "deploy/ or the chart's crds/ is stale (run scripts/render-deploy.sh): {text}");
+    let path = dir.path().join("deploy/operator.yaml");
     let yaml = std::fs::read_to_string(&path).unwrap();
-    assert!(yaml.contains("resourceNames:\n  - portcullis.io/client"), "signing is limited to our signer: {yaml}");
-    std::fs::write(&path, yaml.replace("replicas: 2", "replicas: 3")).unwrap();
-    let (ok, text) = output(portcullis().args(["manifests", "--check", "--out-dir"]).arg(dir.path()));
-    assert!(!ok && text.contains("manifests out of date") && text.contains("operator.yaml"), "{text}");
+    assert!(yaml.contains("- portcullis.io/client"), "signing is limited to our signer: {yaml}");
+    assert!(yaml.contains("apiVersion: v1\n") && yaml.contains("fieldPath: metadata.namespace"), "{yaml}");
+    std::fs::write(&path, yaml.replacen("replicas: 2", "replicas: 3", 1)).unwrap();
+    let (ok, text) = check();
+    assert!(!ok && text.contains("operator.yaml"), "a hand edit of deploy/ went unnoticed: {text}");
+    std::fs::write(&path, &yaml).unwrap();
+    let crd = dir.path().join("charts/portcullis/crds/databases.portcullis.io.yaml");
+    std::fs::write(&crd, std::fs::read_to_string(&crd).unwrap() + "# edited\n").unwrap();
+    let (ok, text) = check();
+    assert!(!ok && text.contains("databases.portcullis.io.yaml"), "a stale chart CRD went unnoticed: {text}");
 }
 
 #[test]

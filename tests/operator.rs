@@ -508,12 +508,13 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops
     let admin = install(&cp).await;
     let dir = scratch();
     let mut leader = Operator::start(&cp, dir.path(), NO_AWS, "op-leader");
-    // The standby serves /healthz but is not ready and does not reconcile.
+    // The standby is ready (so rolling updates proceed) but does not lead or reconcile.
     let standby = Operator::spawn(&cp, dir.path(), NO_AWS, "op-standby");
     let port = standby.admin_port;
     let standby_log = || standby.log();
     eventually("the standby waits for the Lease", Duration::from_secs(20), || async { standby_log().contains("another instance is the leader") }).await;
-    assert!(!http_get(port, "/readyz").contains("200 OK"), "a standby is not ready");
+    assert!(http_get(port, "/readyz").contains("200 OK"), "a standby is ready to take over");
+    assert!(http_get(port, "/metrics").contains("portcullis_operator_leader 0"), "a standby does not lead");
     let ns = namespace(&admin, "leader").await;
     let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
     let spec = serde_json::json!({"protocol": "postgres", "endpoint": "localhost:5432", "aws": {"region": "us-east-1"}});
@@ -524,7 +525,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops
     // The leader releases the Lease on shutdown; the standby takes over and reconciles.
     leader.stop();
     let stopped = Instant::now();
-    eventually("the standby becomes the leader", Duration::from_secs(20), || async { http_get(port, "/readyz").contains("200 OK") }).await;
+    eventually("the standby becomes the leader", Duration::from_secs(20), || async { http_get(port, "/metrics").contains("portcullis_operator_leader 1") }).await;
     eprintln!("standby took over {:?} after the leader stopped", stopped.elapsed());
     dbs.create(&PostParams::default(), &database(&ns, "second", spec)).await.unwrap();
     eventually("the new leader reconciles", Duration::from_secs(30), || async {

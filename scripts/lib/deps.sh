@@ -1,6 +1,7 @@
 # Installs what the demo and the tests need on a fresh Debian machine (run as root):
-# PostgreSQL server and client, PgBouncer, MariaDB server and client, sysbench, the Python AWS
-# emulator and SDK, the AWS CLI, PyMySQL, pymongo, mongosh, and checks for Rust and Go.
+# PostgreSQL server and client, PgBouncer, the PAM headers and a C compiler, MariaDB server and client, sysbench, containerd, runc,
+# the CNI plugins and nftables (the test node), the Python AWS emulator and SDK, the AWS CLI,
+# PyMySQL, pymongo, mongosh, and checks for Rust and Go.
 # Sourced by scripts/demo.sh and scripts/test.sh; idempotent and quick when everything is present.
 
 portcullis_need_root() {
@@ -20,10 +21,20 @@ portcullis_install_deps() {
   command -v mariadb >/dev/null && command -v mariadb-slap >/dev/null || missing+=(mariadb-client)
   command -v sysbench >/dev/null || missing+=(sysbench)
   [ -e /usr/lib/x86_64-linux-gnu/security/pam_exec.so ] || [ -e /lib/x86_64-linux-gnu/security/pam_exec.so ] || missing+=(libpam-modules)
+  # pam_tokenexec (tests/support/pam_tokenexec): a PAM module built with the C compiler.
+  [ -e /usr/include/security/pam_modules.h ] || missing+=(libpam0g-dev)
+  command -v cc >/dev/null || missing+=(gcc)
   command -v runuser >/dev/null || missing+=(util-linux)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
   command -v ss >/dev/null && command -v ip >/dev/null || missing+=(iproute2)
+  # The test node (scripts/cluster.sh): containerd with runc, the CNI bridge, nftables.
+  command -v containerd >/dev/null || missing+=(containerd)
+  [ -x /usr/sbin/runc ] || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v nft >/dev/null || missing+=(nftables)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v conntrack >/dev/null || missing+=(conntrack)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq
@@ -41,9 +52,9 @@ portcullis_install_deps() {
     [ "$rc" = 0 ] || { echo "error: apt-get install ${missing[*]} failed" >&2; exit "$rc"; }
   fi
   id postgres >/dev/null 2>&1 || { echo "error: no 'postgres' user after installing PostgreSQL" >&2; exit 1; }
-  if ! python3 -c 'import moto, boto3, botocore, requests, flask, pymysql, pymongo' 2>/dev/null || ! command -v moto_server >/dev/null || ! command -v aws >/dev/null; then
-    echo "installing Python packages: moto[server] boto3 pymysql pymongo awscli" >&2
-    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests pymysql pymongo awscli
+  if ! python3 -c 'import moto, boto3, botocore, requests, flask, pymysql, pymongo, yaml' 2>/dev/null || ! command -v moto_server >/dev/null || ! command -v aws >/dev/null; then
+    echo "installing Python packages: moto[server] boto3 pymysql pymongo awscli pyyaml" >&2
+    python3 -m pip install -q 'moto[server]>=5.1' boto3 requests pymysql pymongo awscli pyyaml
     # pyenv puts new commands (moto_server, aws) on PATH only after a rehash.
     if command -v pyenv >/dev/null; then pyenv rehash || true; fi
   fi

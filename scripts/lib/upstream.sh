@@ -1,9 +1,11 @@
 # A local stand-in for RDS for PostgreSQL: a real PostgreSQL server on 127.0.0.1 with TLS
-# only, whose IAM users log in with an RDS IAM auth token that PAM verifies (pam_exec runs
+# only, whose IAM users log in with an RDS IAM auth token that PAM verifies (pam_tokenexec runs
 # tests/support/rdstokencheck, which re-computes the SigV4 signature with the known keys).
 # Sourced by scripts/demo.sh and bench/pg.sh.
 #
 #   upstream_pg_start DIR PORT KEYS_JSON USERS...   # start; USERS become IAM login roles
+#     UPSTREAM_PG_ADDR=IP     listen there instead of 127.0.0.1 (the test node's bridge)
+#     UPSTREAM_PG_MOTO=URL    also accept the temporary keys that moto's STS handed out
 #   upstream_pg_sql DIR PORT DB SQL                 # run SQL as the superuser (unix socket)
 #   upstream_pg_stop DIR                            # stop and remove the PAM service
 
@@ -17,27 +19,34 @@ upstream_pg_bin() {
 
 upstream_pg_start() {
   local dir=$1 port=$2 keys=$3; shift 3
+  local addr=${UPSTREAM_PG_ADDR:-127.0.0.1} moto=""
+  [ -z "${UPSTREAM_PG_MOTO:-}" ] || moto="-moto $UPSTREAM_PG_MOTO"
   local repo; repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   mkdir -p "$dir/data" "$dir/sock" "$dir/upstream-ca"
   chmod 755 "$dir"; chmod 700 "$dir/data"
   chown postgres:postgres "$dir/data" "$dir/sock"
   runuser -u postgres -- "$(upstream_pg_bin initdb)" -A trust -U postgres --no-sync -D "$dir/data" >/dev/null
   # The server certificate comes from a CA of its own, as RDS has its regional CA.
-  "$PORTCULLIS_BIN" ca init --dir "$dir/upstream-ca" --server-name localhost --server-name 127.0.0.1 >/dev/null
+  "$PORTCULLIS_BIN" ca init --dir "$dir/upstream-ca" --server-name localhost --server-name "$addr" >/dev/null
   cp "$dir/upstream-ca/server.crt" "$dir/upstream-ca/server.key" "$dir/data/"
   chown postgres:postgres "$dir/data/server.crt" "$dir/data/server.key"; chmod 600 "$dir/data/server.key"
   local checker; checker=$(bash "$repo/tests/support/build-rdstokencheck.sh" | tail -n 1)
   cp "$checker" "$dir/rdstokencheck"; chmod 755 "$dir/rdstokencheck"
+  # pam_tokenexec, not pam_exec: a token signed with temporary credentials (IRSA,
+  # assume-role) is longer than the 511 bytes pam_exec passes on.
+  cp "$checker-pam_tokenexec.so" "$dir/pam_tokenexec.so"; chmod 644 "$dir/pam_tokenexec.so"
   echo "$keys" > "$dir/keys.json"; chmod 644 "$dir/keys.json"
   : > "$dir/pam.log"; chown postgres:postgres "$dir/pam.log"
   local service="portcullis-upstream-$port"
-  printf 'auth required pam_exec.so expose_authtok quiet %s -keys %s -endpoint 127.0.0.1:%s -region us-east-1 -log %s\naccount required pam_permit.so\n' \
-    "$dir/rdstokencheck" "$dir/keys.json" "$port" "$dir/pam.log" > "/etc/pam.d/$service"
+  printf 'auth required %s %s -keys %s %s -endpoint %s:%s -region us-east-1 -log %s\naccount required pam_permit.so\n' \
+    "$dir/pam_tokenexec.so" "$dir/rdstokencheck" "$dir/keys.json" "$moto" "$addr" "$port" "$dir/pam.log" > "/etc/pam.d/$service"
   echo "$service" > "$dir/pam-service"
-  printf 'local all all trust\nhostssl all postgres 127.0.0.1/32 reject\nhostssl all all 127.0.0.1/32 pam pamservice=%s\nhost all all 127.0.0.1/32 reject\n' "$service" > "$dir/data/pg_hba.conf"
+  local net=127.0.0.1/32
+  [ "$addr" = 127.0.0.1 ] || net=${addr%.*}.0/24
+  printf 'local all all trust\nhostssl all postgres %s reject\nhostssl all all %s pam pamservice=%s\nhost all all %s reject\n' "$net" "$net" "$service" "$net" > "$dir/data/pg_hba.conf"
   : > "$dir/postgres.log"; chown postgres:postgres "$dir/postgres.log"
   runuser -u postgres -- "$(upstream_pg_bin pg_ctl)" -w -t 30 -D "$dir/data" -l "$dir/postgres.log" \
-    -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off -c max_connections=${PG_MAX_CONNECTIONS:-200}" start >/dev/null
+    -o "-p $port -k $dir/sock -c listen_addresses=$addr -c ssl=on -c fsync=off -c max_connections=${PG_MAX_CONNECTIONS:-200}" start >/dev/null
   local u
   for u in "$@"; do upstream_pg_sql "$dir" "$port" postgres "CREATE ROLE \"$u\" LOGIN"; done
 }

@@ -42,6 +42,10 @@ pub struct Settings {
     pub aws_checks: bool,
     /// How often AWS-side state is re-checked.
     pub aws_recheck: Duration,
+    /// The only namespace whose Databases and AccessRoles are reconciled (None: all).
+    pub watch_namespace: Option<String>,
+    /// Defaults for every proxy Deployment.
+    pub proxy_defaults: super::proxy_defaults::ProxyDefaults,
 }
 
 /// The caches of objects the operator owns (filled by watches on the managed-by label).

@@ -10,8 +10,8 @@ pub mod context;
 pub mod csr;
 pub mod database;
 pub mod leader;
-pub mod manifests;
 pub mod metrics;
+pub mod proxy_defaults;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub concurrency: u16,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub admin_address: SocketAddr,
+    /// Whether to run the CertificateSigningRequest signer.
+    pub csr_signer: bool,
 }
 
 /// Why the operator stopped.
@@ -90,6 +92,10 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     info!(address = %options.admin_address, "admin endpoint (/metrics, /healthz, /readyz)");
     let admin_task = tokio::spawn(crate::proxy::admin::serve(admin, registry, ready.clone(), shutdown.clone()));
 
+    // A standby is ready: it is up and can take over. (Were it not, a rolling update of a
+    // leader-elected Deployment would wait forever for the new pod, a standby, to be Ready.)
+    // The leader turns ready again once its caches are filled.
+    ready.store(options.leader_election, std::sync::atomic::Ordering::Relaxed);
     let lost = CancellationToken::new();
     let election = options.leader_election.then(|| {
         leader::LeaderElection::new(client.clone(), &options.settings.namespace, &options.identity, options.lease_duration)
@@ -100,6 +106,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         let _ = admin_task.await;
         return Ok(());
     }
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
     metrics.leader.set(1);
     let keeper = election.map(|e| {
         let (stop, lost) = (shutdown.clone(), lost.clone());
@@ -109,7 +116,12 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     let ca = ca::ensure(&client, &options.settings.namespace).await?;
     let aws_sdk = if options.settings.aws_checks { Some(crate::aws::AwsContext::load().await.sdk_config().clone()) } else { None };
     let stop_controllers = CancellationToken::new();
-    let (children, child_streams) = child_watches(&client);
+    let scope = options.settings.watch_namespace.clone();
+    match &scope {
+        Some(ns) => info!(namespace = %ns, "reconciling the Databases and AccessRoles of one namespace"),
+        None => info!("reconciling Databases and AccessRoles in every namespace"),
+    }
+    let (children, child_streams) = child_watches(&client, scope.as_deref());
     let (db_reader, db_writer) = reflector::store::<Database>();
     let (role_reader, role_writer) = reflector::store::<AccessRole>();
     let ctx = Arc::new(Context {
@@ -127,7 +139,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     });
 
     let config = ControllerConfig::default().concurrency(options.concurrency);
-    let db_stream = watcher(Api::<Database>::all(client.clone()), watcher::Config::default()).default_backoff().reflect(db_writer).touched_objects();
+    let db_stream = watcher(scoped_api::<Database>(&client, scope.as_deref()), watcher::Config::default()).default_backoff().reflect(db_writer).touched_objects();
     let ChildStreams { service_accounts, config_maps, secrets, deployments, services, role_bindings } = child_streams;
     let databases = Controller::for_stream(db_stream, db_reader.clone())
         .owns_stream(service_accounts)
@@ -143,10 +155,10 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
 
     // AccessRoles: their own changes, and any Database change in their namespace (the match
     // count may change).
-    let role_stream = watcher(Api::<AccessRole>::all(client.clone()), watcher::Config::default()).default_backoff().reflect(role_writer).touched_objects();
+    let role_stream = watcher(scoped_api::<AccessRole>(&client, scope.as_deref()), watcher::Config::default()).default_backoff().reflect(role_writer).touched_objects();
     let roles_by_ns = role_reader.clone();
     let roles = Controller::for_stream(role_stream, role_reader.clone())
-        .watches(Api::<Database>::all(client.clone()), watcher::Config::default().any_semantic(), move |db: Database| {
+        .watches(scoped_api::<Database>(&client, scope.as_deref()), watcher::Config::default().any_semantic(), move |db: Database| {
             let ns = db.namespace();
             roles_by_ns.state().into_iter().filter(move |r| r.namespace() == ns).map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>()
         })
@@ -155,12 +167,19 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         .run(access_role::reconcile, access_role::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
-    let csr_api = Api::<CertificateSigningRequest>::all(client.clone());
-    let csrs = Controller::new(csr_api, watcher::Config::default().fields(&format!("spec.signerName={}", csr::SIGNER_NAME)))
-        .with_config(config)
-        .graceful_shutdown_on(cancelled(stop_controllers.clone()))
-        .run(csr::reconcile, csr::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+    let csrs = if options.csr_signer {
+        let csr_api = Api::<CertificateSigningRequest>::all(client.clone());
+        futures::future::Either::Left(
+            Controller::new(csr_api, watcher::Config::default().fields(&format!("spec.signerName={}", csr::SIGNER_NAME)))
+                .with_config(config)
+                .graceful_shutdown_on(cancelled(stop_controllers.clone()))
+                .run(csr::reconcile, csr::error_policy, ctx.clone())
+                .for_each(|_| futures::future::ready(())),
+        )
+    } else {
+        info!("the CertificateSigningRequest signer is off (--csr-signer=false): `portcullis login` gets no certificates here");
+        futures::future::Either::Right(futures::future::ready(()))
+    };
 
     let watchdog = {
         let (ctx, ready, stop) = (ctx.clone(), ready.clone(), stop_controllers.clone());
@@ -188,6 +207,17 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     if lost.is_cancelled() { Err(OperatorError::LostLeadership) } else { Ok(()) }
 }
 
+/// An Api over every namespace, or over the one the operator is limited to.
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 async fn cancelled(token: CancellationToken) {
     token.cancelled().await
 }
@@ -205,14 +235,14 @@ struct ChildStreams {
 
 /// One watch per child kind, selected by the managed-by label, cached (without managed
 /// fields, to save memory) and used to trigger the owner's reconcile.
-fn child_watches(client: &Client) -> (ChildStores, ChildStreams) {
-    fn one<K>(client: &Client) -> (Store<K>, ChildStream<K>)
+fn child_watches(client: &Client, namespace: Option<&str>) -> (ChildStores, ChildStreams) {
+    fn one<K>(client: &Client, namespace: Option<&str>) -> (Store<K>, ChildStream<K>)
     where
-        K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     {
         let (reader, writer) = reflector::store::<K>();
         let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-        let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector))
+        let stream = watcher(scoped_api::<K>(client, namespace), watcher::Config::default().labels(&selector))
             .default_backoff()
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(writer)
@@ -220,12 +250,12 @@ fn child_watches(client: &Client) -> (ChildStores, ChildStreams) {
             .boxed();
         (reader, stream)
     }
-    let (sa, sa_s) = one::<ServiceAccount>(client);
-    let (cm, cm_s) = one::<ConfigMap>(client);
-    let (sec, sec_s) = one::<Secret>(client);
-    let (dep, dep_s) = one::<Deployment>(client);
-    let (svc, svc_s) = one::<Service>(client);
-    let (rb, rb_s) = one::<RoleBinding>(client);
+    let (sa, sa_s) = one::<ServiceAccount>(client, namespace);
+    let (cm, cm_s) = one::<ConfigMap>(client, namespace);
+    let (sec, sec_s) = one::<Secret>(client, namespace);
+    let (dep, dep_s) = one::<Deployment>(client, namespace);
+    let (svc, svc_s) = one::<Service>(client, namespace);
+    let (rb, rb_s) = one::<RoleBinding>(client, namespace);
     (
         ChildStores { service_accounts: sa, config_maps: cm, secrets: sec, deployments: dep, services: svc, role_bindings: rb },
         ChildStreams { service_accounts: sa_s, config_maps: cm_s, secrets: sec_s, deployments: dep_s, services: svc_s, role_bindings: rb_s },

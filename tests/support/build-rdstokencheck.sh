@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build the rdstokencheck PAM helper (tests/support/rdstokencheck) into
 #   ${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}/bin/rdstokencheck
-# and skip the build when the binary exists and its recorded hash of
-# go.mod + go.sum + main.go matches. Progress goes to stderr; the last line
+# and, beside it, the PAM module pam_tokenexec.so (tests/support/pam_tokenexec), which runs the
+# checker with the whole token (pam_exec cuts passwords at 511 bytes), as
+#   .../bin/rdstokencheck-pam_tokenexec.so
+# Skips the build when both exist and the recorded hash of go.mod + go.sum +
+# main.go + pam_tokenexec.c matches. Progress goes to stderr; the last line
 # on stdout is the binary's path.
 #
 # Note: the binary is run by PAM as the postgres OS user, so the directory it
@@ -14,9 +17,10 @@ cache="${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}"
 out="$cache/bin/rdstokencheck"
 stamp="$out.srchash"
 
-hash="$(cd "$src" && cat go.mod go.sum main.go | sha256sum | cut -d' ' -f1)"
+module_src="$(dirname "$src")/pam_tokenexec/pam_tokenexec.c"
+hash="$( { cd "$src" && cat go.mod go.sum main.go "$module_src"; } | sha256sum | cut -d' ' -f1)"
 
-if [[ -x "$out" && -f "$stamp" && "$(cat "$stamp")" == "$hash" ]]; then
+if [[ -x "$out" && -f "$out-pam_tokenexec.so" && -f "$stamp" && "$(cat "$stamp")" == "$hash" ]]; then
     echo "rdstokencheck: up to date ($hash)" >&2
     echo "$out"
     exit 0
@@ -35,6 +39,9 @@ start=$SECONDS
         go build -trimpath -ldflags='-s -w' -o "$tmp" .
 )
 chmod 0755 "$tmp"
+cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$tmp.so" "$module_src" -lpam ||
+    { rm -f "$tmp.so"; echo "rdstokencheck: cannot build pam_tokenexec.so (apt-get install gcc libpam0g-dev)" >&2; exit 1; }
+mv -f "$tmp.so" "$out-pam_tokenexec.so"
 mv -f "$tmp" "$out"
 trap - EXIT
 echo "$hash" >"$stamp"

@@ -14,6 +14,8 @@ fn settings() -> Settings {
         default_client_cert_ttl: Duration::from_secs(8 * 3600),
         aws_checks: false,
         aws_recheck: Duration::from_secs(600),
+        watch_namespace: None,
+        proxy_defaults: Default::default(),
     }
 }
 

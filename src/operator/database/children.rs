@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, ServiceAccount, Volume, VolumeMount,
+    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, SleepAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -25,12 +26,22 @@ use crate::proxy::split_endpoint;
 pub const ADMIN_PORT: u16 = 9090;
 /// The ClusterRole (from `deploy/`) that proxy pods are bound to in their namespace.
 pub const PROXY_CLUSTER_ROLE: &str = "portcullis-proxy";
+/// How long a stopping proxy pod keeps accepting before it drains: long enough for every
+/// kube-proxy to drop it from the Service, so a rolling update refuses no new connection.
+pub const PRE_STOP_DELAY_SECONDS: i64 = 5;
 /// Where the proxy finds its configuration inside the pod.
 pub const CONFIG_PATH: &str = "/etc/portcullis/config/proxy.yaml";
 /// Pod annotation that changes whenever the proxy's configuration does (rolls the pods).
 pub const CONFIG_HASH_ANNOTATION: &str = "portcullis.io/config-hash";
 /// Secret annotation naming the DNS names its certificate was issued for.
 pub const CERT_NAMES_ANNOTATION: &str = "portcullis.io/server-names";
+
+/// Where IRSA's web-identity token is mounted (the path and volume name the EKS pod-identity
+/// webhook uses, so the webhook sees the pod as already set up and leaves it alone).
+pub const WEB_IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+/// The audience of IRSA's projected token (what STS expects in AssumeRoleWithWebIdentity).
+pub const WEB_IDENTITY_AUDIENCE: &str = "sts.amazonaws.com";
+const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
 
 const TLS_DIR: &str = "/etc/portcullis/tls";
 const UPSTREAM_CA_DIR: &str = "/etc/portcullis/upstream-ca";
@@ -207,6 +218,7 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
     if let Some(region) = resolved_region(db) {
         env.push(self::env("AWS_REGION", &region));
     }
+    let defaults = &settings.proxy_defaults;
     let mut mounts = vec![
         mount("config", "/etc/portcullis/config"),
         mount("tls", TLS_DIR),
@@ -221,6 +233,36 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
         },
         Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
     ];
+    // IRSA without the EKS webhook: the same environment and projected token it would inject,
+    // so the proxy's credentials come from AssumeRoleWithWebIdentity on any cluster whose
+    // issuer AWS trusts.
+    if let Some(arn) = &db.spec.proxy.iam_role_arn {
+        env.push(self::env("AWS_ROLE_ARN", arn));
+        env.push(self::env("AWS_WEB_IDENTITY_TOKEN_FILE", &format!("{WEB_IDENTITY_TOKEN_DIR}/token")));
+        env.push(self::env("AWS_STS_REGIONAL_ENDPOINTS", "regional"));
+        mounts.push(mount(WEB_IDENTITY_VOLUME, WEB_IDENTITY_TOKEN_DIR));
+        volumes.push(Volume {
+            name: WEB_IDENTITY_VOLUME.into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(WEB_IDENTITY_AUDIENCE.into()),
+                        expiration_seconds: Some(86400),
+                        path: "token".into(),
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    // Extra environment from the proxy defaults, never replacing what the operator sets.
+    for extra in &defaults.env {
+        if !env.iter().any(|e| e.name == extra.name) {
+            env.push(extra.clone());
+        }
+    }
     if let Some(ca) = &db.spec.tls.ca_secret_ref {
         mounts.push(mount("upstream-ca", &format!("{UPSTREAM_CA_DIR}/{}", ca.name)));
         volumes.push(Volume {
@@ -237,6 +279,7 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
     let container = Container {
         name: "proxy".into(),
         image: Some(settings.proxy_image.clone()),
+        image_pull_policy: defaults.image_pull_policy.clone(),
         args: Some(vec![
             "proxy".into(),
             "--config".into(),
@@ -249,9 +292,13 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
             ContainerPort { name: Some("db".into()), container_port: port.into(), ..Default::default() },
             ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT.into(), ..Default::default() },
         ]),
-        readiness_probe: Some(probe("/readyz", 5)),
+        readiness_probe: Some(probe("/readyz", 2)),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler { sleep: Some(SleepAction { seconds: PRE_STOP_DELAY_SECONDS }), ..Default::default() }),
+            ..Default::default()
+        }),
         liveness_probe: Some(probe("/healthz", 10)),
-        resources: db.spec.proxy.resources.clone(),
+        resources: db.spec.proxy.resources.clone().or_else(|| defaults.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -267,8 +314,13 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
     Deployment {
         metadata: meta(db, proxy_name(db), owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(db.spec.proxy.replicas.unwrap_or(1)),
+            replicas: Some(db.spec.proxy.replicas.or(defaults.replicas).unwrap_or(1)),
             selector: LabelSelector { match_labels: Some(selector_labels(db)), ..Default::default() },
+            // A new pod is Ready before an old one stops.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment { max_surge: Some(IntOrString::Int(1)), max_unavailable: Some(IntOrString::Int(0)) }),
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -287,8 +339,11 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
                     }),
                     containers: vec![container],
                     volumes: Some(volumes),
-                    node_selector: (!db.spec.proxy.node_selector.is_empty()).then(|| db.spec.proxy.node_selector.clone()),
-                    tolerations: (!db.spec.proxy.tolerations.is_empty()).then(|| db.spec.proxy.tolerations.clone()),
+                    node_selector: non_empty(&db.spec.proxy.node_selector).or_else(|| non_empty(&defaults.node_selector)),
+                    tolerations: non_empty_list(&db.spec.proxy.tolerations).or_else(|| non_empty_list(&defaults.tolerations)),
+                    affinity: defaults.affinity.clone(),
+                    priority_class_name: defaults.priority_class_name.clone(),
+                    image_pull_secrets: non_empty_list(&defaults.image_pull_secrets),
                     ..Default::default()
                 }),
             },
@@ -319,6 +374,14 @@ pub fn service(db: &Database, owner: &OwnerReference) -> Service {
     }
 }
 
+fn non_empty(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone())
+}
+
+fn non_empty_list<T: Clone>(list: &[T]) -> Option<Vec<T>> {
+    (!list.is_empty()).then(|| list.to_vec())
+}
+
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
 }
@@ -327,7 +390,8 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            // apiVersion as the API server would default it, so applies never see a difference.
+            field_ref: Some(ObjectFieldSelector { api_version: Some("v1".into()), field_path: path.into() }),
             ..Default::default()
         }),
         ..Default::default()
@@ -358,6 +422,8 @@ mod tests {
             default_client_cert_ttl: std::time::Duration::from_secs(8 * 3600),
             aws_checks: false,
             aws_recheck: std::time::Duration::from_secs(600),
+            watch_namespace: None,
+            proxy_defaults: Default::default(),
         }
     }
 
@@ -388,6 +454,56 @@ mod tests {
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!((sc.read_only_root_filesystem, sc.run_as_non_root, sc.allow_privilege_escalation), (Some(true), Some(true), Some(false)));
         assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "AWS_REGION" && e.value.as_deref() == Some("eu-west-1")));
+    }
+
+    #[test]
+    fn an_iam_role_gets_the_web_identity_token_and_environment_as_on_eks() {
+        let dep = deployment(&db(ORDERS), &owner(&db(ORDERS)).unwrap(), &settings(), "h");
+        let pod = dep.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let env = |n: &str| c.env.as_ref().unwrap().iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+        assert_eq!(env("AWS_ROLE_ARN").as_deref(), Some("arn:aws:iam::123456789012:role/p"));
+        assert_eq!(env("AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(), Some("/var/run/secrets/eks.amazonaws.com/serviceaccount/token"));
+        let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "aws-iam-token").expect("token volume");
+        let token = volume.projected.unwrap().sources.unwrap()[0].service_account_token.clone().unwrap();
+        assert_eq!(token.audience.as_deref(), Some("sts.amazonaws.com"));
+        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.name == "aws-iam-token" && m.read_only == Some(true)));
+
+        let mut named = db(ORDERS);
+        named.spec.proxy.iam_role_arn = None;
+        let dep = deployment(&named, &owner(&named).unwrap(), &settings(), "h");
+        let pod = dep.spec.unwrap().template.spec.unwrap();
+        assert!(!pod.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "AWS_ROLE_ARN"));
+        assert!(!pod.volumes.unwrap().iter().any(|v| v.name == "aws-iam-token"));
+    }
+
+    #[test]
+    fn proxy_defaults_apply_unless_the_database_sets_its_own() {
+        let mut s = settings();
+        s.proxy_defaults = serde_yaml::from_str(
+            "replicas: 3\nresources: {requests: {cpu: 50m}}\nnodeSelector: {pool: db}\npriorityClassName: high\n\
+             imagePullSecrets: [{name: regcred}]\nimagePullPolicy: Never\nenv: [{name: HTTPS_PROXY, value: 'http://p:3128'}, {name: AWS_ROLE_ARN, value: evil}]\n",
+        )
+        .unwrap();
+        let dep = deployment(&db(ORDERS), &owner(&db(ORDERS)).unwrap(), &s, "h");
+        let spec = dep.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["pool"], "db");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
+        let c = &pod.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
+        assert!(c.resources.is_some());
+        let env = c.env.as_ref().unwrap();
+        assert!(env.iter().any(|e| e.name == "HTTPS_PROXY"));
+        let arns: Vec<_> = env.iter().filter(|e| e.name == "AWS_ROLE_ARN").map(|e| e.value.clone().unwrap()).collect();
+        assert_eq!(arns, ["arn:aws:iam::123456789012:role/p"], "the operator's own variables win");
+
+        let own = db(&ORDERS.replace("proxy: {", "proxy: {replicas: 1, nodeSelector: {pool: mine}, "));
+        let spec = deployment(&own, &owner(&own).unwrap(), &s, "h").spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.template.spec.unwrap().node_selector.unwrap()["pool"], "mine");
     }
 
     #[test]

@@ -283,6 +283,35 @@ func logLine(path string, now time.Time, user, rhost string, r result) {
 	_, _ = f.WriteString(line)
 }
 
+// addMotoKeys adds the access keys of every role session moto's STS has handed out
+// (AssumeRole, AssumeRoleWithWebIdentity) and of every IAM user: what a real RDS would
+// accept because AWS knows those keys.
+func addMotoKeys(base string, keys map[string]string) error {
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(strings.TrimSuffix(base, "/") + "/moto-api/data.json")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("moto answered %s", resp.Status)
+	}
+	var data map[string]map[string][]map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&data); err != nil {
+		return err
+	}
+	for _, m := range []struct{ service, model string }{{"sts", "AssumedRole"}, {"iam", "AccessKey"}} {
+		for _, inst := range data[m.service][m.model] {
+			id, _ := inst["access_key_id"].(string)
+			secret, _ := inst["secret_access_key"].(string)
+			if id != "" && secret != "" {
+				keys[id] = secret
+			}
+		}
+	}
+	return nil
+}
+
 // run is main without the process: it returns the exit status.
 func run(args []string, stdin io.Reader, getenv func(string) string, now time.Time) int {
 	fs := flag.NewFlagSet("rdstokencheck", flag.ContinueOnError)
@@ -291,6 +320,7 @@ func run(args []string, stdin io.Reader, getenv func(string) string, now time.Ti
 	fs.StringVar(&cfg.endpoint, "endpoint", "", "expected HOST:PORT in the token")
 	fs.StringVar(&cfg.region, "region", "", "expected signing region")
 	fs.StringVar(&cfg.logPath, "log", "", "file to append one line per decision to")
+	motoURL := fs.String("moto", "", "also trust the temporary keys moto's STS handed out (URL of a moto server; read from /moto-api/data.json at each check)")
 	if err := fs.Parse(args); err != nil {
 		return 1
 	}
@@ -304,6 +334,12 @@ func run(args []string, stdin io.Reader, getenv func(string) string, now time.Ti
 	if err != nil {
 		logLine(cfg.logPath, now, user, rhost, reject("", "cannot load keys: %v", err))
 		return 1
+	}
+	if *motoURL != "" {
+		if err := addMotoKeys(*motoURL, keys); err != nil {
+			logLine(cfg.logPath, now, user, rhost, reject("", "cannot read moto's keys: %v", err))
+			return 1
+		}
 	}
 	token, err := readToken(stdin)
 	if err != nil {

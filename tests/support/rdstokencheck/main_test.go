@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -219,5 +221,27 @@ func TestBotocoreVectors(t *testing.T) {
 		bad := map[string]string{testAKID: "wrong"}
 		expectReject(t, verify(tok, "alice", testCfg(), bad, at), "signature mismatch")
 		expectReject(t, verify(tok, "alice", testCfg(), testKeys(), at.Add(15*time.Minute)), "expired")
+	}
+}
+
+func TestMotoKeysAreAddedFromItsDataDump(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/moto-api/data.json" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte(`{"sts": {"AssumedRole": [{"access_key_id": "ASIAWEBIDENTITY", "secret_access_key": "s1", "session_name": "x"}]},
+			"iam": {"AccessKey": [{"access_key_id": "AKIAUSER", "secret_access_key": "s2"}], "Role": [{"name": "r"}]}}`))
+	}))
+	defer srv.Close()
+	keys := map[string]string{"AKIASTATIC": "s0"}
+	if err := addMotoKeys(srv.URL, keys); err != nil {
+		t.Fatal(err)
+	}
+	if keys["ASIAWEBIDENTITY"] != "s1" || keys["AKIAUSER"] != "s2" || keys["AKIASTATIC"] != "s0" || len(keys) != 3 {
+		t.Fatalf("keys = %v", keys)
+	}
+	if err := addMotoKeys(srv.URL+"/nothing", keys); err == nil {
+		t.Fatal("a moto that answers 404 was accepted")
 	}
 }

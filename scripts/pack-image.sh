@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Packs the release binary into a FROM-scratch OCI image archive for the test node (no
+# registry, no base image to pull): the binary at /portcullis as the entrypoint, the shared
+# libraries `ldd` names, the CA bundle, user 65532, and the Dockerfile's OCI labels.
+#
+#   scripts/pack-image.sh [REF]     # default REF localhost/portcullis:test
+#
+# Builds the release binary if needed (cargo, cached in $CARGO_TARGET_DIR). Prints the
+# archive's path as the last line; import it with `ctr -n k8s.io images import`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ref=${1:-localhost/portcullis:test}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis/target}"
+cargo build --locked --release --bin portcullis >&2
+bin=$CARGO_TARGET_DIR/release/portcullis
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+out=${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}/images
+mkdir -p "$out"
+tar=$out/portcullis-$(echo "$ref" | tr '/:' '__').tar
+python3 scripts/lib/ociimage.py "$tar" "$ref" "$bin" --libs --ca-certs --user 65532:65532 \
+  --label org.opencontainers.image.title=portcullis \
+  --label "org.opencontainers.image.description=Identity-aware, audited access to AWS databases" \
+  --label org.opencontainers.image.source=https://github.com/portcullis/portcullis \
+  --label org.opencontainers.image.licenses=Apache-2.0 \
+  --label "org.opencontainers.image.version=$version" >&2
+echo "$tar"

@@ -1,0 +1,472 @@
+//! The install as users do it, on a real node (scripts/cluster.sh: kubelet, containerd,
+//! kube-proxy, scheduler): the image packed from the release binary, `helm install`, the
+//! operator and proxy pods running for real with IRSA through moto's STS, psql with a
+//! certificate from `portcullis db login` through the Service and `kubectl port-forward`,
+//! a rolling update with no refused connection, upgrade, uninstall, and a namespace-scoped
+//! install. One cluster at a time (the tests take turns).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{Proc, repo, run_ok, scratch, text};
+
+static TURN: Mutex<()> = Mutex::new(());
+const IMAGE: &str = "localhost/portcullis:test";
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/orders-proxy";
+
+/// A running one-node cluster; torn down (and checked for leftovers) on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    bin: PathBuf,
+    node_ip: String,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let dir = scratch();
+        let out = Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("up").arg(dir.path()).output().unwrap();
+        if !out.status.success() {
+            panic!("scripts/cluster.sh up failed:\n{}", text(&out));
+        }
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let var = |k: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("{k} in env")).to_owned();
+        let c = Cluster { kubeconfig: var("KUBECONFIG").into(), bin: var("BIN").into(), node_ip: var("NODE_IP"), dir };
+        let tar = run_ok(Command::new("bash").arg(repo().join("scripts/pack-image.sh")).arg(IMAGE).stderr(Stdio::null()));
+        let tar = String::from_utf8_lossy(&tar.stdout).lines().last().unwrap().trim().to_owned();
+        run_ok(Command::new("ctr").args(["-a", &var("CONTAINERD_SOCK"), "-n", "k8s.io", "images", "import", &tar]));
+        c
+    }
+
+    fn kubectl(&self) -> Command {
+        let mut c = Command::new(self.bin.join("kubectl"));
+        c.arg("--kubeconfig").arg(&self.kubeconfig);
+        c
+    }
+
+    /// kubectl ARGS, panicking with its output on failure; returns stdout.
+    fn k(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&run_ok(self.kubectl().args(args)).stdout).into_owned()
+    }
+
+    fn helm(&self) -> Command {
+        let mut c = Command::new(self.bin.join("helm"));
+        c.arg("--kubeconfig").arg(&self.kubeconfig).current_dir(repo());
+        c
+    }
+
+    fn apply(&self, yaml: &str) {
+        let mut child = self.kubectl().args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", text(&out));
+    }
+
+    /// Waits until `kubectl ARGS` prints something containing `want`.
+    fn wait_for(&self, what: &str, args: &[&str], want: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self.kubectl().args(args).output().unwrap();
+            let s = text(&out);
+            if out.status.success() && s.contains(want) {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                let pods = self.kubectl().args(["get", "pods", "-A", "-o", "wide"]).output().unwrap();
+                let events = self.kubectl().args(["get", "events", "-A", "--sort-by=.lastTimestamp"]).output().unwrap();
+                panic!("timed out after {timeout:?} waiting for {what}: last output {s}\npods:\n{}\nevents:\n{}", text(&pods), text(&events));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A kubeconfig for a user of the cluster's client CA.
+    fn user(&self, name: &str, groups: &[&str]) -> PathBuf {
+        let out = run_ok(Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("user").arg(self.dir.path()).arg(name).args(groups));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("down").arg(self.dir.path()).output().unwrap();
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("tear-down left something behind:\n{}", text(&out));
+        }
+    }
+}
+
+fn helm_ok(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
+}
+
+/// The chart's values for a test install: the image imported into the node, nothing pulled,
+/// one operator replica, no AWS checks (the database is not an RDS instance).
+fn test_values(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["image.repository=localhost/portcullis", "image.tag=test", "image.pullPolicy=Never", "proxy.imagePullPolicy=Never", "operator.replicas=1", "operator.awsChecks=false"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.into_iter().flat_map(|s| ["--set".to_owned(), s]).collect()
+}
+
+#[test]
+fn the_chart_lints_renders_and_passes_a_server_side_dry_run_and_both_apply_styles_agree() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::up();
+    helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis"]));
+    helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis", "--set", "watchNamespaces={team-a}", "--set", "metrics.serviceMonitor.enabled=true"]));
+
+    // A typo in values is refused by the schema, naming the field.
+    let typo = cluster.helm().args(["template", "portcullis", "charts/portcullis", "--set", "operator.replica=3"]).output().unwrap();
+    assert!(!typo.status.success(), "a misspelt value was accepted");
+    assert!(text(&typo).contains("replica"), "the error does not name the field: {}", text(&typo));
+
+    // Every rendered object passes the real API server's validation (CRDs first).
+    cluster.k(&["apply", "--server-side", "-f", repo().join("charts/portcullis/crds").to_str().unwrap()]);
+    cluster.k(&["create", "namespace", "portcullis-system"]);
+    cluster.k(&["create", "namespace", "team-a"]);
+    for extra in [&[][..], &["--set", "watchNamespaces={team-a}", "--set", "csrSigner.enabled=false"][..]] {
+        let rendered = helm_ok(cluster.helm().args(["template", "portcullis", "charts/portcullis", "-n", "portcullis-system"]).args(extra));
+        assert!(rendered.contains("kind: Deployment"), "{rendered}");
+        let path = cluster.dir.path().join("rendered.yaml");
+        std::fs::write(&path, &rendered).unwrap();
+        let out = cluster.k(&["apply", "--dry-run=server", "-f", path.to_str().unwrap()]);
+        assert!(out.contains("deployment.apps/portcullis-operator") && out.contains("(server dry run)"), "{out}");
+    }
+
+    // deploy/ by client-side apply, then server-side over it (and back): no field conflict.
+    let deploy = repo().join("deploy");
+    let crds = repo().join("crds");
+    cluster.k(&["apply", "-f", crds.to_str().unwrap(), "-f", deploy.to_str().unwrap()]);
+    let ssa = cluster.kubectl().args(["apply", "--server-side", "-f", deploy.to_str().unwrap()]).output().unwrap();
+    assert!(ssa.status.success(), "server-side apply over a client-side apply conflicts: {}", text(&ssa));
+    cluster.k(&["apply", "-f", deploy.to_str().unwrap()]);
+}
+
+/// moto on the bridge address, where the proxy pods can reach it.
+fn moto_on(ip: &str) -> (Proc, u16) {
+    let port = support::free_port();
+    let child = Command::new("moto_server").args(["-H", ip, "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("moto_server");
+    let start = Instant::now();
+    while std::net::TcpStream::connect((ip, port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "moto did not start on {ip}:{port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Proc { child }, port)
+}
+
+/// PostgreSQL on the bridge address: TLS only, its `app` user logs in with an RDS IAM token
+/// that PAM re-computes with the keys moto's STS handed out.
+struct BridgePostgres {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl BridgePostgres {
+    fn start(root: &Path, ip: &str, moto: &str) -> BridgePostgres {
+        let dir = root.join("pg");
+        let port = support::free_port();
+        let script = format!(
+            ". scripts/lib/upstream.sh && upstream_pg_start '{d}' {port} '{{}}' app && \
+             upstream_pg_sql '{d}' {port} postgres 'CREATE DATABASE orders OWNER app' && \
+             upstream_pg_sql '{d}' {port} orders \"CREATE TABLE items(id int); INSERT INTO items VALUES (42); GRANT ALL ON items TO app\"",
+            d = dir.display()
+        );
+        run_ok(
+            Command::new("bash")
+                .args(["-c", &script])
+                .current_dir(repo())
+                .env("PORTCULLIS_BIN", env!("CARGO_BIN_EXE_portcullis"))
+                .env("UPSTREAM_PG_ADDR", ip)
+                .env("UPSTREAM_PG_MOTO", moto),
+        );
+        BridgePostgres { dir, port }
+    }
+}
+
+impl BridgePostgres {
+    /// What the token checker decided for each login.
+    fn pam_log(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        let server = read("postgres.log");
+        let tail: Vec<&str> = server.lines().rev().take(15).collect();
+        format!("{}\npostgres.log (last lines):\n{}", read("pam.log"), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    }
+}
+
+impl Drop for BridgePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").args(["-c", &format!(". scripts/lib/upstream.sh && upstream_pg_stop '{}'", self.dir.display())]).current_dir(repo()).status();
+    }
+}
+
+fn psql(conninfo: &str) -> Output {
+    Command::new("psql").args([conninfo, "-XAtc", "SELECT id FROM items"]).env("PGCONNECT_TIMEOUT", "5").output().unwrap()
+}
+
+/// psql, retried for up to 15 s while it fails: right after a pod turns Ready, kube-proxy may
+/// not yet have programmed the Service's endpoints (nftables rejects: connection refused).
+fn psql_once_ready(conninfo: &str) -> Output {
+    let start = Instant::now();
+    loop {
+        let out = psql(conninfo);
+        if (out.status.success() && text(&out).trim() == "42") || start.elapsed() > Duration::from_secs(15) {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn conninfo(host: &str, hostaddr: &str, port: &str, certs: &Path) -> String {
+    format!(
+        "host={host} hostaddr={hostaddr} port={port} user=app dbname=orders sslmode=verify-full sslrootcert={c}/ca.crt sslcert={c}/client.crt sslkey={c}/client.key",
+        c = certs.display()
+    )
+}
+
+/// Connects every 100 ms until stopped; counts successes and keeps the failures.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(conninfo: String) -> ClientLoop {
+        let (stop, ok, failures) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+        let thread = std::thread::spawn({
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let out = psql(&conninfo);
+                    if out.status.success() && text(&out).trim() == "42" {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.lock().unwrap().push(text(&out));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        ClientLoop { stop, ok, failures, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
+struct PortForward(Child);
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_through_them() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::up();
+    let ip = cluster.node_ip.clone();
+    let (_moto, moto_port) = moto_on(&ip);
+    let moto = format!("http://{ip}:{moto_port}");
+    let pg = BridgePostgres::start(cluster.dir.path(), &ip, &moto);
+
+    // The install, as on EKS: the operator's ServiceAccount carries the IRSA annotation.
+    let values = test_values(&[
+        &format!("operator.allowedEndpoints={{{ip}}}"),
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/portcullis-operator",
+        &format!("proxy.env[0].name=AWS_ENDPOINT_URL_STS,proxy.env[0].value={moto}"),
+        "proxy.env[1].name=AWS_EC2_METADATA_DISABLED,proxy.env[1].value=true",
+    ]);
+    let started = Instant::now();
+    helm_ok(cluster.helm().args(["install", "portcullis", "charts/portcullis", "-n", "portcullis-system", "--create-namespace", "--wait", "--timeout", "180s"]).args(&values));
+    eprintln!("helm install --wait: {:?}", started.elapsed());
+    let op_pod = cluster.k(&["-n", "portcullis-system", "get", "pods", "-l", "app.kubernetes.io/name=portcullis-operator", "-o", "jsonpath={.items[0].metadata.name}"]);
+    cluster.wait_for("the operator to hold the Lease", &["-n", "portcullis-system", "get", "lease", "portcullis-operator", "-o", "jsonpath={.spec.holderIdentity}"], &op_pod, Duration::from_secs(60));
+    let sa = cluster.k(&["-n", "portcullis-system", "get", "sa", "portcullis-operator", "-o", "jsonpath={.metadata.annotations}"]);
+    assert!(sa.contains("role/portcullis-operator"), "{sa}");
+
+    // A Database and an AccessRole, as users write them.
+    let ca = std::fs::read_to_string(pg.dir.join("upstream-ca/ca.crt")).unwrap();
+    cluster.k(&["create", "namespace", "shop"]);
+    cluster.k(&["-n", "shop", "create", "secret", "generic", "rds-ca", "--from-literal", &format!("ca.crt={ca}")]);
+    let database = |extra: &str| {
+        format!(
+            "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, namespace: shop}}\nspec:\n  protocol: postgres\n  endpoint: '{ip}:{}'\n  aws: {{region: us-east-1}}\n  tls: {{mode: verify-full, caSecretRef: {{name: rds-ca}}}}\n  proxy: {{iamRoleArn: '{ROLE_ARN}'{extra}}}\n",
+            pg.port
+        )
+    };
+    cluster.apply(&database(""));
+    cluster.apply("apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {name: devs, namespace: shop}\nspec: {subjects: [{kind: Group, name: dev}], allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}, maxSessionTtl: 1h}\n");
+    cluster.k(&["-n", "shop", "rollout", "status", "deployment/portcullis-orders", "--timeout=180s"]);
+    let pod = cluster.k(&["-n", "shop", "get", "pods", "-l", "portcullis.io/database=orders", "-o", "json"]);
+    let pod: serde_json::Value = serde_json::from_str(&pod).unwrap();
+    let pod = &pod["items"][0];
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["image"], IMAGE);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 65532);
+    let ready = pod["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "the proxy pod is not Ready: {pod}");
+
+    // Its AWS identity came from the projected token through AssumeRoleWithWebIdentity.
+    let status = cluster.wait_for(
+        "the proxy to report its credential source",
+        &["-n", "shop", "get", "database", "orders", "-o", "jsonpath={.status.credentialSource}"],
+        "web identity",
+        Duration::from_secs(60),
+    );
+    eprintln!("credentialSource: {status}");
+
+    // A certificate with the user's Kubernetes login, then psql through the Service's ClusterIP.
+    let alice = cluster.user("alice", &["dev"]);
+    let certs = cluster.dir.path().join("alice-certs");
+    let login = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["db", "login", "orders", "-n", "shop", "--db-user", "app", "--db-name", "orders", "--out"])
+        .arg(&certs)
+        .env("KUBECONFIG", &alice)
+        .output()
+        .unwrap();
+    assert!(login.status.success(), "portcullis db login: {}", text(&login));
+    let cluster_ip = cluster.k(&["-n", "shop", "get", "svc", "portcullis-orders", "-o", "jsonpath={.spec.clusterIP}"]);
+    let port = cluster.k(&["-n", "shop", "get", "svc", "portcullis-orders", "-o", "jsonpath={.spec.ports[0].port}"]);
+    let host = "portcullis-orders.shop.svc";
+    let out = psql_once_ready(&conninfo(host, &cluster_ip, &port, &certs));
+    assert!(out.status.success() && text(&out).trim() == "42", "psql through the ClusterIP: {}\nPAM: {}", text(&out), pg.pam_log());
+
+    // PostgreSQL's PAM check re-computed the token's signature with the role session's keys
+    // (temporary ASIA… keys from AssumeRoleWithWebIdentity, not the static ones).
+    let pam = pg.pam_log();
+    assert!(pam.lines().any(|l| l.contains("accept user=\"app\"") && l.contains("akid=\"ASIA")), "{pam}");
+
+    // ... and through kubectl port-forward.
+    let mut pf = cluster.kubectl().args(["-n", "shop", "port-forward", "--address", "127.0.0.1", "svc/portcullis-orders", &format!("0:{port}")]).stdout(Stdio::piped()).stderr(std::fs::File::create(cluster.dir.path().join("port-forward.log")).unwrap()).spawn().unwrap();
+    let mut line = String::new();
+    let mut pf_out = std::io::BufReader::new(pf.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut pf_out, &mut line).unwrap();
+    // kubectl prints a line per connection: keep reading, or it dies of SIGPIPE.
+    std::thread::spawn(move || std::io::copy(&mut pf_out, &mut std::io::sink()));
+    let _pf = PortForward(pf);
+    let local = line.split("127.0.0.1:").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("port-forward said {line:?}")).to_owned();
+    let out = psql_once_ready(&conninfo(host, "127.0.0.1", &local, &certs));
+    if !(out.status.success() && text(&out).trim() == "42") {
+        let pf_log = std::fs::read_to_string(cluster.dir.path().join("port-forward.log")).unwrap_or_default();
+        let kubelet = std::fs::read_to_string(cluster.dir.path().join("run/logs/kubelet.log")).unwrap_or_default();
+        let kubelet: Vec<&str> = kubelet.lines().filter(|l| l.contains("ortforward") || l.contains("ort-forward")).collect();
+        panic!("psql through port-forward: {}\nkubectl port-forward said: {pf_log}\nkubelet: {}", text(&out), kubelet.join("\n"));
+    }
+
+    // The audit trail is in the pod's log.
+    let logs = cluster.k(&["-n", "shop", "logs", "deployment/portcullis-orders"]);
+    assert!(logs.contains("db.session.start") && logs.contains("\"alice\""), "no audit event for alice in the pod log:\n{logs}");
+    assert!(!logs.contains("X-Amz-Signature"), "a token reached the log");
+
+    // A spec change rolls the pods (new config hash) while a client connecting every 100 ms
+    // sees no error.
+    let hash = |c: &Cluster| c.k(&["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.spec.template.metadata.annotations.portcullis\\.io/config-hash}"]);
+    let before = hash(&cluster);
+    let client = ClientLoop::start(conninfo(host, &cluster_ip, &port, &certs));
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.apply(&database(", resources: {requests: {cpu: 20m, memory: 32Mi}}"));
+    cluster.wait_for("a new config hash", &["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.spec.template.metadata.annotations}"], "config-hash", Duration::from_secs(30));
+    let start = Instant::now();
+    while hash(&cluster) == before {
+        assert!(start.elapsed() < Duration::from_secs(30), "the config hash did not change");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.k(&["-n", "shop", "rollout", "status", "deployment/portcullis-orders", "--timeout=180s"]);
+    std::thread::sleep(Duration::from_secs(8));
+    let (ok, failures) = client.finish();
+    eprintln!("during the roll: {ok} connections, {} failed", failures.len());
+    assert!(failures.is_empty(), "{} of {} connections failed during the roll: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(3)]);
+    assert!(ok > 20, "too few connections to prove anything: {ok}");
+
+    // helm upgrade with changed values rolls the operator; nothing is orphaned.
+    let op_hash = |c: &Cluster| c.k(&["-n", "portcullis-system", "get", "deploy", "portcullis-operator", "-o", "jsonpath={.spec.template.metadata.annotations}"]);
+    let op_before = op_hash(&cluster);
+    let values2 = [values.clone(), vec!["--set".into(), "proxy.replicas=2".into()]].concat();
+    helm_ok(cluster.helm().args(["upgrade", "portcullis", "charts/portcullis", "-n", "portcullis-system", "--wait", "--timeout", "180s"]).args(&values2));
+    assert_ne!(op_before, op_hash(&cluster), "changed proxy defaults did not roll the operator");
+    cluster.wait_for("two proxy replicas (the new default)", &["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.status.readyReplicas}"], "2", Duration::from_secs(120));
+
+    // Deleting the Database removes everything it owned.
+    cluster.k(&["-n", "shop", "delete", "database", "orders", "--wait"]);
+    let start = Instant::now();
+    loop {
+        let left = cluster.k(&["-n", "shop", "get", "deploy,svc,cm,secret,sa,rolebinding", "-l", "app.kubernetes.io/managed-by=portcullis-operator", "-o", "name"]);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "left after deleting the Database: {left}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // helm uninstall leaves nothing of the release (the CRDs stay, as Helm documents).
+    helm_ok(cluster.helm().args(["uninstall", "portcullis", "-n", "portcullis-system", "--wait"]));
+    // (The garbage collector removes the ReplicaSet's pods after the Deployment; they stop
+    // within their grace period.)
+    let start = Instant::now();
+    loop {
+        let left = cluster.k(&["get", "all,cm,sa,role,rolebinding,clusterrole,clusterrolebinding,pdb", "-A", "-l", "app.kubernetes.io/instance=portcullis", "-o", "name"]);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "left after helm uninstall: {left}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("nothing of the release left {:?} after helm uninstall returned", start.elapsed());
+    cluster.k(&["get", "crd", "databases.portcullis.io"]);
+}
+
+#[test]
+fn a_namespace_scoped_install_uses_roles_only_and_ignores_other_namespaces() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::up();
+    cluster.k(&["create", "namespace", "team-a"]);
+    cluster.k(&["create", "namespace", "team-b"]);
+    let values = test_values(&["watchNamespaces={team-a}", "csrSigner.enabled=false"]);
+    helm_ok(cluster.helm().args(["install", "portcullis", "charts/portcullis", "-n", "portcullis-team-a", "--create-namespace", "--wait", "--timeout", "180s"]).args(&values));
+    // No cluster-wide grant for the operator.
+    let bindings = cluster.k(&["get", "clusterrolebinding", "-o", "json"]);
+    let bindings: serde_json::Value = serde_json::from_str(&bindings).unwrap();
+    for b in bindings["items"].as_array().unwrap() {
+        for s in b["subjects"].as_array().into_iter().flatten() {
+            assert!(s["name"] != "portcullis-operator", "the operator has a ClusterRoleBinding: {}", b["metadata"]["name"]);
+        }
+    }
+    let can = |verb: &str, what: &str, ns: &str| {
+        let out = cluster.kubectl().args(["auth", "can-i", verb, what, "-n", ns, "--as", "system:serviceaccount:portcullis-team-a:portcullis-operator"]).output().unwrap();
+        text(&out).trim().starts_with("yes")
+    };
+    assert!(can("create", "deployments", "team-a"));
+    assert!(!can("create", "deployments", "team-b"), "the operator may write outside its namespace");
+    assert!(!can("list", "databases.portcullis.io", "team-b"));
+
+    let db = |ns: &str| format!("apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, namespace: {ns}}}\nspec: {{protocol: postgres, endpoint: 'orders.abc.us-east-1.rds.amazonaws.com:5432'}}\n");
+    cluster.apply(&db("team-a"));
+    cluster.apply(&db("team-b"));
+    cluster.wait_for("the team-a proxy Deployment", &["-n", "team-a", "get", "deploy", "-o", "name"], "portcullis-orders", Duration::from_secs(60));
+    cluster.wait_for("the team-a status", &["-n", "team-a", "get", "database", "orders", "-o", "jsonpath={.status.conditions}"], "Valid", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cluster.k(&["-n", "team-b", "get", "deploy", "-o", "name"]).trim(), "", "a Database outside the watched namespace was reconciled");
+    assert_eq!(cluster.k(&["-n", "team-b", "get", "database", "orders", "-o", "jsonpath={.status}"]).trim(), "");
+    let logs = cluster.k(&["-n", "portcullis-team-a", "logs", "deployment/portcullis-operator"]);
+    assert!(!logs.contains("forbidden"), "the operator hit RBAC refusals:\n{logs}");
+    helm_ok(cluster.helm().args(["uninstall", "portcullis", "-n", "portcullis-team-a", "--wait"]));
+}
