@@ -5,14 +5,20 @@
 #
 #   scripts/pack-image.sh [REF]     # default REF localhost/portcullis:test
 #
-# Builds the release binary if needed (cargo, cached in $CARGO_TARGET_DIR). Prints the
+# Builds the release binary if needed (cargo, cached in $CARGO_TARGET_DIR), or packs the one
+# PORTCULLIS_RELEASE_BIN names (the tests pass the binary scripts/test.sh built). Prints the
 # archive's path as the last line; import it with `ctr -n k8s.io images import`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=${1:-localhost/portcullis:test}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis/target}"
-cargo build --locked --release --bin portcullis >&2
-bin=$CARGO_TARGET_DIR/release/portcullis
+if [ -n "${PORTCULLIS_RELEASE_BIN:-}" ]; then
+  bin=$PORTCULLIS_RELEASE_BIN
+  [ -x "$bin" ] || { echo "pack-image: PORTCULLIS_RELEASE_BIN=$bin is not an executable" >&2; exit 1; }
+else
+  cargo build --locked --release --bin portcullis >&2
+  bin=$CARGO_TARGET_DIR/release/portcullis
+fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 out=${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}/images
 mkdir -p "$out"

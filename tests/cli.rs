@@ -45,7 +45,7 @@ fn deploy_manifests_are_rendered_from_the_chart_and_drift_is_detected() {
     assert!(ok, "deploy/ or the chart's crds/ is stale (run scripts/render-deploy.sh): {text}");
     let path = dir.path().join("deploy/operator.yaml");
     let yaml = std::fs::read_to_string(&path).unwrap();
-    assert!(yaml.contains("- portcullis.io/client"), "signing is limited to our signer: {yaml}");
+    assert!(yaml.contains("resourceNames: [\"portcullis.io/client\"]"), "signing is limited to our signer: {yaml}");
     assert!(yaml.contains("apiVersion: v1\n") && yaml.contains("fieldPath: metadata.namespace"), "{yaml}");
     std::fs::write(&path, yaml.replacen("replicas: 2", "replicas: 3", 1)).unwrap();
     let (ok, text) = check();
@@ -111,7 +111,7 @@ fn proxy_check_names_the_file_document_and_field_of_bad_config() {
 fn help_explains_every_subcommand() {
     let (ok, text) = output(portcullis().arg("--help"));
     assert!(ok);
-    for sub in ["proxy", "crd", "ca", "cert", "operator", "manifests", "login", "db"] {
+    for sub in ["proxy", "crd", "ca", "cert", "operator", "login", "db"] {
         assert!(text.contains(sub), "{text}");
     }
     let (_, text) = output(portcullis().args(["cert", "issue", "--help"]));
