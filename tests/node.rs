@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,6 +95,19 @@ impl Cluster {
         }
     }
 
+    /// Waits until `kubectl ARGS` (a `get … -o name`) lists nothing; returns how long it took.
+    fn wait_until_gone(&self, what: &str, args: &[&str], timeout: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let left = self.k(args);
+            if left.trim().is_empty() {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < timeout, "left {what}: {left}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// A kubeconfig for a user of the cluster's client CA.
     fn user(&self, name: &str, groups: &[&str]) -> PathBuf {
         let out = run_ok(Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("user").arg(self.dir.path()).arg(name).args(groups));
@@ -168,18 +181,6 @@ fn the_chart_lints_renders_and_passes_a_server_side_dry_run_and_both_apply_style
     let ssa = cluster.kubectl().args(["apply", "--server-side", "-f", deploy.to_str().unwrap()]).output().unwrap();
     assert!(ssa.status.success(), "server-side apply over a client-side apply conflicts: {}", text(&ssa));
     cluster.k(&["apply", "-f", deploy.to_str().unwrap()]);
-}
-
-/// moto on the bridge address, where the proxy pods can reach it.
-fn moto_on(ip: &str) -> (Proc, u16) {
-    let port = support::free_port();
-    let child = Command::new("moto_server").args(["-H", ip, "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("moto_server");
-    let start = Instant::now();
-    while std::net::TcpStream::connect((ip, port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "moto did not start on {ip}:{port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Proc { child }, port)
 }
 
 /// PostgreSQL on the bridge address: TLS only, its `app` user logs in with an RDS IAM token
@@ -286,22 +287,14 @@ impl ClientLoop {
     }
 }
 
-struct PortForward(Child);
-
-impl Drop for PortForward {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_through_them() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::up();
     let ip = cluster.node_ip.clone();
-    let (_moto, moto_port) = moto_on(&ip);
-    let moto = format!("http://{ip}:{moto_port}");
+    // moto on the bridge address, where the proxy pods can reach it.
+    let moto_server = support::Moto::start_on(&ip);
+    let moto = moto_server.url();
     let pg = BridgePostgres::start(cluster.dir.path(), &ip, &moto);
 
     // The install, as on EKS: the operator's ServiceAccount carries the IRSA annotation.
@@ -381,7 +374,7 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
     std::io::BufRead::read_line(&mut pf_out, &mut line).unwrap();
     // kubectl prints a line per connection: keep reading, or it dies of SIGPIPE.
     std::thread::spawn(move || std::io::copy(&mut pf_out, &mut std::io::sink()));
-    let _pf = PortForward(pf);
+    let _pf = Proc { child: pf };
     let local = line.split("127.0.0.1:").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("port-forward said {line:?}")).to_owned();
     let out = psql_once_ready(&conninfo(host, "127.0.0.1", &local, &certs));
     if !(out.status.success() && text(&out).trim() == "42") {
@@ -426,30 +419,16 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
 
     // Deleting the Database removes everything it owned.
     cluster.k(&["-n", "shop", "delete", "database", "orders", "--wait"]);
-    let start = Instant::now();
-    loop {
-        let left = cluster.k(&["-n", "shop", "get", "deploy,svc,cm,secret,sa,rolebinding", "-l", "app.kubernetes.io/managed-by=portcullis-operator", "-o", "name"]);
-        if left.trim().is_empty() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "left after deleting the Database: {left}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let children = ["-n", "shop", "get", "deploy,svc,cm,secret,sa,rolebinding", "-l", "app.kubernetes.io/managed-by=portcullis-operator", "-o", "name"];
+    cluster.wait_until_gone("after deleting the Database", &children, Duration::from_secs(60));
 
     // helm uninstall leaves nothing of the release (the CRDs stay, as Helm documents).
     helm_ok(cluster.helm().args(["uninstall", "portcullis", "-n", "portcullis-system", "--wait"]));
     // (The garbage collector removes the ReplicaSet's pods after the Deployment; they stop
     // within their grace period.)
-    let start = Instant::now();
-    loop {
-        let left = cluster.k(&["get", "all,cm,sa,role,rolebinding,clusterrole,clusterrolebinding,pdb", "-A", "-l", "app.kubernetes.io/instance=portcullis", "-o", "name"]);
-        if left.trim().is_empty() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "left after helm uninstall: {left}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    eprintln!("nothing of the release left {:?} after helm uninstall returned", start.elapsed());
+    let release = ["get", "all,cm,sa,role,rolebinding,clusterrole,clusterrolebinding,pdb", "-A", "-l", "app.kubernetes.io/instance=portcullis", "-o", "name"];
+    let took = cluster.wait_until_gone("after helm uninstall", &release, Duration::from_secs(60));
+    eprintln!("nothing of the release left {took:?} after helm uninstall returned");
     cluster.k(&["get", "crd", "databases.portcullis.io"]);
 }
 

@@ -187,8 +187,9 @@ fn assume_role_goes_through_sts_and_a_wrong_external_id_is_refused() {
     drop(proxy);
 
     // The right external ID gets temporary credentials from STS and a token is signed with
-    // them. (PAM's pam_exec sees only 511 bytes of a password, so a token carrying a session
-    // token cannot be verified by this PostgreSQL; the upstream refusing it is expected.)
+    // them. (This PostgreSQL's checker knows only the static keys, not the temporary ones moto
+    // handed out, so the upstream refusing the token is expected; tests/node.rs checks a
+    // session-token token end to end, with the checker reading moto's keys.)
     let dir2 = scratch();
     let extra = format!("    assumeRoleArn: {role}\n    externalId: ext-right");
     let (pki, proxy) = start_proxy(dir2.path(), &pg, env, &extra, "debug");

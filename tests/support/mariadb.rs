@@ -59,7 +59,7 @@ impl Mariadb {
         // Server certificate from a test CA, as RDS has from its regional CA.
         let UpstreamCerts { server_crt, server_key, ca_file, secrets_dir } = UpstreamCerts::write(&root, &root);
 
-        // The token checker, run by pam_exec under auth_pam_tool (as root).
+        // The token checker, run by pam_tokenexec under auth_pam_tool (as root).
         let port = free_port();
         let checker = TokenChecker::write(&root, keys);
         let (keys_file, pam_log) = (checker.keys_file.clone(), checker.log.clone());
@@ -71,13 +71,15 @@ impl Mariadb {
         std::fs::write(
             format!("/etc/pam.d/{pam_service}"),
             format!(
-                "{}auth required pam_exec.so expose_authtok quiet {} {} --pam --keys {} --host 127.0.0.1 --port {port} --region {REGION} --log {}\n\
-                 account required pam_permit.so\n",
+                "{}{}account required pam_permit.so\n",
                 checker.pam_line(port),
-                python3().display(),
-                repo().join("tests/support/verify_token_botocore.py").display(),
-                keys_file.display(),
-                botocore_log.display(),
+                checker.exec_line(&format!(
+                    "{} {} --pam --keys {} --host 127.0.0.1 --port {port} --region {REGION} --log {}",
+                    python3().display(),
+                    repo().join("tests/support/verify_token_botocore.py").display(),
+                    keys_file.display(),
+                    botocore_log.display(),
+                )),
             ),
         )
         .expect("writing /etc/pam.d needs root: run the tests as root, as CI does");

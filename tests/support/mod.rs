@@ -37,9 +37,14 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, what: &str, timeout: Duration) {
+    wait_for_addr("127.0.0.1", port, what, timeout)
+}
+
+/// Waits until `host:port` accepts TCP connections.
+pub fn wait_for_addr(host: &str, port: u16, what: &str, timeout: Duration) {
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < timeout, "{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
+    while std::net::TcpStream::connect((host, port)).is_err() {
+        assert!(start.elapsed() < timeout, "{what} did not listen on {host}:{port} within {timeout:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -230,6 +235,8 @@ impl Drop for Proc {
 
 /// moto server for STS (and other AWS APIs).
 pub struct Moto {
+    /// The address it listens on (127.0.0.1, or the test node's bridge address).
+    pub host: String,
     /// The port.
     pub port: u16,
     _proc: Proc,
@@ -238,17 +245,22 @@ pub struct Moto {
 impl Moto {
     /// Starts moto with auth off (turn it on with [`Moto::setup_assume_role`]).
     pub fn start() -> Moto {
+        Moto::start_on("127.0.0.1")
+    }
+
+    /// Starts moto on `host` (the test node's bridge address, where pods reach it).
+    pub fn start_on(host: &str) -> Moto {
         let port = free_port();
         let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", host, "-p", &port.to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "inf")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server (pip install 'moto[server]')");
         let proc = Proc { child };
-        wait_for_port(port, "moto_server", Duration::from_secs(30));
-        Moto { port, _proc: proc }
+        wait_for_addr(host, port, "moto_server", Duration::from_secs(30));
+        Moto { host: host.to_owned(), port, _proc: proc }
     }
 
     /// Creates the `proxy` user and the roles `PREFIX-writer` and `PREFIX-none` it may assume
@@ -268,7 +280,7 @@ impl Moto {
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// Creates an IAM user (the proxy's identity) allowed to assume a role whose trust policy
@@ -637,6 +649,9 @@ impl UpstreamCerts {
 pub struct TokenChecker {
     /// The binary.
     pub bin: PathBuf,
+    /// The PAM module that runs a command with the whole token on its stdin (pam_exec cuts it
+    /// at 511 bytes, shorter than a token signed with temporary credentials).
+    pub pam_module: PathBuf,
     /// `keys.json`.
     pub keys_file: PathBuf,
     /// One line per decision.
@@ -649,22 +664,25 @@ impl TokenChecker {
         let bin = root.join("rdstokencheck");
         std::fs::copy(rdstokencheck(), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pam_module = root.join("pam_tokenexec.so");
+        std::fs::copy(format!("{}-pam_tokenexec.so", rdstokencheck().display()), &pam_module).unwrap();
+        std::fs::set_permissions(&pam_module, std::fs::Permissions::from_mode(0o644)).unwrap();
         let keys_file = root.join("keys.json");
         let keys_json: serde_json::Map<String, serde_json::Value> = keys.iter().map(|(k, s)| (k.to_string(), serde_json::Value::from(*s))).collect();
         std::fs::write(&keys_file, serde_json::to_string(&keys_json).unwrap()).unwrap();
         std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let log = root.join("pam.log");
         std::fs::write(&log, "").unwrap();
-        TokenChecker { bin, keys_file, log }
+        TokenChecker { bin, pam_module, keys_file, log }
     }
 
     /// The PAM `auth` line that runs the checker for tokens to 127.0.0.1:`port`.
     pub fn pam_line(&self, port: u16) -> String {
-        format!(
-            "auth required pam_exec.so expose_authtok quiet {} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}\n",
-            self.bin.display(),
-            self.keys_file.display(),
-            self.log.display()
-        )
+        self.exec_line(&format!("{} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}", self.bin.display(), self.keys_file.display(), self.log.display()))
+    }
+
+    /// A PAM `auth` line that runs `command` (space-separated) with the whole token on stdin.
+    pub fn exec_line(&self, command: &str) -> String {
+        format!("auth required {} {command}\n", self.pam_module.display())
     }
 }
