@@ -465,16 +465,23 @@ impl Proxy {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
-    /// Audit events so far, waiting up to 2 s for at least `min` of them.
+    /// Audit events so far: at least `min` of them (waiting up to 10 s), and no more arriving.
     pub fn audit(&self, min: usize) -> Vec<serde_json::Value> {
+        // Wait for `min` events, then until the file has been quiet for a moment: a client that
+        // has exited may still have its session's last events in flight, and `min` is a floor.
         let start = Instant::now();
+        let mut last = (0usize, Instant::now());
         loop {
             let events: Vec<serde_json::Value> = std::fs::read_to_string(&self.audit_file)
                 .unwrap_or_default()
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect();
-            if events.len() >= min || start.elapsed() > Duration::from_secs(2) {
+            if events.len() != last.0 {
+                last = (events.len(), Instant::now());
+            }
+            let quiet = last.1.elapsed() > Duration::from_millis(300);
+            if (events.len() >= min && quiet) || start.elapsed() > Duration::from_secs(10) {
                 return events;
             }
             std::thread::sleep(Duration::from_millis(20));
