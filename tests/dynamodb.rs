@@ -158,8 +158,13 @@ fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied()
     let message = denied["message"].as_str().unwrap();
     assert!(message.contains(&format!("sts:AssumeRole on arn:aws:iam::{ACCOUNT}:role/dynamo-writer failed")) && message.contains("trust policy"), "{message}");
     let events = proxy.audit(3);
+    // bob and dave are refused at the session's start (no AccessRole; a role of another
+    // account), carol's request is refused by AWS.
+    let refused_starts: Vec<_> = events_named(&events, "db.session.start").into_iter().filter(|e| e["success"] == false).collect();
+    assert_eq!(refused_starts.iter().map(|e| e["user"].as_str().unwrap()).collect::<Vec<_>>(), ["bob", "dave"], "{events:?}");
+    assert!(refused_starts[0]["error"].as_str().unwrap().contains("none allows database \"orders\" as db user \"dynamo-admin\""), "{events:?}");
     let refused: Vec<_> = events_named(&events, "db.session.request").into_iter().filter(|e| e["success"] == false).collect();
-    assert!(refused.len() >= 2, "{events:?}");
+    assert_eq!(refused.iter().map(|e| e["user"].as_str().unwrap()).collect::<Vec<_>>(), ["carol"], "{events:?}");
 }
 
 /// Sends raw HTTP to the tunnel and returns (status, body), or `None` when the connection closed.

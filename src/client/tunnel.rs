@@ -96,7 +96,7 @@ pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = crate::proxy::wait_for_termination() => return Ok(()),
+            _ = crate::runtime::wait_for_termination() => return Ok(()),
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,

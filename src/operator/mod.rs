@@ -78,7 +78,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            crate::proxy::wait_for_termination().await;
+            crate::runtime::wait_for_termination().await;
             info!("shutting down: finishing running reconciles");
             shutdown.cancel();
         }
@@ -88,9 +88,9 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
-    let admin = crate::proxy::admin::bind(options.admin_address).await.map_err(|e| OperatorError::Admin(options.admin_address, e))?;
+    let admin = crate::runtime::admin::bind(options.admin_address).await.map_err(|e| OperatorError::Admin(options.admin_address, e))?;
     info!(address = %options.admin_address, "admin endpoint (/metrics, /healthz, /readyz)");
-    let admin_task = tokio::spawn(crate::proxy::admin::serve(admin, registry, ready.clone(), shutdown.clone()));
+    let admin_task = tokio::spawn(crate::runtime::admin::serve(admin, registry, ready.clone(), shutdown.clone()));
 
     // A standby is ready: it is up and can take over. (Were it not, a rolling update of a
     // leader-elected Deployment would wait forever for the new pod, a standby, to be Ready.)

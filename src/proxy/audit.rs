@@ -9,7 +9,7 @@ use std::io::Write;
 
 use tokio::sync::mpsc;
 
-use crate::metrics::ProxyMetrics;
+use crate::proxy::metrics::ProxyMetrics;
 
 /// Statements longer than this are truncated in events (with their length and SHA-256).
 pub const MAX_STATEMENT: usize = 64 * 1024;

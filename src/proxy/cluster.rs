@@ -18,7 +18,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::listener::{ProxyError, serve, wait_for_termination};
+use super::error::{ClusterError, ProxyError};
+use super::listener::serve;
+use crate::runtime::wait_for_termination;
 use super::{ProxyState, Upstream};
 use crate::crd::conditions::{Observation, merge, types};
 use crate::crd::{AccessRole, Database};
@@ -29,23 +31,6 @@ pub const PROXY_FIELD_MANAGER: &str = "portcullis-proxy";
 
 /// How often credentials and reachability are re-checked.
 const RECHECK: Duration = Duration::from_secs(60);
-
-/// Errors specific to cluster mode.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// `--database` is not `namespace/name`.
-    #[error("--database {0:?} must be NAMESPACE/NAME")]
-    BadReference(String),
-    /// No Kubernetes client configuration.
-    #[error("cannot configure the Kubernetes client (in a pod: the ServiceAccount token; elsewhere: KUBECONFIG)")]
-    Client(#[source] kube::Error),
-    /// The Database cannot be read.
-    #[error("cannot read Database {0}: does it exist, and may this ServiceAccount get it (ClusterRole portcullis-proxy)?")]
-    Read(String, #[source] kube::Error),
-    /// AccessRoles could not be listed in time.
-    #[error("cannot list AccessRoles in namespace {0} within 30 s: check the proxy's RoleBinding (ClusterRole portcullis-proxy)")]
-    Roles(String),
-}
 
 /// Runs the proxy for one Database read from the API until SIGINT/SIGTERM.
 pub async fn run_cluster(config_path: PathBuf, reference: &str) -> Result<(), ProxyError> {

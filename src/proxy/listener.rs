@@ -2,7 +2,6 @@
 //! shutdown drains sessions before the process exits.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,55 +16,27 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::ProxyState;
 use super::audit::{self, AuditTargets};
-use super::engine::{Connection, Engine, engine_for};
-use super::tls::{ServerTls, TlsError};
-use super::upstream::{ResolveError, Upstream};
+use super::engines::engine_for;
+use super::error::ProxyError;
+use super::pipeline::{Connection, Serve};
+use super::tls::ServerTls;
+use super::upstream::Upstream;
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::Protocol;
-use crate::metrics::ProxyMetrics;
+use crate::proxy::metrics::ProxyMetrics;
+use crate::runtime::admin;
 use crate::standalone::{ConfigError, ProxyConfig, load_manifests};
 
 
 /// How long running sessions get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Errors that stop the proxy from starting.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// The configuration or a manifest is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A Database cannot be served.
-    #[error(transparent)]
-    Resolve(#[from] ResolveError),
-    /// TLS files are unusable.
-    #[error("proxy TLS")]
-    Tls(#[from] TlsError),
-    /// A listener names a Database that is not loaded.
-    #[error("listener {address}: database {database:?} is not among the loaded Database manifests (loaded: {loaded})")]
-    UnknownListenerDatabase { address: SocketAddr, database: String, loaded: String },
-    /// A protocol has no engine in this build yet.
-    #[error("listener {address}: protocol {protocol} cannot be served by this proxy yet")]
-    UnsupportedProtocol { address: SocketAddr, protocol: Protocol },
-    /// A listener's `protocol` disagrees with its database's.
-    #[error("listener {address}: protocol {listener} does not match database {database:?}, which uses {database_protocol}; drop the listener's protocol or fix it")]
-    ListenerProtocolMismatch { address: SocketAddr, listener: Protocol, database: String, database_protocol: Protocol },
-    /// Binding an address failed.
-    #[error("cannot listen on {address}")]
-    Bind { address: SocketAddr, #[source] source: std::io::Error },
-    /// Cluster mode could not start.
-    #[error(transparent)]
-    Cluster(#[from] super::cluster::ClusterError),
-    /// The audit file cannot be opened.
-    #[error("cannot open the audit file {path}")]
-    AuditFile { path: PathBuf, #[source] source: std::io::Error },
-}
-
 /// A bound listener, its engine, and the database it serves, if fixed.
 struct Listener {
     socket: TcpListener,
-    engine: &'static dyn Engine,
-    database: Option<Arc<Upstream>>,
+    engine: &'static dyn Serve,
+    /// The Database every connection goes to; `None` when certificates' routes choose.
+    fixed_upstream: Option<Arc<Upstream>>,
 }
 
 /// Runs a standalone proxy from `config_path` until SIGINT/SIGTERM. SIGHUP reloads the
@@ -143,17 +114,17 @@ pub(super) async fn serve(
         };
         let engine = engine_for(protocol).ok_or(ProxyError::UnsupportedProtocol { address: l.address, protocol })?;
         let socket = TcpListener::bind(l.address).await.map_err(|source| ProxyError::Bind { address: l.address, source })?;
-        info!(address = %socket.local_addr().unwrap_or(l.address), protocol = %engine.protocol(), database = ?database.as_ref().map(|d| d.key()), "listening");
-        listeners.push(Listener { socket, engine, database });
+        info!(address = %socket.local_addr().unwrap_or(l.address), protocol = %engine.facts().name, database = ?database.as_ref().map(|d| d.key()), "listening");
+        listeners.push(Listener { socket, engine, fixed_upstream: database });
     }
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
     if let Some(admin) = &config.admin {
-        let socket = super::admin::bind(admin.address).await.map_err(|source| ProxyError::Bind { address: admin.address, source })?;
+        let socket = admin::bind(admin.address).await.map_err(|source| ProxyError::Bind { address: admin.address, source })?;
         info!(address = %admin.address, "admin endpoint (/metrics, /healthz, /readyz)");
         let (ready, shutdown) = (ready.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = super::admin::serve(socket, registry, ready, shutdown).await {
+            if let Err(e) = admin::serve(socket, registry, ready, shutdown).await {
                 warn!(error = %e, "admin endpoint stopped");
             }
         });
@@ -176,22 +147,6 @@ pub(super) async fn serve(
     drop(state);
     let _ = tokio::time::timeout(Duration::from_secs(2), audit_task).await;
     Ok(())
-}
-
-/// Waits for SIGINT or SIGTERM.
-pub async fn wait_for_termination() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 async fn wait_for_signals(resources: &[PathBuf], roles_tx: &watch::Sender<Arc<Vec<crate::crd::AccessRole>>>) {
@@ -233,7 +188,7 @@ async fn accept_loop(listener: Listener, state: Arc<ProxyState>, tracker: TaskTr
         let _ = stream.set_nodelay(true);
         let session_id = super::new_session_id();
         let span = info_span!("session", id = %session_id, client = %peer);
-        let connection = Connection { state: state.clone(), database: listener.database.clone(), stream, peer, session_id };
+        let connection = Connection { state: state.clone(), fixed_upstream: listener.fixed_upstream.clone(), stream, peer, session_id };
         tracker.spawn(listener.engine.serve(connection).instrument(span));
     }
 }

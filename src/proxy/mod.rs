@@ -1,15 +1,18 @@
 //! The data plane: listeners, client TLS and identity, authorization, one engine per protocol,
 //! upstream IAM login, audit and metrics.
 
-pub mod admin;
 pub mod audit;
 pub mod cancel;
 mod cluster;
+pub mod connect;
 pub mod dynamodb;
-pub mod mongodb;
-pub mod engine;
+mod engines;
+mod error;
 mod listener;
+pub mod metrics;
+pub mod mongodb;
 pub mod mysql;
+pub mod pipeline;
 pub mod postgres;
 pub mod ratelimit;
 pub mod relay;
@@ -17,8 +20,9 @@ pub mod session;
 pub mod tls;
 pub mod upstream;
 
-pub use cluster::{ClusterError, PROXY_FIELD_MANAGER, run_cluster};
-pub use listener::{ProxyError, run_standalone, wait_for_termination};
+pub use cluster::{PROXY_FIELD_MANAGER, run_cluster};
+pub use error::{ClusterError, ProxyError};
+pub use listener::run_standalone;
 pub use upstream::{FieldError, Upstream, split_endpoint, validate_database};
 
 use std::collections::HashMap;
@@ -30,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::authz::{self, Decision, Identity};
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::AccessRole;
-use crate::metrics::ProxyMetrics;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::standalone::LimitsConfig;
 use audit::AuditSink;
 use cancel::CancelRegistry;
@@ -76,16 +80,6 @@ impl ProxyState {
             db_name,
         };
         authz::authorize(identity, &request, &roles)
-    }
-}
-
-impl ProxyState {
-    /// Authorizes a new session; on success, whether its statements are to be audited.
-    pub fn authorize_session(&self, identity: &Identity, upstream: &Upstream, db_user: &str, db_name: Option<&str>) -> Result<bool, session::SessionError> {
-        match self.authorize(identity, upstream, db_user, db_name) {
-            Decision::Allow { audit_queries, .. } => Ok(audit_queries),
-            Decision::Deny(reason) => Err(session::SessionError::Denied(reason)),
-        }
     }
 }
 

@@ -1,19 +1,19 @@
-//! The relay every engine shares once a session is logged in: bytes flow both ways; the
-//! engine's [`ClientFilter`] sees the client's stream first (to audit statements, answer or
+//! The byte relay the stream engines share once a session is logged in: bytes flow both ways;
+//! the engine's [`ClientFilter`] sees the client's stream first (to audit statements, answer or
 //! refuse commands itself, or follow a database switch); a change of AccessRoles re-checks the
-//! session and ends it when access was revoked; start and end are audited.
+//! session and ends it when access was revoked. The pipeline audits start and end.
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::info;
 
 use super::audit::{AuditEvent, DocumentCommand, EventDetail, SessionFields, Statement, events};
-use super::engine::{ClientTls, UpstreamTls};
+use super::pipeline::RelayEnd;
 use super::session::SessionError;
+use super::tls::{ClientTls, UpstreamStream};
 use super::{ProxyState, Upstream};
 use crate::authz::{Decision, Identity};
 
@@ -81,12 +81,10 @@ pub struct Session {
     pub identity: Identity,
     /// The audit fields.
     pub fields: SessionFields,
-    /// When the connection was accepted.
-    pub started: Instant,
     /// The client.
     pub client: ClientTls,
-    /// The database.
-    pub database: UpstreamTls,
+    /// The logged-in connection to the database.
+    pub server: UpstreamStream,
     /// Bytes the client gets before relaying starts (the end of the login).
     pub greeting: Vec<u8>,
     /// Encodes a fatal error for the client (revocation, shutdown) in the engine's protocol.
@@ -102,21 +100,21 @@ enum End {
     Shutdown,
 }
 
-/// Runs a logged-in session to its end, with start and end audit events.
-pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: impl UpstreamObserver) -> Result<(), SessionError> {
-    let Session { state, upstream, identity, fields, started, mut client, database, greeting, goodbye, pending_input } = session;
-    let protocol = upstream.protocol.to_string();
-    client.write_all(&greeting).await.map_err(SessionError::ClientIo)?;
-    client.flush().await.map_err(SessionError::ClientIo)?;
-
+/// Runs a logged-in session to its end.
+pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: impl UpstreamObserver) -> RelayEnd {
+    let Session { state, upstream, identity, fields, mut client, server, greeting, goodbye, pending_input } = session;
     let mut fields = Arc::new(fields);
-    state.metrics.connection(&protocol, "accepted");
-    state.metrics.active_sessions.inc();
-    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000I", fields.clone(), true, None, EventDetail::None {}));
-    info!(user = %fields.user, database = %fields.database, db_user = %fields.db_user, db_name = %fields.db_name, "session started");
+    let greeted = async {
+        client.write_all(&greeting).await?;
+        client.flush().await
+    };
+    if let Err(e) = greeted.await {
+        let e = SessionError::ClientIo(e);
+        return RelayEnd { fields, bytes_from_client: 0, bytes_to_client: 0, reason: e.to_string(), error: Some(e) };
+    }
 
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
-    let (mut up_rd, mut up_wr) = tokio::io::split(database);
+    let (mut up_rd, mut up_wr) = tokio::io::split(server);
     let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (fields_tx, fields_rx) = tokio::sync::watch::channel(fields.clone());
     let mut roles = state.roles.clone();
@@ -218,7 +216,7 @@ pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: 
     };
     let fields = fields_rx.borrow().clone();
     let (reason, result) = match end {
-        End::Client(Ok(_)) => ("client closed the connection".to_owned(), Ok(())),
+        End::Client(Ok(_)) => ("client closed the connection".to_owned(), Ok::<(), SessionError>(())),
         End::Upstream(Ok(_)) => ("the database closed the connection".to_owned(), Ok(())),
         End::Client(Err(e)) | End::Upstream(Err(e)) => (e.to_string(), Err(e)),
         End::Revoked(reason) => {
@@ -240,19 +238,5 @@ pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: 
     };
     let _ = client_wr.shutdown().await;
     let _ = up_wr.shutdown().await;
-    state.metrics.active_sessions.dec();
-    state.metrics.add_bytes("client_to_upstream", from_client);
-    state.metrics.add_bytes("upstream_to_client", to_client);
-    let detail = EventDetail::End {
-        bytes_from_client: from_client,
-        bytes_to_client: to_client,
-        duration_ms: started.elapsed().as_millis() as u64,
-        reason,
-    };
-    state.audit.emit(AuditEvent::new(events::SESSION_END, "DB1002I", fields, true, None, detail));
-    // A protocol error by the client mid-session is logged, not re-audited as a refused start.
-    if let Err(e) = &result {
-        info!(error = %e, "session ended with an error");
-    }
-    Ok(())
+    RelayEnd { fields, bytes_from_client: from_client, bytes_to_client: to_client, reason, error: result.err() }
 }

@@ -150,11 +150,11 @@ impl SessionError {
         }
     }
 
-    /// The message for a client of `protocol`, or `None` when the client cannot be told anything.
-    pub fn client_message(&self, protocol: Protocol) -> Option<ClientMessage> {
+    /// The message for a client of an engine with these remedies, or `None` when the client
+    /// cannot be told anything.
+    pub fn client_message(&self, remedy: &Remedy) -> Option<ClientMessage> {
         let msg = |sqlstate: &str, message: String, hint: Option<String>| Some(ClientMessage { sqlstate: sqlstate.to_owned(), message, hint });
         let hint = |h: &str| Some(h.to_owned());
-        let remedy = Remedy::for_protocol(protocol);
         match self {
             Self::ClientIo(_) | Self::ClientTls(_) | Self::UpstreamIo(_) => None,
             Self::ClientProtocol(e) => msg("08P01", format!("invalid packet: {e}"), None),
@@ -196,8 +196,8 @@ impl SessionError {
                 let text = source.to_string();
                 let tls_hint = if text.contains("NotValidForName") || text.contains("not valid for name") {
                     hint("the database certificate does not name this host; if it has no subject alternative names at all it is a legacy Common-Name certificate: rotate the instance's CA (e.g. rds-ca-rsa2048-g1)")
-                } else if protocol == Protocol::Mongodb && (text.contains("corrupt message") || text.contains("InvalidContentType") || text.contains("reset")) {
-                    hint("the cluster does not speak TLS: IAM authentication needs TLS; set tls to enabled in the cluster parameter group and reboot the instances")
+                } else if let Some((plaintext, _)) = remedy.plaintext_server.filter(|(_, signs)| signs.iter().any(|s| text.contains(s))) {
+                    hint(plaintext)
                 } else if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
                     hint("set spec.tls.caSecretRef to the RDS CA bundle of the region")
                 } else {
@@ -217,18 +217,10 @@ impl SessionError {
             ),
             Self::UpstreamFatal { sqlstate, message, .. } => msg(sqlstate, message.clone(), None),
             Self::Revoked(reason) => msg("57P01", format!("terminating the session: access was revoked: {reason}"), None),
-            Self::UpstreamRejected { db_user, message, .. } if protocol == Protocol::Mongodb => msg(
-                "28000",
-                format!("the database refused the MONGODB-AWS login of {db_user:?}: {message}"),
-                Some(format!("check that {}, and that the cluster runs DocumentDB 5.0 or later with TLS on", (remedy.iam_user)(db_user))),
-            ),
             Self::UpstreamRejected { db_user, message, .. } => msg(
                 "28000",
-                format!("the database refused the IAM login of {db_user:?}: {message}"),
-                Some(format!(
-                    "check that IAM DB authentication is enabled on the instance, that {}, and that the proxy's AWS identity may rds-db:connect to dbuser:<resource-id>/{db_user}",
-                    (remedy.iam_user)(db_user)
-                )),
+                format!("the database refused the {} login of {db_user:?}: {message}", remedy.login),
+                Some((remedy.rejected)(db_user, &(remedy.iam_user)(db_user))),
             ),
             Self::ShuttingDown => msg("57P01", "terminating connection: the proxy is shutting down".into(), None),
             Self::UpstreamProtocol(e) => msg("08P01", format!("the database broke the protocol: {e}"), None),
@@ -236,36 +228,24 @@ impl SessionError {
     }
 }
 
-/// The engine-specific words of the remedies.
-struct Remedy {
+/// An engine's words in the remedies its clients read.
+pub struct Remedy {
     /// How to connect with TLS and a client certificate.
-    tls_options: &'static str,
+    pub tls_options: &'static str,
     /// How to name the database user.
-    user_option: &'static str,
-    /// How to make `db_user` an IAM user.
-    iam_user: fn(&str) -> String,
+    pub user_option: &'static str,
+    /// How to make `db_user` a user that logs in with IAM.
+    pub iam_user: fn(&str) -> String,
+    /// The name of the upstream login (`IAM`, `MONGODB-AWS`).
+    pub login: &'static str,
+    /// What to check when the database refuses the login of `db_user` (given `iam_user`'s text).
+    pub rejected: fn(db_user: &str, iam_user: &str) -> String,
+    /// The hint when the upstream TLS handshake fails because the server speaks plaintext, and
+    /// the error texts that mean so.
+    pub plaintext_server: Option<(&'static str, &'static [&'static str])>,
 }
 
-impl Remedy {
-    fn for_protocol(protocol: Protocol) -> Remedy {
-        match protocol {
-            Protocol::Mysql => Remedy {
-                tls_options: "connect with --ssl-ca, --ssl-cert and --ssl-key from `portcullis cert issue` and --ssl-verify-server-cert (MariaDB client) or --ssl-mode=VERIFY_IDENTITY (MySQL client)",
-                user_option: "pass --user <db user>",
-                iam_user: |u| format!("{u:?} is created for IAM: CREATE USER '{u}' IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS'"),
-            },
-            Protocol::Mongodb => Remedy {
-                tls_options: "connect with tls=true, tlsCertificateKeyFile (the certificate and key from `portcullis cert issue` in one PEM) and tlsCAFile",
-                user_option: "issue a certificate with --db-user ROLE",
-                iam_user: |u| {
-                    format!("the role exists as a user in $external with mechanism MONGODB-AWS: db.getSiblingDB(\"$external\").createUser({{user: \"{u}\", mechanisms: [\"MONGODB-AWS\"], roles: [...]}})")
-                },
-            },
-            _ => Remedy {
-                tls_options: "connect with sslmode=verify-full and sslcert/sslkey/sslrootcert from `portcullis cert issue`",
-                user_option: "pass user=<db user>",
-                iam_user: |u| format!("{u:?} has the rds_iam role (GRANT rds_iam TO \"{u}\")"),
-            },
-        }
-    }
+/// The check list when an RDS database refuses an IAM login.
+pub fn rds_rejected(db_user: &str, iam_user: &str) -> String {
+    format!("check that IAM DB authentication is enabled on the instance, that {iam_user}, and that the proxy's AWS identity may rds-db:connect to dbuser:<resource-id>/{db_user}")
 }

@@ -15,6 +15,11 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCer
 use crate::authz::{Identity, identity_from_certificate};
 use crate::crd::v1alpha1::UpstreamTlsMode;
 
+/// A client's connection after the TLS handshake, as the proxy serves it.
+pub type ClientTls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+/// The proxy's TLS connection to a database.
+pub type UpstreamStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
 /// Errors of TLS set-up and client certificate checks.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -11,11 +11,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -24,14 +22,17 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, warn};
 
 use error::ApiError;
 use target::Target;
 
 use super::audit::{ApiCall, AuditEvent, EventDetail, SessionFields, events, shown_text};
-use super::engine::{self, Connection, Engine};
+use super::connect;
+use super::pipeline::{Context, Engine, Established, Facts, Login, RelayEnd, Stage};
+use super::session::{Remedy, SessionError};
+use super::tls::ClientTls;
 use super::{ProxyState, Upstream};
 use crate::authz::{Decision, Identity};
 use crate::aws::AwsError;
@@ -45,121 +46,151 @@ pub const MAX_AUDITED_BODY: usize = 4 * 1024;
 /// The DynamoDB engine.
 pub struct DynamoDbEngine;
 
-impl Engine for DynamoDbEngine {
-    fn protocol(&self) -> Protocol {
-        Protocol::Dynamodb
-    }
+/// The words of DynamoDB remedies.
+pub static REMEDY: Remedy = Remedy {
+    tls_options: "connect through `portcullis db proxy DATABASE --tunnel` (it speaks mTLS with your certificate)",
+    user_option: "your certificate names no IAM role to use: issue it with --db-user ROLE (a role name or ARN the AccessRoles allow)",
+    iam_user,
+    login: "IAM",
+    rejected,
+    plaintext_server: None,
+};
 
-    fn serve(&self, connection: Connection) -> BoxFuture<'static, ()> {
-        serve(connection).boxed()
-    }
+fn iam_user(u: &str) -> String {
+    format!("the role {u:?} exists and trusts the proxy's identity")
 }
+
+fn rejected(_: &str, iam_user: &str) -> String {
+    format!("check that {iam_user}")
+}
+
+static FACTS: Facts = Facts { name: "dynamodb", serves: Protocol::Dynamodb, login_wait: "reading the login", remedy: &REMEDY };
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// One client connection: who it is, the role it uses, and its connections to AWS.
+/// What a session may use: the role's ARN.
+pub struct Access {
+    role_arn: String,
+}
+
+impl Engine for DynamoDbEngine {
+    type LoginDetail = ();
+    type Server = Access;
+
+    fn facts(&self) -> &'static Facts {
+        &FACTS
+    }
+
+    /// Nothing is read: the db user is the IAM role the certificate's route names.
+    async fn read_login(&self, _: &mut Context, _: &mut ClientTls, identity: &Identity) -> Result<Option<Login<()>>, SessionError> {
+        let db_user = identity.route.as_ref().and_then(|r| r.db_user.clone()).ok_or(SessionError::NoUser)?;
+        Ok(Some(Login { db_user, db_name: None, detail: () }))
+    }
+
+    /// Requests are signed per request over pooled HTTP connections: no IAM login to budget.
+    async fn admit(&self, _: &Context, _: &Upstream) -> Result<(), SessionError> {
+        Ok(())
+    }
+
+    /// The role of the db user; its credentials are resolved (and cached) per request, so a
+    /// refused assume-role is that request's AccessDenied.
+    async fn log_in(&self, _: &Context, upstream: &Arc<Upstream>, _: &Identity, login: &mut Login<()>) -> Result<Access, SessionError> {
+        let role_arn = connect::user_role(upstream, &login.db_user).map_err(|e| SessionError::Aws(AwsError::Role(e)))?;
+        Ok(Access { role_arn })
+    }
+
+    fn refusal(&self, _: &Stage<'_, ()>, _: &SessionError) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// A refused session answers its (first) request with the reason, as DynamoDB would.
+    async fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send>(&self, context: &Context, client: &mut S, _: Stage<'_, ()>, e: &SessionError) {
+        let error = api_error(e);
+        let service = service_fn(move |_request: Request<Incoming>| {
+            let response = error.to_response();
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(context.state.limits.handshake_timeout).keep_alive(false);
+        let _ = builder.serve_connection(TokioIo::new(client), service).await;
+    }
+
+    async fn relay(&self, session: Established<Self>) -> RelayEnd {
+        let Established { context, identity, upstream, client, server, .. } = session;
+        let state = context.state.clone();
+        let fields = Arc::new(context.fields);
+        let session = Arc::new(Session {
+            state: state.clone(),
+            fields: fields.clone(),
+            identity,
+            upstream,
+            role_arn: server.role_arn,
+            upstreams: Default::default(),
+            requests: AtomicU64::new(0),
+            bytes_from_client: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+        });
+        let service = {
+            let session = session.clone();
+            service_fn(move |request| {
+                let session = session.clone();
+                async move { Ok::<_, Infallible>(session.handle(request).await) }
+            })
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(state.limits.handshake_timeout).keep_alive(true);
+        let conn = builder.serve_connection(TokioIo::new(client), service);
+        tokio::pin!(conn);
+        let reason = tokio::select! {
+            r = conn.as_mut() => match r {
+                Ok(()) => "client closed the connection".to_owned(),
+                Err(e) if e.is_timeout() => "the client was too slow sending a request".to_owned(),
+                Err(e) => format!("HTTP error: {e}"),
+            },
+            _ = state.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.as_mut()).await;
+                "the proxy is shutting down".to_owned()
+            }
+        };
+        RelayEnd {
+            fields,
+            bytes_from_client: session.bytes_from_client.load(Ordering::Relaxed),
+            bytes_to_client: session.bytes_to_client.load(Ordering::Relaxed),
+            reason: format!("{reason} after {} requests", session.requests.load(Ordering::Relaxed)),
+            error: None,
+        }
+    }
+}
+
+/// The DynamoDB error that tells a refused client why.
+fn api_error(e: &SessionError) -> ApiError {
+    let message = e.client_message(&REMEDY).map(|m| m.with_hint()).unwrap_or_else(|| e.to_string());
+    match e {
+        SessionError::ClientCert(_) => ApiError::unrecognized_client(message),
+        SessionError::NoUser => ApiError::access_denied(REMEDY.user_option),
+        SessionError::Denied(_) | SessionError::NoRoute | SessionError::UnknownDatabase(_) | SessionError::WrongProtocol { .. } | SessionError::Aws(_) => {
+            ApiError::access_denied(message)
+        }
+        SessionError::Timeout(_) => ApiError::timeout(message),
+        _ => ApiError::internal(message),
+    }
+}
+
+/// One logged-in client connection: who it is, the role it uses, and its connections to AWS.
 struct Session {
     state: Arc<ProxyState>,
     fields: Arc<SessionFields>,
-    /// Why every request is refused (no valid certificate, no role), or what it may use.
-    access: Result<Access, ApiError>,
+    identity: Identity,
+    upstream: Arc<Upstream>,
+    /// The role's ARN.
+    role_arn: String,
     /// Open HTTP connections to AWS endpoints, by authority.
     upstreams: tokio::sync::Mutex<HashMap<String, SendRequest<Full<Bytes>>>>,
     requests: AtomicU64,
     bytes_from_client: AtomicU64,
     /// Response bytes as the responses' Content-Length headers declare them.
     bytes_to_client: AtomicU64,
-}
-
-struct Access {
-    identity: Identity,
-    upstream: Arc<Upstream>,
-    /// The role's ARN.
-    role_arn: String,
-}
-
-async fn serve(connection: Connection) {
-    let mut fields = connection.fields(Protocol::Dynamodb);
-    let Connection { state, database, stream, .. } = connection;
-    let started = Instant::now();
-    let tls = match engine::accept_tls(&state, stream).await {
-        Ok(tls) => tls,
-        Err(e) => return engine::record_refusal(&state, &fields, Protocol::Dynamodb, &e),
-    };
-    let access = admit(&state, database, &tls, &mut fields);
-    let fields = Arc::new(fields);
-    match &access {
-        Ok(_) => {
-            state.metrics.connection("dynamodb", "accepted");
-            state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000I", fields.clone(), true, None, EventDetail::None {}));
-            info!(user = %fields.user, database = %fields.database, db_user = %fields.db_user, "session started");
-        }
-        Err(e) => {
-            state.metrics.connection("dynamodb", "denied");
-            if !fields.user.is_empty() {
-                state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", fields.clone(), false, Some(e.message.clone()), EventDetail::None {}));
-            }
-            info!(error = %e.message, "session refused; its requests get the reason");
-        }
-    }
-    let accepted = access.is_ok();
-    let session = Arc::new(Session {
-        state: state.clone(),
-        fields: fields.clone(),
-        access,
-        upstreams: Default::default(),
-        requests: AtomicU64::new(0),
-        bytes_from_client: AtomicU64::new(0),
-        bytes_to_client: AtomicU64::new(0),
-    });
-    let service = {
-        let session = session.clone();
-        service_fn(move |request| {
-            let session = session.clone();
-            async move { Ok::<_, Infallible>(session.handle(request).await) }
-        })
-    };
-    state.metrics.active_sessions.inc();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(state.limits.handshake_timeout).keep_alive(accepted);
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    let reason = tokio::select! {
-        r = conn.as_mut() => match r {
-            Ok(()) => "client closed the connection".to_owned(),
-            Err(e) if e.is_timeout() => "the client was too slow sending a request".to_owned(),
-            Err(e) => format!("HTTP error: {e}"),
-        },
-        _ = state.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.as_mut()).await;
-            "the proxy is shutting down".to_owned()
-        }
-    };
-    state.metrics.active_sessions.dec();
-    let detail = EventDetail::End {
-        bytes_from_client: session.bytes_from_client.load(Ordering::Relaxed),
-        bytes_to_client: session.bytes_to_client.load(Ordering::Relaxed),
-        duration_ms: started.elapsed().as_millis() as u64,
-        reason: format!("{reason} after {} requests", session.requests.load(Ordering::Relaxed)),
-    };
-    if accepted {
-        state.audit.emit(AuditEvent::new(events::SESSION_END, "DB1002I", fields, true, None, detail));
-    }
-}
-
-/// Identity, database and role of a new connection.
-fn admit(state: &ProxyState, database: Option<Arc<Upstream>>, tls: &engine::ClientTls, fields: &mut SessionFields) -> Result<Access, ApiError> {
-    let identity = engine::client_identity(state, tls).map_err(|e| ApiError::unrecognized_client(e.to_string()))?;
-    fields.user = identity.user.clone();
-    fields.groups = identity.groups.clone();
-    let upstream = engine::choose_upstream(state, database, &identity, Protocol::Dynamodb, fields).map_err(|e| ApiError::access_denied(e.to_string()))?;
-    let db_user = identity.route.as_ref().and_then(|r| r.db_user.clone()).ok_or_else(|| {
-        ApiError::access_denied("your certificate names no IAM role to use: issue it with --db-user ROLE (a role name or ARN the AccessRoles allow)")
-    })?;
-    fields.db_user = db_user.clone();
-    let role_arn = engine::user_role(&upstream, &db_user).map_err(|e| ApiError::access_denied(e.to_string()))?;
-    Ok(Access { identity, upstream, role_arn })
 }
 
 impl Session {
@@ -181,21 +212,19 @@ impl Session {
 
     fn record(&self, call: ApiCall, error: Option<&ApiError>) {
         let state = &self.state;
-        state.metrics.api_request(&call.target, call.status);
-        if self.access.is_ok() {
-            let success = error.is_none() && call.status < 400;
-            let message = error.map(|e| format!("{}: {}", e.code, e.message));
-            state.audit.emit(AuditEvent::new(events::SESSION_REQUEST, "DB1003I", self.fields.clone(), success, message, EventDetail::Request(call)));
-        }
+        let known = Target::parse(Some(&call.target)).is_ok() && call.target.len() <= 64;
+        state.metrics.api_request(known.then_some(call.target.as_str()), call.status);
+        let success = error.is_none() && call.status < 400;
+        let message = error.map(|e| format!("{}: {}", e.code, e.message));
+        state.audit.emit(AuditEvent::new(events::SESSION_REQUEST, "DB1003I", self.fields.clone(), success, message, EventDetail::Request(call)));
     }
 
     /// Checks, re-signs and forwards one request; on failure, the error and what is known of
     /// the call.
     async fn forward(&self, request: Request<Incoming>) -> Result<(Response<Body>, ApiCall), (ApiError, Option<ApiCall>)> {
-        let access = self.access.as_ref().map_err(|e| (e.clone(), None))?;
         let state = &self.state;
-        let upstream = &access.upstream;
-        if let Decision::Deny(reason) = state.authorize(&access.identity, upstream, &self.fields.db_user, None) {
+        let upstream = &self.upstream;
+        if let Decision::Deny(reason) = state.authorize(&self.identity, upstream, &self.fields.db_user, None) {
             return Err((ApiError::access_denied(format!("access denied: {reason}")), None));
         }
         let target = Target::parse(request.headers().get("x-amz-target").and_then(|v| v.to_str().ok())).map_err(|e| (ApiError::unknown_operation(e.to_string()), None))?;
@@ -225,7 +254,7 @@ impl Session {
         }
         let default_port = if upstream.plain_http { 80 } else { 443 };
         let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
-        let credentials = self.credentials(access, upstream).await.map_err(|e| (e, Some(call.clone())))?;
+        let credentials = self.credentials().await.map_err(|e| (e, Some(call.clone())))?;
         let to = sign::Destination { authority: &authority, scheme: if upstream.plain_http { "http" } else { "https" }, region: &upstream.region, signing_name: target.service.signing_name() };
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let signed = sign::resign(&parts.method, path, &parts.headers, body, &to, &credentials, SystemTime::now()).map_err(|e| (ApiError::internal(e.to_string()), Some(call.clone())))?;
@@ -243,8 +272,8 @@ impl Session {
     }
 
     /// The role's credentials; a refused assume-role is the caller's AccessDenied.
-    async fn credentials(&self, access: &Access, upstream: &Upstream) -> Result<aws_credential_types::Credentials, ApiError> {
-        engine::role_credentials(&self.state, upstream, &access.role_arn, &access.identity.user).await.map_err(|e| match e {
+    async fn credentials(&self) -> Result<aws_credential_types::Credentials, ApiError> {
+        connect::role_credentials(&self.state, &self.upstream, &self.role_arn, &self.identity.user).await.map_err(|e| match e {
             AwsError::AssumeRole { .. } => ApiError::access_denied(e.to_string()),
             other => ApiError::internal(format!("the proxy has no usable AWS credentials: {other}")),
         })
@@ -270,17 +299,12 @@ impl Session {
 
     async fn open(&self, host: &str, port: u16) -> Result<SendRequest<Full<Bytes>>, ApiError> {
         let state = &self.state;
-        let upstream = &self.access.as_ref().map_err(Clone::clone)?.upstream;
+        let upstream = &self.upstream;
         let addr = format!("{host}:{port}");
-        let timeout = state.limits.connect_timeout;
-        let unreachable = |e: String| {
-            ApiError::unavailable(format!("cannot reach {addr}: {e}; check the network path from the proxy (security groups, a DynamoDB VPC endpoint or NAT)"))
+        let unreachable = |e: SessionError| {
+            ApiError::unavailable(format!("{e}; check the network path from the proxy (security groups, a DynamoDB VPC endpoint or NAT)"))
         };
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect::tcp_to(state, host, port).await.map_err(unreachable)?;
         let handshake = |e: hyper::Error| ApiError::unavailable(format!("HTTP with {addr} failed: {e}"));
         if upstream.plain_http {
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(handshake)?;
@@ -292,10 +316,7 @@ impl Session {
             return Ok(sender);
         }
         let name = ServerName::try_from(host.to_owned()).map_err(|_| ApiError::internal(format!("{host:?} is not a valid TLS server name")))?;
-        let tls = tokio::time::timeout(timeout, tokio_rustls::TlsConnector::from(upstream.tls.clone()).connect(name, tcp))
-            .await
-            .map_err(|_| unreachable("the TLS handshake timed out".into()))?
-            .map_err(|e| ApiError::unavailable(format!("TLS with {addr} failed: {e}")))?;
+        let tls = connect::tls_to(state, upstream, name, addr.clone(), tcp).await.map_err(unreachable)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(handshake)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {

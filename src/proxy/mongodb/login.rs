@@ -11,7 +11,8 @@ use tracing::{debug, warn};
 
 use super::aws_auth;
 use super::codec::{self, HEADER, Header};
-use crate::proxy::engine::{self, UpstreamTls};
+use crate::proxy::connect;
+use crate::proxy::tls::UpstreamStream;
 use crate::proxy::session::SessionError;
 use crate::proxy::{ProxyState, Upstream};
 
@@ -19,10 +20,9 @@ use crate::proxy::{ProxyState, Upstream};
 const MAX_LOGIN_REPLY: usize = 1 << 20;
 
 /// Connects to DocumentDB and logs in with `credentials` (the role's) as `role_arn`.
-pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, role_arn: &str, credentials: &aws_credential_types::Credentials) -> Result<UpstreamTls, SessionError> {
-    engine::admit(state, upstream).await?;
-    let tcp = engine::connect_tcp(state, upstream).await?;
-    let mut tls = engine::upstream_tls(state, upstream, tcp).await?;
+pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, role_arn: &str, credentials: &aws_credential_types::Credentials) -> Result<UpstreamStream, SessionError> {
+    let tcp = connect::tcp(state, upstream).await?;
+    let mut tls = connect::tls(state, upstream, tcp).await?;
     let nonce: [u8; 32] = rand::random();
     let start = doc! {
         "saslStart": 1,
@@ -55,7 +55,7 @@ pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, role_arn
     Ok(tls)
 }
 
-async fn exchange(state: &ProxyState, tls: &mut UpstreamTls, id: i32, command: &Document) -> Result<Document, SessionError> {
+async fn exchange(state: &ProxyState, tls: &mut UpstreamStream, id: i32, command: &Document) -> Result<Document, SessionError> {
     tls.write_all(&codec::encode_msg(id, 0, command)).await.map_err(SessionError::UpstreamIo)?;
     tls.flush().await.map_err(SessionError::UpstreamIo)?;
     let read = async {
@@ -121,7 +121,7 @@ mod tests {
     fn refusals_name_their_remedy() {
         assert!(check_ok(&doc! { "ok": 1.0 }, "r").is_ok());
         let e = check_ok(&doc! { "ok": 0.0, "code": 18, "errmsg": "Authentication failed." }, "arn:aws:iam::1:role/r").unwrap_err();
-        let m = e.client_message(crate::crd::Protocol::Mongodb).unwrap();
+        let m = e.client_message(&crate::proxy::mongodb::REMEDY).unwrap();
         assert!(m.hint.unwrap().contains("$external"), "{}", m.message);
         let e = check_ok(&doc! { "ok": 0, "code": 2, "errmsg": "Received authentication for mechanism MONGODB-AWS which is unknown or not enabled" }, "r").unwrap_err();
         assert!(e.to_string().contains("DocumentDB 5.0 or later"), "{e}");

@@ -9,109 +9,122 @@ pub mod filter;
 mod login;
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use codec::{HEADER, Header, OP_QUERY};
 use filter::CommandFilter;
 
-use super::audit::SessionFields;
-use super::engine::{self, ClientTls, Connection, Engine};
+use super::Upstream;
+use super::connect;
+use super::pipeline::{Context, Engine, Established, Facts, Login, RelayEnd, Stage};
 use super::relay::{self, Session};
-use super::session::SessionError;
-use super::{ProxyState, Upstream};
+use super::session::{Remedy, SessionError};
+use super::tls::{ClientTls, UpstreamStream};
+use crate::authz::Identity;
 use crate::aws::AwsError;
 use crate::crd::Protocol;
 
 /// The DocumentDB engine.
 pub struct MongodbEngine;
 
+/// The words of DocumentDB remedies.
+pub static REMEDY: Remedy = Remedy {
+    tls_options: "connect with tls=true, tlsCertificateKeyFile (the certificate and key from `portcullis cert issue` in one PEM) and tlsCAFile",
+    user_option: "issue a certificate with --db-user ROLE",
+    iam_user,
+    login: "MONGODB-AWS",
+    rejected,
+    plaintext_server: Some((
+        "the cluster does not speak TLS: IAM authentication needs TLS; set tls to enabled in the cluster parameter group and reboot the instances",
+        &["corrupt message", "InvalidContentType", "reset"],
+    )),
+};
+
+fn iam_user(u: &str) -> String {
+    format!("the role exists as a user in $external with mechanism MONGODB-AWS: db.getSiblingDB(\"$external\").createUser({{user: \"{u}\", mechanisms: [\"MONGODB-AWS\"], roles: [...]}})")
+}
+
+fn rejected(_: &str, iam_user: &str) -> String {
+    format!("check that {iam_user}, and that the cluster runs DocumentDB 5.0 or later with TLS on")
+}
+
+static FACTS: Facts = Facts { name: "mongodb", serves: Protocol::Mongodb, login_wait: "waiting for the first message", remedy: &REMEDY };
+
+/// The client's first message, whole: the login happens when it arrives, and it is relayed
+/// once the session is logged in.
+pub struct FirstMessage {
+    header: Header,
+    raw: Vec<u8>,
+}
+
 impl Engine for MongodbEngine {
-    fn protocol(&self) -> Protocol {
-        Protocol::Mongodb
+    type LoginDetail = FirstMessage;
+    type Server = UpstreamStream;
+
+    fn facts(&self) -> &'static Facts {
+        &FACTS
     }
 
-    fn serve(&self, connection: Connection) -> BoxFuture<'static, ()> {
-        serve(connection).boxed()
-    }
-}
-
-async fn serve(connection: Connection) {
-    let mut fields = connection.fields(Protocol::Mongodb);
-    let Connection { state, database, stream, .. } = connection;
-    let started = Instant::now();
-    let tls = match engine::accept_tls(&state, stream).await {
-        Ok(tls) => tls,
-        Err(e) => return engine::record_refusal(&state, &fields, Protocol::Mongodb, &e),
-    };
-    if let Err(e) = session(&state, database, tls, &mut fields, started).await {
-        engine::record_refusal(&state, &fields, Protocol::Mongodb, &e);
-    }
-}
-
-/// The first message, whole: (header, raw bytes).
-async fn first_message(state: &ProxyState, tls: &mut ClientTls) -> Result<(Header, Vec<u8>), SessionError> {
-    let read = async {
-        let mut head = [0u8; HEADER];
-        tls.read_exact(&mut head).await.map_err(SessionError::ClientIo)?;
-        let header = Header::parse(&head)?;
-        let mut raw = head.to_vec();
-        raw.resize(header.length, 0);
-        tls.read_exact(&mut raw[HEADER..]).await.map_err(SessionError::ClientIo)?;
-        Ok((header, raw))
-    };
-    tokio::time::timeout(state.limits.handshake_timeout, read).await.map_err(|_| SessionError::Timeout("waiting for the first message"))?
-}
-
-async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut tls: ClientTls, fields: &mut SessionFields, started: Instant) -> Result<(), SessionError> {
-    let (header, first) = first_message(state, &mut tls).await?;
-    let outcome = async {
-        let identity = engine::client_identity(state, &tls)?;
-        fields.user = identity.user.clone();
-        fields.groups = identity.groups.clone();
-        let upstream = engine::choose_upstream(state, fixed, &identity, Protocol::Mongodb, fields)?;
+    /// The db user is the IAM role the certificate's route names.
+    async fn read_login(&self, _: &mut Context, client: &mut ClientTls, identity: &Identity) -> Result<Option<Login<FirstMessage>>, SessionError> {
+        let first = first_message(client).await?;
         let db_user = identity.route.as_ref().and_then(|r| r.db_user.clone()).ok_or(SessionError::NoUser)?;
-        fields.db_user = db_user.clone();
-        let audit_queries = state.authorize_session(&identity, &upstream, &db_user, None)?;
-        let role = engine::user_role(&upstream, &db_user).map_err(|e| SessionError::Aws(AwsError::Role(e)))?;
-        let credentials = engine::role_credentials(state, &upstream, &role, &identity.user).await?;
-        let database = login::connect_and_login(state, &upstream, &role, &credentials).await?;
-        Ok((identity, upstream, database, audit_queries))
+        Ok(Some(Login { db_user, db_name: None, detail: first }))
     }
-    .await;
-    let (identity, upstream, database, audit_queries) = match outcome {
-        Ok(x) => x,
-        Err(e) => {
-            if let Some(reply) = error_reply(&header, &e) {
-                let _ = tls.write_all(&reply).await;
-                let _ = tls.flush().await;
-            }
-            let _ = tls.shutdown().await;
-            return Err(e);
+
+    async fn log_in(&self, context: &Context, upstream: &Arc<Upstream>, identity: &Identity, login: &mut Login<FirstMessage>) -> Result<UpstreamStream, SessionError> {
+        let role = connect::user_role(upstream, &login.db_user).map_err(|e| SessionError::Aws(AwsError::Role(e)))?;
+        let credentials = connect::role_credentials(&context.state, upstream, &role, &identity.user).await?;
+        login::connect_and_login(&context.state, upstream, &role, &credentials).await
+    }
+
+    fn refusal(&self, stage: &Stage<'_, FirstMessage>, e: &SessionError) -> Option<Vec<u8>> {
+        match stage {
+            Stage::AfterLogin(login) => error_reply(&login.detail.header, e),
+            _ => None,
         }
-    };
-    let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
-    let session = Session {
-        state: state.clone(),
-        upstream,
-        identity,
-        fields: fields.clone(),
-        started,
-        client: tls,
-        database,
-        greeting: Vec::new(),
-        goodbye: |_| None,
-        pending_input: first,
-    };
-    relay::run(session, CommandFilter::new(audit_queries, check), relay::NoObserver).await
+    }
+
+    /// The answer must be a reply to a message: a refused certificate waits for the first one.
+    async fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send>(&self, context: &Context, client: &mut S, stage: Stage<'_, FirstMessage>, e: &SessionError) {
+        let reply = match stage {
+            Stage::Certificate => match tokio::time::timeout(context.state.limits.handshake_timeout, first_message(client)).await {
+                Ok(Ok(first)) => error_reply(&first.header, e),
+                _ => None,
+            },
+            stage => self.refusal(&stage, e),
+        };
+        if let Some(reply) = reply {
+            let _ = client.write_all(&reply).await;
+            let _ = client.flush().await;
+        }
+        let _ = client.shutdown().await;
+    }
+
+    async fn relay(&self, session: Established<Self>) -> RelayEnd {
+        let Established { context, identity, upstream, client, server, login, audit_queries } = session;
+        let state = context.state;
+        let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
+        let session = Session { state, upstream, identity, fields: context.fields, client, server, greeting: Vec::new(), goodbye: |_| None, pending_input: login.detail.raw };
+        relay::run(session, CommandFilter::new(audit_queries, check), relay::NoObserver).await
+    }
+}
+
+/// Reads the first message, whole.
+async fn first_message<S: AsyncRead + Unpin>(client: &mut S) -> Result<FirstMessage, SessionError> {
+    let mut head = [0u8; HEADER];
+    client.read_exact(&mut head).await.map_err(SessionError::ClientIo)?;
+    let header = Header::parse(&head)?;
+    let mut raw = head.to_vec();
+    raw.resize(header.length, 0);
+    client.read_exact(&mut raw[HEADER..]).await.map_err(SessionError::ClientIo)?;
+    Ok(FirstMessage { header, raw })
 }
 
 /// The error document answering the client's first message, in the form it expects.
 fn error_reply(header: &Header, e: &SessionError) -> Option<Vec<u8>> {
-    let m = e.client_message(Protocol::Mongodb)?;
+    let m = e.client_message(&REMEDY)?;
     let (code, name) = match e {
         SessionError::Denied(_) | SessionError::ClientCert(_) | SessionError::NoUser | SessionError::Aws(_) => (13, "Unauthorized"),
         SessionError::UpstreamRejected { .. } => (18, "AuthenticationFailed"),

@@ -6,7 +6,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use super::codec::{self, AuthReply, CodecError, Greeting, HandshakeResponse, MAX_LOGIN_PACKET, SslRequest, caps};
-use crate::proxy::engine::{self, UpstreamTls};
+use crate::proxy::connect;
+use crate::proxy::tls::UpstreamStream;
 use crate::proxy::session::SessionError;
 use crate::proxy::{ProxyState, Upstream};
 
@@ -62,7 +63,7 @@ pub fn expect_seq(got: u8, expected: u8) -> Result<(), SessionError> {
 /// A logged-in database connection.
 pub struct Connected {
     /// The TLS stream to the database.
-    pub tls: UpstreamTls,
+    pub tls: UpstreamStream,
     /// The payload of the database's final OK packet, for the client.
     pub ok: Vec<u8>,
     /// The database's version string.
@@ -72,10 +73,9 @@ pub struct Connected {
 /// Connects to the database and logs in as the client asked (user, database, capabilities,
 /// attributes), with an IAM token instead of a password.
 pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, client: &HandshakeResponse, end_user: &str) -> Result<Connected, SessionError> {
-    engine::admit(state, upstream).await?;
     let addr = upstream.endpoint();
     let timeout = state.limits.connect_timeout;
-    let mut tcp = engine::connect_tcp(state, upstream).await?;
+    let mut tcp = connect::tcp(state, upstream).await?;
     let (_, payload) = tokio::time::timeout(timeout, read_packet(&mut tcp, MAX_LOGIN_PACKET, "server greeting"))
         .await
         .map_err(|_| SessionError::UpstreamConnectTimeout(addr.clone()))?
@@ -98,7 +98,7 @@ pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, client: 
     let capabilities = (wanted & server.capabilities) | caps::SSL | caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH;
     let prefix = SslRequest { capabilities, max_packet: client.prefix.max_packet, collation: client.prefix.collation };
     tcp.write_all(&codec::packet(1, &prefix.encode())).await.map_err(SessionError::UpstreamIo)?;
-    let mut tls = engine::upstream_tls(state, upstream, tcp).await?;
+    let mut tls = connect::tls(state, upstream, tcp).await?;
     // The client's attributes, and who the user really is (a client cannot set that one).
     let mut attributes: Vec<(String, String)> = client.attributes.iter().filter(|(k, _)| k != "portcullis_user").cloned().collect();
     attributes.push(("portcullis_user".into(), end_user.into()));
@@ -126,7 +126,7 @@ pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, client: 
                 return Ok(Connected { tls, ok: payload, server_version: server.server_version });
             }
             AuthReply::Switch { plugin } if plugin == "mysql_clear_password" && !token_sent => {
-                let token = engine::iam_token(state, upstream, db_user).await?;
+                let token = connect::iam_token(state, upstream, db_user).await?;
                 let mut answer = token.expose().as_bytes().to_vec();
                 answer.push(0);
                 write(&mut tls, seq.wrapping_add(1), &answer).await?;

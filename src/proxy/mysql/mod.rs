@@ -7,37 +7,40 @@ pub mod filter;
 mod login;
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use codec::{CodecError, HandshakeResponse, MAX_LOGIN_PACKET, SslRequest, caps};
 use filter::{CommandFilter, PrepareWatcher, Prepared};
 use login::{client_read_error, expect_seq, read_packet};
 
-use super::audit::SessionFields;
-use super::engine::{self, Connection, Engine};
+use super::pipeline::{Context, Engine, Established, Facts, Login, Opening, RelayEnd, Stage};
 use super::relay::{self, Session};
-use super::session::SessionError;
-use super::{ProxyState, Upstream};
+use super::session::{Remedy, SessionError, rds_rejected};
+use super::tls::ClientTls;
+use super::Upstream;
+use crate::authz::Identity;
 use crate::crd::Protocol;
-
 
 /// The MySQL engine.
 pub struct MysqlEngine;
 
-impl Engine for MysqlEngine {
-    fn protocol(&self) -> Protocol {
-        Protocol::Mysql
-    }
+/// The words of MySQL remedies.
+pub static REMEDY: Remedy = Remedy {
+    tls_options: "connect with --ssl-ca, --ssl-cert and --ssl-key from `portcullis cert issue` and --ssl-verify-server-cert (MariaDB client) or --ssl-mode=VERIFY_IDENTITY (MySQL client)",
+    user_option: "pass --user <db user>",
+    iam_user,
+    login: "IAM",
+    rejected: rds_rejected,
+    plaintext_server: None,
+};
 
-    fn serve(&self, connection: Connection) -> BoxFuture<'static, ()> {
-        serve(connection).boxed()
-    }
+fn iam_user(u: &str) -> String {
+    format!("{u:?} is created for IAM: CREATE USER '{u}' IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS'")
 }
+
+static FACTS: Facts = Facts { name: "mysql", serves: Protocol::Mysql, login_wait: "waiting for the client's handshake response", remedy: &REMEDY };
 
 impl From<CodecError> for SessionError {
     fn from(e: CodecError) -> Self {
@@ -45,22 +48,18 @@ impl From<CodecError> for SessionError {
     }
 }
 
-async fn serve(connection: Connection) {
-    let mut fields = connection.fields(Protocol::Mysql);
-    let Connection { state, database, stream, .. } = connection;
-    if let Err(e) = session(&state, database, stream, &mut fields).await {
-        engine::record_refusal(&state, &fields, Protocol::Mysql, &e);
+impl Engine for MysqlEngine {
+    type LoginDetail = HandshakeResponse;
+    type Server = login::Connected;
+
+    fn facts(&self) -> &'static Facts {
+        &FACTS
     }
-}
 
-async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut stream: TcpStream, fields: &mut SessionFields) -> Result<(), SessionError> {
-    let started = Instant::now();
-    let timeout = state.limits.handshake_timeout;
-    stream.write_all(&codec::packet(0, &login::greeting().encode())).await.map_err(SessionError::ClientIo)?;
-
-    // Before TLS only an SSLRequest is acceptable.
-    let plain = async {
-        let (seq, payload) = tokio::time::timeout(timeout, read_packet(&mut stream, MAX_LOGIN_PACKET, "handshake response"))
+    /// The proxy's greeting; before TLS only an SSLRequest is acceptable.
+    async fn open(&self, context: &mut Context, stream: &mut TcpStream) -> Result<Opening, SessionError> {
+        stream.write_all(&codec::packet(0, &login::greeting().encode())).await.map_err(SessionError::ClientIo)?;
+        let (seq, payload) = tokio::time::timeout(context.state.limits.handshake_timeout, read_packet(stream, MAX_LOGIN_PACKET, "handshake response"))
             .await
             .map_err(|_| SessionError::Timeout("waiting for the client's handshake response"))?
             .map_err(client_read_error)?;
@@ -75,26 +74,11 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut stre
         if payload.len() != 32 {
             return Err(CodecError::Malformed("SSLRequest (longer than 32 bytes)").into());
         }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = plain {
-        send_error(&mut stream, 2, &e).await;
-        return Err(e);
+        Ok(Opening::Tls)
     }
 
-    let mut tls = engine::accept_tls(state, stream).await?;
-    // The client sends its whole response before it reads: read it first, so that every answer
-    // carries the sequence id the client expects.
-    let response = tokio::time::timeout(timeout, read_packet(&mut tls, MAX_LOGIN_PACKET, "handshake response"))
-        .await
-        .map_err(|_| SessionError::Timeout("waiting for the client's handshake response"))
-        .and_then(|r| r.map_err(client_read_error));
-    let outcome = async {
-        let identity = engine::client_identity(state, &tls)?;
-        fields.user = identity.user.clone();
-        fields.groups = identity.groups.clone();
-        let (seq, payload) = response?;
+    async fn read_login(&self, _: &mut Context, client: &mut ClientTls, _: &Identity) -> Result<Option<Login<HandshakeResponse>>, SessionError> {
+        let (seq, payload) = read_packet(client, MAX_LOGIN_PACKET, "handshake response").await.map_err(client_read_error)?;
         expect_seq(seq, 2)?;
         let response = HandshakeResponse::parse(&payload)?;
         let c = response.prefix.capabilities;
@@ -107,39 +91,43 @@ async fn session(state: &Arc<ProxyState>, fixed: Option<Arc<Upstream>>, mut stre
         if response.user.is_empty() {
             return Err(SessionError::NoUser);
         }
-        fields.db_user = response.user.clone();
-        fields.db_name = response.database.clone().unwrap_or_default();
-        let upstream = engine::choose_upstream(state, fixed, &identity, Protocol::Mysql, fields)?;
-        let audit_queries = state.authorize_session(&identity, &upstream, &fields.db_user, response.database.as_deref())?;
-        let connected = login::connect_and_login(state, &upstream, &response, &identity.user).await?;
-        Ok((identity, upstream, connected, audit_queries))
+        Ok(Some(Login { db_user: response.user.clone(), db_name: response.database.clone(), detail: response }))
     }
-    .await;
-    let (identity, upstream, connected, audit_queries) = match outcome {
-        Ok(x) => x,
-        Err(e) => {
-            send_error(&mut tls, 3, &e).await;
-            return Err(e);
-        }
-    };
-    tracing::debug!(server_version = %connected.server_version, "logged in to the database");
 
-    let prepared = Arc::new(Mutex::new(Prepared::default()));
-    let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
-    let filter = CommandFilter::new(audit_queries, prepared.clone(), check);
-    let session = Session {
-        state: state.clone(),
-        upstream,
-        identity,
-        fields: fields.clone(),
-        started,
-        client: tls,
-        database: connected.tls,
-        greeting: codec::packet(3, &connected.ok),
-        goodbye,
-        pending_input: Vec::new(),
-    };
-    relay::run(session, filter, PrepareWatcher::new(prepared)).await
+    async fn log_in(&self, context: &Context, upstream: &Arc<Upstream>, identity: &Identity, login: &mut Login<HandshakeResponse>) -> Result<login::Connected, SessionError> {
+        let connected = login::connect_and_login(&context.state, upstream, &login.detail, &identity.user).await?;
+        tracing::debug!(server_version = %connected.server_version, "logged in to the database");
+        Ok(connected)
+    }
+
+    fn refusal(&self, stage: &Stage<'_, HandshakeResponse>, e: &SessionError) -> Option<Vec<u8>> {
+        // The client's SSLRequest was packet 1; after TLS its handshake response is packet 2.
+        err_packet(if matches!(stage, Stage::Plaintext) { 2 } else { 3 }, e)
+    }
+
+    /// A refused certificate: the client sends its whole handshake response before it reads,
+    /// so it is read first (and dropped), and the answer carries the sequence id it expects.
+    async fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send>(&self, context: &Context, client: &mut S, stage: Stage<'_, HandshakeResponse>, e: &SessionError) {
+        if matches!(stage, Stage::Certificate) {
+            let _ = tokio::time::timeout(context.state.limits.handshake_timeout, read_packet(client, MAX_LOGIN_PACKET, "handshake response")).await;
+        }
+        if let Some(wire) = self.refusal(&stage, e) {
+            let _ = client.write_all(&wire).await;
+            let _ = client.flush().await;
+        }
+        let _ = client.shutdown().await;
+    }
+
+    async fn relay(&self, session: Established<Self>) -> RelayEnd {
+        let Established { context, identity, upstream, client, server, audit_queries, .. } = session;
+        let state = context.state;
+        let prepared = Arc::new(Mutex::new(Prepared::default()));
+        let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
+        let filter = CommandFilter::new(audit_queries, prepared.clone(), check);
+        let greeting = codec::packet(3, &server.ok);
+        let session = Session { state, upstream, identity, fields: context.fields, client, server: server.tls, greeting, goodbye, pending_input: Vec::new() };
+        relay::run(session, filter, PrepareWatcher::new(prepared)).await
+    }
 }
 
 /// The ERR packet that ends a running session (revoked, shutting down). Sequence id 1: a client
@@ -150,7 +138,7 @@ fn goodbye(e: &SessionError) -> Option<Vec<u8>> {
 
 /// The ERR packet for `e` with sequence id `seq`, if the client can be told anything.
 fn err_packet(seq: u8, e: &SessionError) -> Option<Vec<u8>> {
-    let m = e.client_message(Protocol::Mysql)?;
+    let m = e.client_message(&REMEDY)?;
     let (code, sqlstate) = error_code(e);
     let sqlstate = match e {
         SessionError::UpstreamFatal { sqlstate, .. } => sqlstate.as_str(),
@@ -176,14 +164,5 @@ fn error_code(e: &SessionError) -> (u16, &'static str) {
         ShuttingDown => (1053, "08S01"),
         GssEncUnsupported | Replication => (1235, "42000"),
         UpstreamProtocol(_) | UpstreamIo(_) | ClientIo(_) | ClientTls(_) => (1105, "HY000"),
-    }
-}
-
-/// Writes the ERR packet for `e` (if any) and closes.
-async fn send_error<S: AsyncWrite + Unpin>(stream: &mut S, seq: u8, e: &SessionError) {
-    if let Some(wire) = err_packet(seq, e) {
-        let _ = stream.write_all(&wire).await;
-        let _ = stream.flush().await;
-        let _ = stream.shutdown().await;
     }
 }

@@ -8,14 +8,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
 use super::codec::{self, MAX_AUTH_PHASE_MESSAGE};
-use crate::proxy::engine::{self, UpstreamTls};
+use crate::proxy::connect;
+use crate::proxy::tls::UpstreamStream;
 use crate::proxy::session::SessionError;
 use crate::proxy::{ProxyState, Upstream};
 
 /// A logged-in upstream connection and what it said up to its first ReadyForQuery.
 pub struct Connected {
     /// The TLS stream to the database.
-    pub tls: UpstreamTls,
+    pub tls: UpstreamStream,
     /// Messages for the client before BackendKeyData (AuthenticationOk, ParameterStatus, …).
     pub before_key: BytesMut,
     /// Messages for the client after BackendKeyData, up to and including ReadyForQuery.
@@ -25,9 +26,9 @@ pub struct Connected {
 }
 
 /// Opens a TLS connection to the database (TCP connect, SSLRequest, handshake).
-pub async fn connect_tls(state: &ProxyState, upstream: &Upstream) -> Result<UpstreamTls, SessionError> {
+pub async fn connect_tls(state: &ProxyState, upstream: &Upstream) -> Result<UpstreamStream, SessionError> {
     let addr = upstream.endpoint();
-    let mut tcp = engine::connect_tcp(state, upstream).await?;
+    let mut tcp = connect::tcp(state, upstream).await?;
     tcp.write_all(&codec::encode_ssl_request()).await.map_err(SessionError::UpstreamIo)?;
     let mut answer = [0u8; 1];
     tokio::time::timeout(state.limits.connect_timeout, tcp.read_exact(&mut answer))
@@ -39,7 +40,7 @@ pub async fn connect_tls(state: &ProxyState, upstream: &Upstream) -> Result<Upst
         b'N' => return Err(SessionError::UpstreamNoTls(addr)),
         other => return Err(SessionError::UpstreamProtocol(format!("unexpected answer {other:#04x} to SSLRequest"))),
     }
-    engine::upstream_tls(state, upstream, tcp).await
+    connect::tls(state, upstream, tcp).await
 }
 
 /// Connects to the database and logs in as `db_user` with an IAM token.
@@ -50,7 +51,6 @@ pub async fn connect_and_login(
     params: &[(String, String)],
     db_user: &str,
 ) -> Result<Connected, SessionError> {
-    engine::admit(state, upstream).await?;
     let mut tls = connect_tls(state, upstream).await?;
     tls.write_all(&codec::encode_startup(version, params)).await.map_err(SessionError::UpstreamIo)?;
     tls.flush().await.map_err(SessionError::UpstreamIo)?;
@@ -72,7 +72,7 @@ pub async fn connect_and_login(
                         before_key.extend_from_slice(&codec::encode_message(tag, &body));
                     }
                     3 => {
-                        let token = engine::iam_token(state, upstream, db_user).await?;
+                        let token = connect::iam_token(state, upstream, db_user).await?;
                         tls.write_all(&codec::password_message(token.expose())).await.map_err(SessionError::UpstreamIo)?;
                         tls.flush().await.map_err(SessionError::UpstreamIo)?;
                     }

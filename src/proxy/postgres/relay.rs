@@ -1,20 +1,15 @@
-//! The PostgreSQL side of the shared relay: the end of the login (with the proxy's cancel key)
-//! for the client, and a filter that forwards every byte unchanged while the scanner reports
-//! statements for the audit trail.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! The PostgreSQL relay phase: the end of the login (with the proxy's cancel key) for the
+//! client, and a filter that forwards every byte unchanged while the scanner reports statements
+//! for the audit trail.
 
 use super::login::Connected;
 use super::scanner::{ClientEvent, ClientScanner};
-use super::{codec, fatal_error};
-use crate::authz::Identity;
+use super::{PostgresEngine, codec, fatal_error};
 use crate::proxy::audit::SessionFields;
 use crate::proxy::cancel::UpstreamCancel;
-use crate::proxy::engine::ClientTls;
+use crate::proxy::pipeline::{Established, RelayEnd};
 use crate::proxy::relay::{self, ClientFilter, NoObserver, Session, Step};
 use crate::proxy::session::SessionError;
-use crate::proxy::{ProxyState, Upstream};
 
 /// Forwards everything; reports statements.
 struct StatementAudit {
@@ -35,19 +30,11 @@ impl ClientFilter for StatementAudit {
     }
 }
 
-/// Runs an established session to its end, with start and end audit events.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    state: &Arc<ProxyState>,
-    upstream: Arc<Upstream>,
-    identity: Identity,
-    client: ClientTls,
-    connected: Connected,
-    fields: SessionFields,
-    audit_queries: bool,
-    started: Instant,
-) -> Result<(), SessionError> {
-    let Connected { tls: database, before_key, after_key, backend_key } = connected;
+/// Relays a logged-in session to its end.
+pub async fn run(session: Established<PostgresEngine>) -> RelayEnd {
+    let Established { context, identity, upstream, client, server, audit_queries, .. } = session;
+    let Connected { tls, before_key, after_key, backend_key } = server;
+    let state = context.state;
     // The client gets the proxy's own cancel key; the registry maps it to the database's.
     let cancel_guard = backend_key.map(|(pid, key)| state.cancels.register(UpstreamCancel { upstream: upstream.clone(), pid, key }));
     let mut greeting = before_key.to_vec();
@@ -55,9 +42,9 @@ pub async fn run(
         greeting.extend_from_slice(&codec::backend_key_data(*pid, key));
     }
     greeting.extend_from_slice(&after_key);
-    let session = Session { state: state.clone(), upstream, identity, fields, started, client, database, greeting, goodbye: fatal_error, pending_input: Vec::new() };
+    let session = Session { state, upstream, identity, fields: context.fields, client, server: tls, greeting, goodbye: fatal_error, pending_input: Vec::new() };
     let filter = StatementAudit { scanner: ClientScanner::new(audit_queries), events: Vec::new() };
-    let result = relay::run(session, filter, NoObserver).await;
+    let end = relay::run(session, filter, NoObserver).await;
     drop(cancel_guard);
-    result
+    end
 }

@@ -77,11 +77,10 @@ impl ProxyMetrics {
         r.register("api_requests", "HTTP API requests (DynamoDB) by X-Amz-Target and status", self.api_requests.clone());
     }
 
-    /// Counts one HTTP API request. Unknown targets are counted under `other`, so clients cannot
-    /// grow the label set.
-    pub fn api_request(&self, target: &str, status: u16) {
-        let known = crate::proxy::dynamodb::target::Target::parse(Some(target)).is_ok() && target.len() <= 64;
-        let target = if known { target.to_owned() } else { "other".to_owned() };
+    /// Counts one HTTP API request; `target` is `None` for targets the engine does not know,
+    /// which are counted under `other`, so clients cannot grow the label set.
+    pub fn api_request(&self, target: Option<&str>, status: u16) {
+        let target = target.unwrap_or("other").to_owned();
         self.api_requests.get_or_create(&ApiLabels { target, status }).inc();
     }
 

@@ -1,0 +1,353 @@
+//! The life of every client connection, written once for all engines: plaintext opening → TLS
+//! → the client certificate's identity → the client's login request → route → authorize →
+//! admit → upstream login → relay → audit. An engine implements the phases of its protocol
+//! ([`Engine`]); it cannot skip the identity check, the authorization or the audit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use super::audit::{AuditEvent, EventDetail, SessionFields, events};
+use super::session::{Remedy, SessionError};
+use super::tls::ClientTls;
+use super::upstream::Upstream;
+use super::ProxyState;
+use crate::authz::Identity;
+use crate::crd::Protocol;
+
+/// The facts of a protocol the pipeline needs.
+pub struct Facts {
+    /// The engine's name in metrics labels and audit events (`postgres`, `mysql`, …).
+    pub name: &'static str,
+    /// The `spec.protocol` of the Databases it serves.
+    pub serves: Protocol,
+    /// What the client is waiting for while the proxy reads its login request (in timeouts).
+    pub login_wait: &'static str,
+    /// The protocol's words in remedies.
+    pub remedy: &'static Remedy,
+}
+
+/// What the client asked to log in as, and the engine's own part of the request.
+pub struct Login<D> {
+    /// The database user.
+    pub db_user: String,
+    /// The database name, if the protocol names one at login.
+    pub db_name: Option<String>,
+    /// What else the engine read (startup parameters, the handshake response, a first message).
+    pub detail: D,
+}
+
+/// How the plaintext opening ended.
+pub enum Opening {
+    /// Go on with the TLS handshake.
+    Tls,
+    /// The connection did what it came for without a session (a PostgreSQL CancelRequest).
+    Done,
+}
+
+/// Where a refusal happens: the client may expect a different answer before and after the proxy
+/// has read its login request.
+pub enum Stage<'a, D> {
+    /// Before TLS.
+    Plaintext,
+    /// The certificate was refused: the login request is not read.
+    Certificate,
+    /// Reading the login request failed.
+    LoginRequest,
+    /// After the login request was read.
+    AfterLogin(&'a Login<D>),
+}
+
+/// A connection's own state: who, from where, since when, and its audit fields.
+pub struct Context {
+    /// The proxy.
+    pub state: Arc<ProxyState>,
+    /// The session id.
+    pub session_id: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the connection was accepted.
+    pub started: Instant,
+    /// The audit fields, filled as the phases learn them.
+    pub fields: SessionFields,
+}
+
+/// A logged-in session, handed to the engine's relay phase.
+pub struct Established<E: Engine + ?Sized> {
+    /// The connection.
+    pub context: Context,
+    /// Who the client is.
+    pub identity: Identity,
+    /// The Database.
+    pub upstream: Arc<Upstream>,
+    /// The client's TLS stream.
+    pub client: ClientTls,
+    /// The engine's logged-in upstream.
+    pub server: E::Server,
+    /// The login request.
+    pub login: Login<E::LoginDetail>,
+    /// Whether statements are audited.
+    pub audit_queries: bool,
+}
+
+/// How a relay ended: the figures of the end event.
+pub struct RelayEnd {
+    /// The audit fields as they were at the end (a `USE` changes the database name).
+    pub fields: Arc<SessionFields>,
+    /// Bytes the client sent.
+    pub bytes_from_client: u64,
+    /// Bytes the client was sent.
+    pub bytes_to_client: u64,
+    /// Why it ended.
+    pub reason: String,
+    /// The error that ended it, if one did.
+    pub error: Option<SessionError>,
+}
+
+/// A wire protocol's phases. Defaults cover protocols that speak TLS from the first byte.
+pub trait Engine: Send + Sync + 'static {
+    /// The engine's part of a login request.
+    type LoginDetail: Send + Sync;
+    /// A logged-in upstream.
+    type Server: Send;
+
+    /// The protocol's facts.
+    fn facts(&self) -> &'static Facts;
+
+    /// The plaintext exchange before TLS (PostgreSQL's SSLRequest, MySQL's greeting). An error
+    /// is answered with [`Engine::refusal`] at [`Stage::Plaintext`].
+    fn open(&self, _context: &mut Context, _stream: &mut TcpStream) -> impl Future<Output = Result<Opening, SessionError>> + Send {
+        async { Ok(Opening::Tls) }
+    }
+
+    /// Reads the client's login request; runs only for a verified identity. `None`: the
+    /// connection ended without a session (nothing to refuse).
+    fn read_login(
+        &self,
+        context: &mut Context,
+        client: &mut ClientTls,
+        identity: &Identity,
+    ) -> impl Future<Output = Result<Option<Login<Self::LoginDetail>>, SessionError>> + Send;
+
+    /// Waits for the database's new-connection budget (IAM logins are rate-limited by AWS).
+    fn admit(&self, context: &Context, upstream: &Upstream) -> impl Future<Output = Result<(), SessionError>> + Send {
+        async move { upstream.limiter.acquire(context.state.limits.connect_timeout).await.map_err(|_| SessionError::RateLimited(upstream.key())) }
+    }
+
+    /// Connects to the database and logs in as the login's db user.
+    fn log_in(
+        &self,
+        context: &Context,
+        upstream: &Arc<Upstream>,
+        identity: &Identity,
+        login: &mut Login<Self::LoginDetail>,
+    ) -> impl Future<Output = Result<Self::Server, SessionError>> + Send;
+
+    /// The bytes that tell the client why its session ends, in the protocol's own error format;
+    /// `None` when it cannot be told.
+    fn refusal(&self, stage: &Stage<'_, Self::LoginDetail>, e: &SessionError) -> Option<Vec<u8>>;
+
+    /// Tells the client why its session ends and closes. The default writes
+    /// [`Engine::refusal`]; engines whose client must be read first override it.
+    fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &self,
+        _context: &Context,
+        client: &mut S,
+        stage: Stage<'_, Self::LoginDetail>,
+        e: &SessionError,
+    ) -> impl Future<Output = ()> + Send {
+        let wire = self.refusal(&stage, e);
+        async move {
+            if let Some(wire) = wire {
+                let _ = client.write_all(&wire).await;
+                let _ = client.flush().await;
+            }
+            let _ = client.shutdown().await;
+        }
+    }
+
+    /// Relays the logged-in session to its end.
+    fn relay(&self, session: Established<Self>) -> impl Future<Output = RelayEnd> + Send;
+}
+
+/// A type-erased engine, as listeners hold it.
+pub trait Serve: Send + Sync {
+    /// The protocol's facts.
+    fn facts(&self) -> &'static Facts;
+    /// Runs one connection's life.
+    fn serve(&'static self, connection: Connection) -> BoxFuture<'static, ()>;
+}
+
+impl<E: Engine> Serve for E {
+    fn facts(&self) -> &'static Facts {
+        Engine::facts(self)
+    }
+
+    fn serve(&'static self, connection: Connection) -> BoxFuture<'static, ()> {
+        run(self, connection).boxed()
+    }
+}
+
+/// One accepted client connection.
+pub struct Connection {
+    /// The proxy.
+    pub state: Arc<ProxyState>,
+    /// The listener's Database; `None` when the certificate's route chooses.
+    pub fixed_upstream: Option<Arc<Upstream>>,
+    /// The client's socket.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The session id.
+    pub session_id: String,
+}
+
+/// Runs one connection's life with `engine`. Never panics on client or database input.
+pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
+    let Connection { state, fixed_upstream, mut stream, peer, session_id } = connection;
+    let facts = engine.facts();
+    let fields = SessionFields { session_id: session_id.clone(), protocol: facts.name.to_owned(), client_addr: peer.to_string(), ..Default::default() };
+    let mut context = Context { state, session_id, peer, started: Instant::now(), fields };
+
+    match engine.open(&mut context, &mut stream).await {
+        Ok(Opening::Tls) => {}
+        Ok(Opening::Done) => return,
+        Err(e) => {
+            engine.refuse(&context, &mut stream, Stage::Plaintext, &e).await;
+            return record_refusal(&context, facts, &e);
+        }
+    }
+    let acceptor = TlsAcceptor::from(context.state.server_tls.config.clone());
+    let mut client = match tokio::time::timeout(context.state.limits.handshake_timeout, acceptor.accept(stream)).await {
+        Err(_) => return record_refusal(&context, facts, &SessionError::Timeout("in the TLS handshake")),
+        Ok(Err(e)) => return record_refusal(&context, facts, &SessionError::ClientTls(e)),
+        Ok(Ok(tls)) => tls,
+    };
+    let identity = match verify(&context.state, &client) {
+        Ok(identity) => identity,
+        Err(e) => {
+            engine.refuse(&context, &mut client, Stage::Certificate, &e).await;
+            return record_refusal(&context, facts, &e);
+        }
+    };
+    context.fields.user = identity.user.clone();
+    context.fields.groups = identity.groups.clone();
+
+    let handshake = context.state.limits.handshake_timeout;
+    let login = match tokio::time::timeout(handshake, engine.read_login(&mut context, &mut client, &identity)).await {
+        Ok(Ok(Some(login))) => login,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            engine.refuse(&context, &mut client, Stage::LoginRequest, &e).await;
+            return record_refusal(&context, facts, &e);
+        }
+        Err(_) => {
+            let e = SessionError::Timeout(facts.login_wait);
+            engine.refuse(&context, &mut client, Stage::LoginRequest, &e).await;
+            return record_refusal(&context, facts, &e);
+        }
+    };
+    context.fields.db_user = login.db_user.clone();
+    context.fields.db_name = login.db_name.clone().unwrap_or_default();
+    let mut login = login;
+    let outcome = async {
+        let upstream = route(&context.state, fixed_upstream, &identity, facts, &mut context.fields)?;
+        let audit_queries = authorize(&context.state, &identity, &upstream, &login)?;
+        engine.admit(&context, &upstream).await?;
+        let server = engine.log_in(&context, &upstream, &identity, &mut login).await?;
+        Ok((upstream, audit_queries, server))
+    }
+    .await;
+    let (upstream, audit_queries, server) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            engine.refuse(&context, &mut client, Stage::AfterLogin(&login), &e).await;
+            return record_refusal(&context, facts, &e);
+        }
+    };
+
+    let state = context.state.clone();
+    let started = context.started;
+    state.metrics.connection(facts.name, "accepted");
+    state.metrics.active_sessions.inc();
+    let start_fields = Arc::new(context.fields.clone());
+    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000I", start_fields.clone(), true, None, EventDetail::None {}));
+    info!(user = %start_fields.user, database = %start_fields.database, db_user = %start_fields.db_user, db_name = %start_fields.db_name, "session started");
+
+    let end = engine.relay(Established { context, identity, upstream, client, server, login, audit_queries }).await;
+
+    state.metrics.active_sessions.dec();
+    state.metrics.add_bytes("client_to_upstream", end.bytes_from_client);
+    state.metrics.add_bytes("upstream_to_client", end.bytes_to_client);
+    let detail = EventDetail::End {
+        bytes_from_client: end.bytes_from_client,
+        bytes_to_client: end.bytes_to_client,
+        duration_ms: started.elapsed().as_millis() as u64,
+        reason: end.reason,
+    };
+    state.audit.emit(AuditEvent::new(events::SESSION_END, "DB1002I", end.fields, true, None, detail));
+    // A protocol error mid-session is logged, not re-audited as a refused start.
+    if let Some(e) = &end.error {
+        info!(error = %e, "session ended with an error");
+    }
+}
+
+/// The identity in the client's certificate, verified against the client CA.
+fn verify(state: &ProxyState, client: &ClientTls) -> Result<Identity, SessionError> {
+    let chain = client.get_ref().1.peer_certificates().map(|c| c.to_vec());
+    Ok(state.server_tls.verify_client(chain.as_deref())?)
+}
+
+/// The Database of this session: the listener's, or the one the certificate's route names; it
+/// must be one the engine serves. Fills the routing fields.
+fn route(state: &ProxyState, fixed: Option<Arc<Upstream>>, identity: &Identity, facts: &Facts, fields: &mut SessionFields) -> Result<Arc<Upstream>, SessionError> {
+    let upstream = match fixed {
+        Some(db) => db,
+        None => {
+            let name = identity.route.as_ref().and_then(|r| r.database.as_deref()).ok_or(SessionError::NoRoute)?;
+            state.database(name).ok_or_else(|| SessionError::UnknownDatabase(name.to_owned()))?
+        }
+    };
+    if upstream.protocol != facts.serves {
+        return Err(SessionError::WrongProtocol { database: upstream.key(), actual: upstream.protocol, expected: facts.serves });
+    }
+    fields.database = upstream.key();
+    fields.endpoint = upstream.endpoint();
+    Ok(upstream)
+}
+
+/// The AccessRoles' verdict on the login; on success, whether statements are audited.
+fn authorize<D>(state: &ProxyState, identity: &Identity, upstream: &Upstream, login: &Login<D>) -> Result<bool, SessionError> {
+    match state.authorize(identity, upstream, &login.db_user, login.db_name.as_deref()) {
+        crate::authz::Decision::Allow { audit_queries, .. } => Ok(audit_queries),
+        crate::authz::Decision::Deny(reason) => Err(SessionError::Denied(reason)),
+    }
+}
+
+/// Records a session that ended before it started: metrics, a log line, and an audit event
+/// when the client had shown who it is.
+fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
+    let state = &context.state;
+    state.metrics.connection(facts.name, if matches!(e, SessionError::Denied(_)) { "denied" } else { "failed" });
+    state.metrics.auth_failure(e.kind());
+    match e {
+        SessionError::ClientIo(_) => debug!(error = %e, "client went away"),
+        _ => info!(error = %e, kind = e.kind(), "session refused"),
+    }
+    // Connections that never showed a certificate (port scans, health checks) are not audited.
+    if !context.fields.user.is_empty() {
+        let message = e.client_message(facts.remedy).map(|m| m.message).unwrap_or_else(|| e.to_string());
+        state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", Arc::new(context.fields.clone()), false, Some(message), EventDetail::None {}));
+    }
+}
+
+#[cfg(test)]
+mod tests;
