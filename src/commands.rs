@@ -46,7 +46,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let (paths, secrets) = match &args.config {
         Some(path) => {
-            let config = crate::standalone::ProxyConfig::load(path)?;
+            let config = crate::proxy::config::ProxyConfig::load(path)?;
             (config.resources, config.secrets_dir.or(args.secrets_dir))
         }
         None => (args.manifests.clone(), args.secrets_dir),
@@ -89,7 +89,7 @@ fn iam(cmd: IamCommand) -> anyhow::Result<ExitCode> {
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if args.check {
-        let config = crate::standalone::ProxyConfig::load(&args.config)?;
+        let config = crate::proxy::config::ProxyConfig::load(&args.config)?;
         let manifests = crate::standalone::load_manifests(&config.resources)?;
         for db in &manifests.databases {
             crate::proxy::Upstream::resolve(db, config.secrets_dir.as_deref(), config.limits.upstream_connects_per_second)?;

@@ -23,7 +23,7 @@ use super::upstream::{ResolveError, Upstream};
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::Protocol;
 use crate::metrics::ProxyMetrics;
-use crate::standalone::{ConfigError, ProxyConfig, load_manifests};
+use crate::{proxy::config::{ConfigError, ProxyConfig}, standalone::load_manifests};
 
 
 /// How long running sessions get to finish after a shutdown signal.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod cancel;
 mod cluster;
+pub mod config;
 pub mod dynamodb;
 pub mod mongodb;
 pub mod engine;
@@ -19,7 +20,7 @@ pub mod upstream;
 
 pub use cluster::{ClusterError, PROXY_FIELD_MANAGER, run_cluster};
 pub use listener::{ProxyError, run_standalone, wait_for_termination};
-pub use upstream::{FieldError, Upstream, split_endpoint, validate_database};
+pub use upstream::Upstream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use crate::authz::{self, Decision, Identity};
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::AccessRole;
 use crate::metrics::ProxyMetrics;
-use crate::standalone::LimitsConfig;
+use config::LimitsConfig;
 use audit::AuditSink;
 use cancel::CancelRegistry;
 use tls::ServerTls;

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use super::ConfigError;
-use crate::crd::{AccessRole, Database, GROUP};
+use crate::crd::{AccessRole, Database, GROUP, validate_database};
+use crate::proxy::config::ConfigError;
 
 /// The resources a standalone proxy serves.
 #[derive(Debug, Clone, Default)]
@@ -90,7 +90,7 @@ fn load_file(file: &Path, out: &mut Manifests) -> Result<(), ConfigError> {
             "Database" => {
                 let mut db: Database = serde_path_to_error::deserialize(value.clone()).map_err(convert)?;
                 db.metadata.namespace.get_or_insert_with(|| "default".into());
-                crate::proxy::validate_database(&db).map_err(|e| invalid(document.clone(), e.field, e.message))?;
+                validate_database(&db).map_err(|e| invalid(document.clone(), e.field, e.message))?;
                 out.databases.push(db);
             }
             "AccessRole" => {
