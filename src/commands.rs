@@ -46,12 +46,12 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let (paths, secrets) = match &args.config {
         Some(path) => {
-            let config = crate::standalone::ProxyConfig::load(path)?;
+            let config = crate::proxy::config::ProxyConfig::load(path)?;
             (config.resources, config.secrets_dir.or(args.secrets_dir))
         }
         None => (args.manifests.clone(), args.secrets_dir),
     };
-    let manifests = crate::standalone::load_manifests(&paths)?;
+    let manifests = crate::proxy::manifests::load_manifests(&paths)?;
     let checks = crate::doctor::run(&manifests.databases, secrets.as_deref(), args.timeout).await;
     match args.output {
         OutputFormat::Table => print!("{}", crate::doctor::render_table(&checks)),
@@ -68,7 +68,7 @@ fn iam(cmd: IamCommand) -> anyhow::Result<ExitCode> {
                 Some(t) => Some(t.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).context("--role-tag takes key=value")?),
                 None => None,
             };
-            let m = crate::standalone::load_manifests(&manifests)?;
+            let m = crate::proxy::manifests::load_manifests(&manifests)?;
             let set = crate::aws::iam::proxy_policy(&m.databases, &m.roles, &crate::aws::iam::PolicyOptions { kind, role_tag });
             for w in &set.warnings {
                 eprintln!("warning: {w}");
@@ -89,8 +89,8 @@ fn iam(cmd: IamCommand) -> anyhow::Result<ExitCode> {
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if args.check {
-        let config = crate::standalone::ProxyConfig::load(&args.config)?;
-        let manifests = crate::standalone::load_manifests(&config.resources)?;
+        let config = crate::proxy::config::ProxyConfig::load(&args.config)?;
+        let manifests = crate::proxy::manifests::load_manifests(&config.resources)?;
         for db in &manifests.databases {
             crate::proxy::Upstream::resolve(db, config.secrets_dir.as_deref(), config.limits.upstream_connects_per_second)?;
         }

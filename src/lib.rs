@@ -13,5 +13,4 @@ pub mod operator;
 pub mod pki;
 pub mod proxy;
 pub mod runtime;
-pub mod standalone;
 pub mod telemetry;

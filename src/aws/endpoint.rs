@@ -1,4 +1,5 @@
-//! Which endpoints may receive IAM tokens, and the region an RDS host name implies.
+//! Which endpoints may receive IAM tokens (the region an RDS host name implies is a model
+//! rule: [`crate::crd::region_from_rds_host`]).
 
 /// AWS database endpoint suffixes a token may go to without further configuration.
 const AWS_DATABASE_SUFFIXES: &[&str] = &[".rds.amazonaws.com", ".rds.amazonaws.com.cn", ".docdb.amazonaws.com", ".docdb.amazonaws.com.cn"];
@@ -91,16 +92,6 @@ impl EndpointPolicy {
     }
 }
 
-/// The region in an RDS or DocumentDB host name, e.g. `us-east-1` in
-/// `orders.cluster-abc.us-east-1.rds.amazonaws.com`.
-pub fn region_from_rds_host(host: &str) -> Option<String> {
-    let labels: Vec<&str> = host.split('.').collect();
-    let service = labels.iter().position(|l| *l == "rds" || *l == "docdb")?;
-    let region = labels.get(service.checked_sub(1)?)?;
-    let looks_like_region = region.split('-').count() >= 3 && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    looks_like_region.then(|| (*region).to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,13 +106,5 @@ mod tests {
             let err = policy.check(bad).unwrap_err();
             assert!(err.to_string().contains("aws.allowedEndpoints"), "{err}");
         }
-    }
-
-    #[test]
-    fn region_is_read_from_rds_host_names() {
-        assert_eq!(region_from_rds_host("orders.cluster-abc.us-east-1.rds.amazonaws.com").as_deref(), Some("us-east-1"));
-        assert_eq!(region_from_rds_host("db.abc.eu-central-1.docdb.amazonaws.com").as_deref(), Some("eu-central-1"));
-        assert_eq!(region_from_rds_host("127.0.0.1"), None);
-        assert_eq!(region_from_rds_host("rds.amazonaws.com"), None);
     }
 }

@@ -3,10 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::endpoint::region_from_rds_host;
 use super::roles::{partition_of, role_arn};
 use crate::authz::{DatabaseRef, allow_rules_for};
-use crate::crd::{AccessRole, Database, Protocol};
+use crate::crd::{AccessRole, Database, Protocol, resolved_region};
 
 /// Where a policy will live, which decides its size limit (characters, white space excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,8 +63,7 @@ pub fn proxy_policy(databases: &[Database], roles: &[AccessRole], options: &Poli
         let name = db.metadata.name.clone().unwrap_or_default();
         let namespace = db.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let spec = &db.spec;
-        let host = spec.endpoint.as_deref().map(|e| e.split(':').next().unwrap_or(e)).unwrap_or("");
-        let region = spec.aws.region.clone().or_else(|| region_from_rds_host(host)).unwrap_or_else(|| "*".into());
+        let region = resolved_region(spec).unwrap_or_else(|| "*".into());
         let partition = partition_of(&region);
         let account = spec.aws.account_id.clone().unwrap_or_else(|| {
             warnings.push(format!("Database {namespace}/{name}: spec.aws.accountId is not set; `*` is used for the account"));

@@ -1,11 +1,13 @@
 //! AWS: one shared credential provider per process, assume-role chains with a cache, RDS IAM
-//! auth tokens, and the rule that tokens only go to AWS database endpoints.
+//! auth tokens, the rule that tokens only go to AWS database endpoints, and the RDS side of a
+//! Database (is IAM authentication on).
 
 mod cache;
 mod chain;
 mod endpoint;
 pub mod iam;
 pub mod imds;
+pub mod rds;
 pub mod region;
 mod roles;
 mod token;
@@ -14,7 +16,7 @@ mod web_identity;
 pub use cache::CachedCredentials;
 pub use chain::{Attempt, ChainReport, ReportingChain};
 pub use roles::{RoleError, partition_of, role_arn, session_name};
-pub use endpoint::{EndpointError, EndpointPolicy, SignedRequestEndpointError, StsHostError, region_from_rds_host};
+pub use endpoint::{EndpointError, EndpointPolicy, SignedRequestEndpointError, StsHostError};
 pub use token::{RdsAuthToken, rds_auth_token};
 
 use std::collections::HashMap;
@@ -75,6 +77,41 @@ where
             format!("{}: {}", err.code().unwrap_or("service error"), err.message().unwrap_or("no message"))
         }
         other => cache::error_chain(other),
+    }
+}
+
+/// Error codes with which AWS says "too many requests" (the SDK's standard retry classifier
+/// treats the same codes as throttling).
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Whether an error code is one of AWS's throttling codes.
+pub fn is_throttling_code(code: Option<&str>) -> bool {
+    code.is_some_and(|c| THROTTLING_CODES.contains(&c))
+}
+
+/// Whether AWS refused the call for its rate (after the SDK's own retries).
+pub fn is_throttling<E, R>(e: &aws_sdk_sts::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata,
+{
+    match e {
+        aws_sdk_sts::error::SdkError::ServiceError(ctx) => is_throttling_code(ctx.err().code()),
+        _ => false,
     }
 }
 

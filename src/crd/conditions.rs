@@ -19,6 +19,22 @@ pub mod types {
     pub const UPSTREAM_REACHABLE: &str = "UpstreamReachable";
 }
 
+/// The condition types of an `AccessRole`.
+pub mod access_role_types {
+    /// The spec can grant something (a parseable TTL, allow rules that can match).
+    pub const VALID: &str = "Valid";
+}
+
+/// The values of a condition's `status`.
+pub mod status {
+    /// The condition holds.
+    pub const TRUE: &str = "True";
+    /// It does not.
+    pub const FALSE: &str = "False";
+    /// Not known (not checked, or the check failed).
+    pub const UNKNOWN: &str = "Unknown";
+}
+
 /// One observation, before it is merged into a condition list.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Observation {
@@ -35,17 +51,17 @@ pub struct Observation {
 impl Observation {
     /// A `True` observation.
     pub fn ok(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, status: "True", reason: reason.to_owned(), message: message.into() }
+        Self { type_, status: status::TRUE, reason: reason.to_owned(), message: message.into() }
     }
 
     /// A `False` observation.
     pub fn failed(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, status: "False", reason: reason.to_owned(), message: message.into() }
+        Self { type_, status: status::FALSE, reason: reason.to_owned(), message: message.into() }
     }
 
     /// An `Unknown` observation.
     pub fn unknown(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, status: "Unknown", reason: reason.to_owned(), message: message.into() }
+        Self { type_, status: status::UNKNOWN, reason: reason.to_owned(), message: message.into() }
     }
 }
 
@@ -75,7 +91,7 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 
 /// Whether the condition of `type_` is present with status `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    find(conditions, type_).is_some_and(|c| c.status == "True")
+    find(conditions, type_).is_some_and(|c| c.status == status::TRUE)
 }
 
 fn truncate(text: &str, max: usize) -> String {

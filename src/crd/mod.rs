@@ -1,13 +1,18 @@
-//! Custom resource types (`portcullis.io`), one module per API version, and CRD generation.
+//! Custom resource types (`portcullis.io`), one module per API version, CRD generation, and
+//! the model rules every mode shares: reading an endpoint, validating a `Database`, conditions.
 
 pub mod conditions;
 pub mod descriptions;
+pub mod endpoint;
 pub mod v1alpha1;
+pub mod validate;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use endpoint::{region_from_rds_host, resolved_region, split_endpoint, split_url};
 pub use v1alpha1::{AccessRole, AccessRoleSpec, Database, DatabaseSpec, Protocol};
+pub use validate::{FieldError, validate_database, validate_for_operator};
 
 /// The API group of every Portcullis resource.
 pub const GROUP: &str = "portcullis.io";

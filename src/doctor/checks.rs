@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use super::tls_probe::{fetch_chain, judge};
 use super::{Check, Status};
 use crate::aws::region::RegionFound;
-use crate::aws::{AwsContext, AwsError, imds, region_from_rds_host};
+use crate::aws::rds::{self, AwsCheck, CheckStatus};
+use crate::aws::{AwsContext, AwsError, imds};
 use crate::crd::{Database, Protocol};
 use crate::proxy::Upstream;
 
@@ -149,46 +150,37 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
 }
 
 async fn iam_auth_check(aws: &AwsContext, db: &Database, upstream: &Upstream, label: &str) -> Check {
-    if matches!(upstream.protocol, Protocol::Dynamodb) {
-        return Check::new(label, Status::Skip, "DynamoDB always uses IAM");
-    }
-    let rds = db.spec.aws.rds.clone().unwrap_or_default();
-    let is_rds_host = region_from_rds_host(&upstream.host).is_some();
-    if rds.instance_id.is_none() && rds.cluster_id.is_none() && !is_rds_host {
-        return Check::new(label, Status::Skip, "not an RDS endpoint; set spec.aws.rds.instanceId or clusterId to check");
-    }
     let creds = aws.credentials_for(upstream.assume_role_arn.as_deref(), upstream.external_id.as_deref(), &upstream.region);
-    let mut config = aws.sdk_config_with(creds).to_builder();
-    config.set_region(Some(aws_types::region::Region::new(upstream.region.clone())));
-    let client = aws_sdk_rds::Client::new(&config.build());
-    let found = if let Some(cluster) = &rds.cluster_id {
-        client.describe_db_clusters().db_cluster_identifier(cluster).send().await.map(|out| {
-            out.db_clusters().first().map(|c| (format!("cluster {cluster}"), c.iam_database_authentication_enabled().unwrap_or(false), c.engine_version().map(str::to_owned)))
-        }).map_err(|e| crate::aws::describe_sdk_error(&e))
-    } else {
-        let request = client.describe_db_instances();
-        let request = match &rds.instance_id { Some(id) => request.db_instance_identifier(id), None => request };
-        request.send().await.map(|out| {
-            out.db_instances()
-                .iter()
-                .find(|i| rds.instance_id.is_some() || i.endpoint().and_then(|e| e.address()) == Some(upstream.host.as_str()))
-                .map(|i| (format!("instance {}", i.db_instance_identifier().unwrap_or("?")), i.iam_database_authentication_enabled().unwrap_or(false), i.engine_version().map(str::to_owned)))
-        }).map_err(|e| crate::aws::describe_sdk_error(&e))
-    };
-    match found {
-        Ok(Some((what, true, version))) => Check::new(label, Status::Ok, format!("enabled on {what} (engine {})", version.unwrap_or_default())),
-        Ok(Some((what, false, _))) => {
-            let cmd = match (&rds.cluster_id, &rds.instance_id) {
-                (Some(c), _) => format!("aws rds modify-db-cluster --db-cluster-identifier {c} --enable-iam-database-authentication --apply-immediately"),
-                (_, Some(i)) => format!("aws rds modify-db-instance --db-instance-identifier {i} --enable-iam-database-authentication --apply-immediately"),
-                _ => "aws rds modify-db-instance --db-instance-identifier ID --enable-iam-database-authentication --apply-immediately".into(),
+    let check = rds::check_database(&db.spec, &aws.sdk_config_with(creds), rds::Caller::Doctor).await;
+    iam_auth_line(label, &check)
+}
+
+/// The doctor's line for the shared RDS check (the same verdict as the operator's
+/// `IamAuthEnabled` condition).
+fn iam_auth_line(label: &str, check: &AwsCheck) -> Check {
+    let database = check.database.as_ref().map(|d| d.to_string());
+    match (check.status, check.reason) {
+        (CheckStatus::True, _) => {
+            let detail = match (&database, check.engine_version.as_deref()) {
+                (Some(db), Some(version)) => format!("enabled on {db} (engine {version})"),
+                (Some(db), None) => format!("enabled on {db}"),
+                (None, _) => check.message.clone(),
             };
-            Check::new(label, Status::Fail, format!("IAM database authentication is off on {what}"))
-                .remedy(format!("{cmd}, or set spec.aws.enableIamAuth: true and let the operator do it; then GRANT rds_iam TO each db user"))
+            Check::new(label, Status::Ok, detail)
         }
-        Ok(None) => Check::new(label, Status::Fail, format!("no RDS instance or cluster has the endpoint {}", upstream.host))
-            .remedy("set spec.aws.rds.instanceId or clusterId, and check the region and account"),
-        Err(e) => Check::new(label, Status::Fail, format!("cannot describe the database: {e}"))
+        (CheckStatus::False, "Disabled") => {
+            let what = database.unwrap_or_else(|| "the database".into());
+            let command = check.enable_command.clone().unwrap_or_else(|| "aws rds modify-db-instance --db-instance-identifier ID --enable-iam-database-authentication --apply-immediately".into());
+            Check::new(label, Status::Fail, format!("IAM database authentication is off on {what}"))
+                .remedy(format!("{command}, or set spec.aws.enableIamAuth: true and let the operator do it; then GRANT rds_iam TO each db user"))
+        }
+        (CheckStatus::False, "Enabling") => Check::new(label, Status::Warn, check.message.clone()).remedy("wait a few minutes for the modification to apply, then run the doctor again"),
+        (CheckStatus::False, "NotFound") => {
+            Check::new(label, Status::Fail, check.message.clone()).remedy("set spec.aws.rds.instanceId or clusterId, and check the region and account")
+        }
+        (CheckStatus::False, _) => Check::new(label, Status::Fail, check.message.clone()).remedy("fix the database or the Database manifest as the detail says"),
+        (CheckStatus::Unknown, "NotChecked") => Check::new(label, Status::Skip, check.message.clone()),
+        (CheckStatus::Unknown, _) => Check::new(label, Status::Fail, format!("cannot describe the database: {}", check.message))
             .remedy("allow the proxy's identity rds:DescribeDBInstances and rds:DescribeDBClusters (see `portcullis iam policy`)"),
     }
 }
@@ -206,5 +198,34 @@ mod tests {
         let missing = region_check(&RegionFound::default());
         assert_eq!(missing.status, Status::Warn);
         assert!(missing.detail.contains("IMDS") && missing.remedy.unwrap().contains("AWS_REGION"));
+    }
+
+    fn verdict(status: CheckStatus, reason: &'static str) -> AwsCheck {
+        AwsCheck {
+            status,
+            reason,
+            message: format!("{reason} message"),
+            engine_version: Some("16.3".into()),
+            resource_id: None,
+            database: Some(rds::DbRef { kind: rds::DbKind::Instance, id: "orders".into() }),
+            enable_command: None,
+            retry_soon: false,
+            throttled: false,
+        }
+    }
+
+    #[test]
+    fn the_iam_line_tells_the_shared_verdict_in_the_doctors_words() {
+        let ok = iam_auth_line("iam", &verdict(CheckStatus::True, "Enabled"));
+        assert_eq!((ok.status, ok.detail.as_str()), (Status::Ok, "enabled on instance orders (engine 16.3)"));
+        let off = AwsCheck { enable_command: Some("aws rds modify-db-instance --db-instance-identifier orders".into()), ..verdict(CheckStatus::False, "Disabled") };
+        let off = iam_auth_line("iam", &off);
+        assert_eq!((off.status, off.detail.as_str()), (Status::Fail, "IAM database authentication is off on instance orders"));
+        assert!(off.remedy.unwrap().starts_with("aws rds modify-db-instance --db-instance-identifier orders, or set spec.aws.enableIamAuth"));
+        assert_eq!(iam_auth_line("iam", &verdict(CheckStatus::Unknown, "NotChecked")).status, Status::Skip);
+        for (status, reason) in [(CheckStatus::Unknown, "CheckFailed"), (CheckStatus::False, "NotFound"), (CheckStatus::False, "EndpointMismatch")] {
+            let line = iam_auth_line("iam", &verdict(status, reason));
+            assert!(line.status == Status::Fail && line.remedy.is_some(), "{reason}: a failure names a remedy");
+        }
     }
 }

@@ -2,20 +2,20 @@
 //! condition that explains specs that can never grant anything.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
-use tracing::warn;
+use tracing::{instrument, warn};
 
-use super::context::{Context, FIELD_MANAGER};
+use super::apply::apply_status;
+use super::context::Context;
+use super::retry::{self, Category};
 use crate::authz::{DatabaseRef, allow_rules_for};
+use crate::crd::conditions::{Observation, access_role_types, find, merge};
+use crate::crd::v1alpha1::AccessRoleStatus;
 use crate::crd::AccessRole;
-use crate::crd::conditions::{Observation, find, merge};
 
 /// Why an AccessRole reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,19 +25,40 @@ pub enum AccessRoleError {
     Write(String, #[source] kube::Error),
 }
 
+impl AccessRoleError {
+    /// How soon to try again.
+    pub fn category(&self) -> Category {
+        match self {
+            AccessRoleError::Write(_, source) => retry::category_of(source),
+        }
+    }
+}
+
+/// `namespace/name`.
+fn key(role: &AccessRole) -> String {
+    format!("{}/{}", role.namespace().unwrap_or_default(), role.name_any())
+}
+
 /// Reconciles one AccessRole's status.
 pub async fn reconcile(role: Arc<AccessRole>, ctx: Arc<Context>) -> Result<Action, AccessRoleError> {
     ctx.wait_until_ready().await;
     let started = std::time::Instant::now();
     let result = write_status(&role, &ctx).await;
     ctx.metrics.reconciled("accessrole", result.is_ok(), started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.clear(&format!("accessrole/{}", key(&role)));
+    }
     result.map(|()| Action::await_change())
 }
 
-/// Logs and retries.
-pub fn error_policy(_role: Arc<AccessRole>, error: &AccessRoleError, _ctx: Arc<Context>) -> Action {
-    warn!(error = %crate::telemetry::chain(error), "AccessRole reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+/// Logs the failure and retries after a delay its category decides.
+pub fn error_policy(role: Arc<AccessRole>, error: &AccessRoleError, ctx: Arc<Context>) -> Action {
+    let key = key(&role);
+    let category = error.category();
+    let failures = ctx.failures.record(&format!("accessrole/{key}"));
+    let delay = retry::requeue_after(category, failures, rand::random());
+    warn!(access_role = %key, category = category.as_str(), failures, retry_in = ?delay, error = %crate::telemetry::chain(error), "AccessRole reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 /// The number of Databases in the role's namespace that its `allow` rules match.
@@ -56,43 +77,36 @@ pub fn matched_databases(role: &AccessRole, ctx: &Context) -> i32 {
 
 /// Checks what the schema cannot: a parseable TTL and an `allow` that can match something.
 pub fn validity(role: &AccessRole) -> Observation {
+    use access_role_types::VALID;
     if let Err(e) = role.spec.max_session_ttl() {
-        return Observation::failed("Valid", "BadMaxSessionTtl", format!("spec.maxSessionTtl: {e}; write a duration like 8h or 30m"));
+        return Observation::failed(VALID, "BadMaxSessionTtl", format!("spec.maxSessionTtl: {e}; write a duration like 8h or 30m"));
     }
     match &role.spec.allow {
-        None => Observation::ok("Valid", "DenyOnly", "no allow rules: this role only denies"),
+        None => Observation::ok(VALID, "DenyOnly", "no allow rules: this role only denies"),
         Some(a) if a.databases.is_empty() && a.database_selector.is_none() => Observation::failed(
-            "Valid",
+            VALID,
             "AllowsNoDatabase",
             "spec.allow names no databases: add `databases` (names or \"*\") or a `databaseSelector`, or the role grants nothing",
         ),
         Some(a) if a.db_users.is_empty() => Observation::failed(
-            "Valid",
+            VALID,
             "AllowsNoDbUser",
             "spec.allow.dbUsers is empty: list the database users (IAM roles for DynamoDB/DocumentDB) or \"*\", or the role grants nothing",
         ),
-        Some(_) => Observation::ok("Valid", "SpecValid", "the role can grant access"),
+        Some(_) => Observation::ok(VALID, "SpecValid", "the role can grant access"),
     }
 }
 
+#[instrument(skip_all, fields(access_role = %key(role)))]
 async fn write_status(role: &AccessRole, ctx: &Context) -> Result<(), AccessRoleError> {
     let live = role.status.clone().unwrap_or_default();
     let generation = role.metadata.generation;
     let condition = merge(&live.conditions, &validity(role), generation, &Time(Timestamp::now()));
     let matched = matched_databases(role, ctx);
-    if live.observed_generation == generation && live.matched_databases == Some(matched) && find(&live.conditions, "Valid") == Some(&condition) {
+    if live.observed_generation == generation && live.matched_databases == Some(matched) && find(&live.conditions, access_role_types::VALID) == Some(&condition) {
         return Ok(());
     }
     let (ns, name) = (role.namespace().unwrap_or_default(), role.name_any());
-    let patch = json!({
-        "apiVersion": AccessRole::api_version(&()),
-        "kind": AccessRole::kind(&()),
-        "status": {"observedGeneration": generation, "conditions": [condition], "matchedDatabases": matched},
-    });
-    Api::<AccessRole>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| AccessRoleError::Write(format!("{ns}/{name}"), e))?;
-    ctx.metrics.write("AccessRole/status", "apply");
-    Ok(())
+    let status = AccessRoleStatus { observed_generation: generation, conditions: vec![condition], matched_databases: Some(matched) };
+    apply_status::<AccessRole, _>(&ctx.client, &ns, &name, &status, &ctx.metrics).await.map_err(|e| AccessRoleError::Write(format!("{ns}/{name}"), e))
 }

@@ -1,5 +1,6 @@
 //! Server-side apply that skips the request when the live object already holds every field
-//! the operator wants, so a restart with nothing changed writes nothing.
+//! the operator wants, so a restart with nothing changed writes nothing; and the one way the
+//! operator writes a status (Database and AccessRole alike).
 
 use std::fmt::Debug;
 
@@ -44,6 +45,30 @@ where
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&want)).await?;
     metrics.write(&K::kind(&()), "apply");
     Ok(true)
+}
+
+/// What a status write sends: the object's type and the status fields the operator owns.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusPatch<'a, S> {
+    api_version: &'a str,
+    kind: &'a str,
+    status: &'a S,
+}
+
+/// Applies `status` as the operator's part of the status of the `K` named `namespace/name`
+/// (server-side apply under the operator's field manager: fields it leaves out, it gives up;
+/// fields other managers own, such as the proxy's conditions, stay).
+pub async fn apply_status<K, S>(client: &kube::Client, namespace: &str, name: &str, status: &S, metrics: &OperatorMetrics) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
+    S: Serialize + Debug,
+{
+    let (api_version, kind) = (K::api_version(&()), K::kind(&()));
+    let patch = StatusPatch { api_version: &api_version, kind: &kind, status };
+    Api::<K>::namespaced(client.clone(), namespace).patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    metrics.write(&format!("{kind}/status"), "apply");
+    Ok(())
 }
 
 /// The cached object `namespace/name`.

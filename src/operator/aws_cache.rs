@@ -1,5 +1,6 @@
 //! Remembers AWS-side check results per Database (uid and generation) so reconciles triggered
-//! by child objects do not call AWS again; results expire after the re-check interval.
+//! by child objects do not call AWS again; results expire after the re-check interval (sooner
+//! after a Modify call, and a throttled answer is kept a while so AWS gets a rest).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,8 +9,13 @@ use std::time::{Duration, Instant};
 use aws_types::SdkConfig;
 use kube::ResourceExt;
 
-use super::aws_checks::{AwsCheck, CheckStatus, check_database};
+use crate::aws::rds::{AwsCheck, Caller, check_database};
 use crate::crd::Database;
+
+/// How soon a check is repeated after the operator asked AWS to turn IAM authentication on.
+pub const RETRY_SOON: Duration = Duration::from_secs(30);
+/// How long a throttled answer is kept (reconciles meanwhile do not call AWS).
+pub const THROTTLED_HOLD: Duration = Duration::from_secs(120);
 
 /// Cached AWS-side checks.
 pub struct AwsCheckCache {
@@ -24,26 +30,30 @@ impl AwsCheckCache {
         Self { sdk, recheck, entries: Mutex::default() }
     }
 
+    /// How long `check` stays fresh.
+    fn lifetime(&self, check: &AwsCheck) -> Duration {
+        if check.retry_soon {
+            RETRY_SOON.min(self.recheck)
+        } else if check.throttled {
+            THROTTLED_HOLD.min(self.recheck)
+        } else {
+            self.recheck
+        }
+    }
+
     /// The current check for `db`, calling AWS when nothing fresh is cached.
     pub async fn check(&self, db: &Database) -> AwsCheck {
         let Some(sdk) = &self.sdk else {
-            return AwsCheck {
-                status: CheckStatus::Unknown,
-                reason: "NotChecked",
-                message: "AWS-side checks are turned off for this operator (--aws-checks=false)".into(),
-                engine_version: None,
-                resource_id: None,
-                retry_soon: false,
-            };
+            return AwsCheck::not_checked("AWS-side checks are turned off for this operator (--aws-checks=false)");
         };
         let (uid, generation) = (db.uid().unwrap_or_default(), db.metadata.generation.unwrap_or(0));
         if let Some((g, at, check)) = self.lock().get(&uid)
             && *g == generation
-            && at.elapsed() < if check.retry_soon { Duration::from_secs(30).min(self.recheck) } else { self.recheck }
+            && at.elapsed() < self.lifetime(check)
         {
             return check.clone();
         }
-        let check = check_database(&db.spec, sdk).await;
+        let check = check_database(&db.spec, sdk, Caller::Operator).await;
         self.lock().insert(uid, (generation, Instant::now(), check.clone()));
         check
     }

@@ -101,6 +101,8 @@ pub struct Context {
     pub aws: AwsCheckCache,
     /// Status this operator applied recently, by Database uid (fingerprint, when).
     pub recent_status: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    /// Failed reconciles in a row per object, for the error policies' backoff.
+    pub failures: super::retry::Failures,
     /// Becomes true once every cache holds its first full list.
     pub caches_ready: tokio::sync::watch::Sender<bool>,
 }

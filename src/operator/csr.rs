@@ -143,7 +143,7 @@ fn condition(type_: &str, reason: &str, message: &str) -> CertificateSigningRequ
     let now = Time(Timestamp::now());
     CertificateSigningRequestCondition {
         type_: type_.into(),
-        status: "True".into(),
+        status: crate::crd::conditions::status::TRUE.into(),
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_update_time: Some(now.clone()),

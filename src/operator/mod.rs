@@ -4,7 +4,6 @@
 pub mod access_role;
 pub mod apply;
 pub mod aws_cache;
-pub mod aws_checks;
 pub mod ca;
 pub mod context;
 pub mod csr;
@@ -12,6 +11,7 @@ pub mod database;
 pub mod leader;
 pub mod metrics;
 pub mod proxy_defaults;
+pub mod retry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,6 +135,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         metrics: metrics.clone(),
         aws: aws_cache::AwsCheckCache::new(aws_sdk, options.settings.aws_recheck),
         recent_status: Default::default(),
+        failures: Default::default(),
         caches_ready: tokio::sync::watch::Sender::new(false),
     });
 

@@ -24,7 +24,7 @@ use crate::runtime::wait_for_termination;
 use super::{ProxyState, Upstream};
 use crate::crd::conditions::{Observation, merge, types};
 use crate::crd::{AccessRole, Database};
-use crate::standalone::ProxyConfig;
+use super::config::ProxyConfig;
 
 /// The field manager of the proxy's status fields (the operator owns the others).
 pub const PROXY_FIELD_MANAGER: &str = "portcullis-proxy";

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::tls::TlsError;
 use super::upstream::ResolveError;
 use crate::crd::Protocol;
-use crate::standalone::ConfigError;
+use super::config::ConfigError;
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]

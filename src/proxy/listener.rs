@@ -23,9 +23,10 @@ use super::tls::ServerTls;
 use super::upstream::Upstream;
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::Protocol;
+use crate::proxy::config::{ConfigError, ProxyConfig};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::runtime::admin;
-use crate::standalone::{ConfigError, ProxyConfig, load_manifests};
+use crate::proxy::manifests::load_manifests;
 
 
 /// How long running sessions get to finish after a shutdown signal.

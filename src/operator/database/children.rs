@@ -1,5 +1,6 @@
 //! The objects the operator keeps for one `Database`: ServiceAccount, RoleBinding, ConfigMap,
-//! server certificate Secret, Deployment and Service. Pure builders, no I/O.
+//! server certificate Secret, Deployment and Service. Pure builders, one per kind, no I/O
+//! (the proxy's configuration in the ConfigMap is built in [`super::proxy_config`]).
 
 use std::collections::BTreeMap;
 
@@ -17,10 +18,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::aws::region_from_rds_host;
-use crate::crd::{Database, Protocol};
+use crate::crd::{Database, Protocol, resolved_region};
 use crate::operator::context::{DATABASE_LABEL, MANAGED_BY, Settings};
-use crate::proxy::split_endpoint;
 
 /// The admin port of proxy pods (`/metrics`, `/healthz`, `/readyz`).
 pub const ADMIN_PORT: u16 = 9090;
@@ -43,8 +42,10 @@ pub const WEB_IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/eks.amazonaws.com/ser
 pub const WEB_IDENTITY_AUDIENCE: &str = "sts.amazonaws.com";
 const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
 
-const TLS_DIR: &str = "/etc/portcullis/tls";
-const UPSTREAM_CA_DIR: &str = "/etc/portcullis/upstream-ca";
+/// Where the proxy's server certificate, key and client CA are mounted.
+pub(super) const TLS_DIR: &str = "/etc/portcullis/tls";
+/// Where the upstream CA Secrets are mounted (the proxy's `secretsDir`).
+pub(super) const UPSTREAM_CA_DIR: &str = "/etc/portcullis/upstream-ca";
 
 /// The name shared by a Database's Deployment, Service, ConfigMap and ServiceAccount.
 pub fn proxy_name(db: &Database) -> String {
@@ -78,15 +79,6 @@ pub fn server_names(db: &Database) -> Vec<String> {
 /// `host:port` where clients reach the proxy inside the cluster.
 pub fn proxy_endpoint(db: &Database) -> String {
     format!("{}.{}.svc:{}", proxy_name(db), db.namespace().unwrap_or_default(), service_port(db))
-}
-
-/// The region the proxy uses, when the spec or the endpoint names one.
-pub fn resolved_region(db: &Database) -> Option<String> {
-    db.spec.aws.region.clone().or_else(|| {
-        let endpoint = db.spec.endpoint.as_deref()?;
-        let (host, _) = split_endpoint(endpoint, db.spec.protocol).ok()?;
-        region_from_rds_host(&host)
-    })
 }
 
 /// The ServiceAccount the proxy pods run as.
@@ -150,28 +142,6 @@ pub fn role_binding(db: &Database, owner: &OwnerReference) -> RoleBinding {
     }
 }
 
-/// The proxy's configuration file (see docs/standalone.md; cluster mode adds `--database`).
-pub fn proxy_config(db: &Database, settings: &Settings) -> String {
-    let mut config = serde_json::json!({
-        "listeners": [{"address": format!("0.0.0.0:{}", container_port(db.spec.protocol))}],
-        "tls": {
-            "certFile": format!("{TLS_DIR}/tls.crt"),
-            "keyFile": format!("{TLS_DIR}/tls.key"),
-            "clientCaFile": format!("{TLS_DIR}/ca.crt"),
-        },
-        "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}")},
-        "audit": {"stdout": true},
-        "resources": [],
-    });
-    if !settings.allowed_endpoints.is_empty() {
-        config["aws"] = serde_json::json!({"allowedEndpoints": settings.allowed_endpoints});
-    }
-    if db.spec.tls.ca_secret_ref.is_some() {
-        config["secretsDir"] = UPSTREAM_CA_DIR.into();
-    }
-    format!("# Written by the Portcullis operator for Database {}; edits are overwritten.\n{}", db.name_any(), serde_yaml::to_string(&config).unwrap_or_default())
-}
-
 /// The proxy ConfigMap.
 pub fn config_map(db: &Database, owner: &OwnerReference, config: &str) -> ConfigMap {
     ConfigMap {
@@ -199,12 +169,12 @@ pub fn tls_secret(db: &Database, owner: &OwnerReference, cert_pem: &str, key_pem
 
 /// A hash of everything a running proxy reads at start-up: its configuration file, the
 /// Database spec and the server certificate. A change rolls the pods.
-pub fn config_hash(config: &str, db: &Database, cert_pem: &str) -> String {
+pub fn config_hash(config: &str, db: &Database, cert_pem: &str) -> Result<String, serde_json::Error> {
     let mut h = Sha256::new();
     h.update(config.as_bytes());
-    h.update(serde_json::to_vec(&db.spec).unwrap_or_default());
+    h.update(serde_json::to_vec(&db.spec)?);
     h.update(cert_pem.as_bytes());
-    hex::encode(&h.finalize()[..16])
+    Ok(hex::encode(&h.finalize()[..16]))
 }
 
 /// The proxy Deployment: non-root, read-only root filesystem, probes on the admin port.
@@ -215,7 +185,7 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
     ];
-    if let Some(region) = resolved_region(db) {
+    if let Some(region) = resolved_region(&db.spec) {
         env.push(self::env("AWS_REGION", &region));
     }
     let defaults = &settings.proxy_defaults;
@@ -403,16 +373,16 @@ fn mount(name: &str, path: &str) -> VolumeMount {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn db(yaml: &str) -> Database {
+    pub(in crate::operator::database) fn db(yaml: &str) -> Database {
         let mut db: Database = serde_yaml::from_str(yaml).unwrap();
         db.metadata.uid = Some("uid-1".into());
         db
     }
 
-    fn settings() -> Settings {
+    pub(in crate::operator::database) fn settings() -> Settings {
         Settings {
             namespace: "portcullis-system".into(),
             proxy_image: "portcullis:test".into(),
@@ -427,7 +397,7 @@ mod tests {
         }
     }
 
-    const ORDERS: &str = "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {name: orders, namespace: shop}\n\
+    pub(in crate::operator::database) const ORDERS: &str = "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {name: orders, namespace: shop}\n\
         spec: {protocol: postgres, endpoint: 'orders.abc.eu-west-1.rds.amazonaws.com:5432', proxy: {iamRoleArn: 'arn:aws:iam::123456789012:role/p'}}\n";
 
     #[test]
@@ -508,24 +478,14 @@ mod tests {
 
     #[test]
     fn the_hash_changes_with_the_spec_and_the_certificate() {
+        use crate::operator::database::proxy_config::{config_text, proxy_config};
         let d = db(ORDERS);
-        let config = proxy_config(&d, &settings());
-        let base = config_hash(&config, &d, "cert");
+        let config = config_text(&d, &proxy_config(&d, &settings())).unwrap();
+        let base = config_hash(&config, &d, "cert").unwrap();
         let mut changed = d.clone();
         changed.spec.proxy.replicas = Some(3);
-        assert_ne!(base, config_hash(&config, &changed, "cert"));
-        assert_ne!(base, config_hash(&config, &d, "cert2"));
-        assert_eq!(base, config_hash(&config, &d, "cert"));
-    }
-
-    #[test]
-    fn the_generated_config_is_accepted_by_the_proxy() {
-        let d = db(ORDERS);
-        let mut s = settings();
-        s.allowed_endpoints = vec!["localhost".into()];
-        let text = proxy_config(&d, &s);
-        let parsed: crate::standalone::ProxyConfig = serde_yaml::from_str(&text).unwrap();
-        assert_eq!(parsed.listeners[0].address.port(), 5432);
-        assert_eq!(parsed.aws.allowed_endpoints, vec!["localhost".to_string()]);
+        assert_ne!(base, config_hash(&config, &changed, "cert").unwrap());
+        assert_ne!(base, config_hash(&config, &d, "cert2").unwrap());
+        assert_eq!(base, config_hash(&config, &d, "cert").unwrap());
     }
 }

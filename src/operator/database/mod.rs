@@ -1,32 +1,40 @@
-//! The `Database` reconciler: fetch (from the cache) → validate → build the children → apply
-//! what differs → status. Invalid specs get `Valid=False`, a Warning Event and no children.
+//! The `Database` reconciler, in stages, each with its own span: fetch (the caches) → validate
+//! (`crd`'s rules) → build every child (pure) → one apply loop → the AWS check → conditions
+//! (pure) → one status write → Warning Events. Invalid specs get `Valid=False`, a Warning
+//! Event and no children. Errors carry a [`Category`] that decides when to try again.
 
+pub mod build;
+pub mod certificate;
 pub mod children;
+pub mod fetch;
+pub mod proxy_config;
 mod status;
-mod validate;
-
-pub use validate::validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{debug, instrument, warn};
 
-use super::apply::{apply_if_changed, cached, prune};
+use super::apply::{apply_if_changed, prune};
+use super::aws_cache::RETRY_SOON;
 use super::context::Context;
-use crate::crd::Database;
+use super::retry::{self, Category};
+use crate::aws::rds::AwsCheck;
+use crate::crd::{Database, FieldError, validate_for_operator};
 use crate::pki::PkiError;
-use children::{CERT_NAMES_ANNOTATION, proxy_name, server_names, tls_secret_name};
+use build::{BuildError, Child};
+use fetch::Observed;
+use status::Findings;
 
 /// How often a Database is looked at even when nothing changes (certificate renewal, AWS).
 const RESYNC: Duration = Duration::from_secs(30 * 60);
 
-/// Why a reconcile failed (it is retried).
+/// Why a reconcile failed; [`ReconcileError::category`] decides when it is tried again.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// The API server refused a write.
@@ -35,112 +43,150 @@ pub enum ReconcileError {
     /// The server certificate could not be issued.
     #[error("cannot issue the proxy's server certificate")]
     Certificate(#[source] PkiError),
+    /// The children could not be built.
+    #[error("cannot build the proxy's objects")]
+    Build(#[source] BuildError),
     /// The object has no namespace or uid (not from the API server).
     #[error("the Database has no namespace or uid")]
     Incomplete,
+    /// AWS throttled the IAM authentication check (the status says CheckFailed meanwhile).
+    #[error("AWS throttled the IAM authentication check; checking again after a pause")]
+    AwsThrottled,
+}
+
+impl ReconcileError {
+    /// How soon to try again.
+    pub fn category(&self) -> Category {
+        match self {
+            ReconcileError::Write { source, .. } => retry::category_of(source),
+            ReconcileError::Certificate(_) => Category::Transient,
+            ReconcileError::Build(_) | ReconcileError::Incomplete => Category::Permanent,
+            ReconcileError::AwsThrottled => Category::Throttled,
+        }
+    }
+}
+
+/// `namespace/name`, as spans and logs name a Database.
+pub fn key(db: &Database) -> String {
+    format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any())
+}
+
+fn failures_key(db: &Database) -> String {
+    format!("database/{}", key(db))
 }
 
 /// Reconciles one Database.
 pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    debug!(database = %db.name_any(), "reconcile: waiting for caches");
+    debug!(database = %key(&db), "reconcile: waiting for caches");
     ctx.wait_until_ready().await;
-    debug!(database = %db.name_any(), "reconcile: start");
+    debug!(database = %key(&db), "reconcile: start");
     let started = std::time::Instant::now();
-    let result = reconcile_inner(&db, &ctx).await;
+    let result = stages(&db, &ctx).await;
     ctx.metrics.reconciled("database", result.is_ok(), started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.clear(&failures_key(&db));
+    }
     result
 }
 
-/// Logs the failure and retries.
-pub fn error_policy(db: Arc<Database>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    warn!(database = %format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any()), error = %crate::telemetry::chain(error), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+/// Logs the failure and retries after a delay its category decides.
+pub fn error_policy(db: Arc<Database>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let category = error.category();
+    let failures = ctx.failures.record(&failures_key(&db));
+    let delay = retry::requeue_after(category, failures, rand::random());
+    warn!(
+        database = %key(&db), category = category.as_str(), failures, retry_in = ?delay,
+        error = %crate::telemetry::chain(error), "reconcile failed; retrying"
+    );
+    Action::requeue(delay)
 }
 
-async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, ReconcileError> {
-    let (Some(ns), Some(uid)) = (db.namespace(), db.uid()) else { return Err(ReconcileError::Incomplete) };
+async fn stages(db: &Database, ctx: &Context) -> Result<Action, ReconcileError> {
+    let (Some(_), Some(uid)) = (db.namespace(), db.uid()) else { return Err(ReconcileError::Incomplete) };
     if db.metadata.deletion_timestamp.is_some() {
         ctx.aws.forget(&uid);
         ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
         return Ok(Action::await_change());
     }
-    let client = ctx.client.clone();
+    let observed = fetch::observe(db, &ctx.children);
     if let Err(invalid) = validate(db) {
-        debug!(database = %db.name_any(), field = invalid.field, "invalid spec");
-        status::write(db, ctx, status::Findings::invalid(&invalid)).await?;
+        report(db, ctx, Findings::Invalid(&invalid)).await?;
         return Ok(Action::await_change());
     }
-    let owner = children::owner(db).ok_or(ReconcileError::Incomplete)?;
-    let metrics = &ctx.metrics;
-    let name = proxy_name(db);
-
-    // ServiceAccount (only when the spec names none) and the proxy's RoleBinding.
-    let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    let mut keep_sa = Vec::new();
-    if let Some(sa) = children::service_account(db, &owner) {
-        apply_if_changed(&sa_api, &sa, cached(&ctx.children.service_accounts, &ns, &name).as_deref(), metrics).await.map_err(|s| write_err("ServiceAccount", &ns, &name, s))?;
-        keep_sa.push(name.clone());
+    let certificate = certificate::current_or_new(db, &ctx.ca, ctx.settings.server_cert_ttl, observed.secret.as_deref()).map_err(ReconcileError::Certificate)?;
+    let children = build::build(db, &ctx.settings, &certificate, ctx.ca.cert_pem()).map_err(ReconcileError::Build)?;
+    apply(db, ctx, &children, &observed).await?;
+    let aws = check_aws(db, ctx).await;
+    report(db, ctx, Findings::Valid { deployment: observed.deployment.as_deref(), aws: &aws }).await?;
+    if aws.throttled {
+        return Err(ReconcileError::AwsThrottled);
     }
-    prune(&sa_api, &ctx.children.service_accounts, &ns, &db.name_any(), &uid, &keep_sa, metrics).await.map_err(|s| write_err("ServiceAccount", &ns, &name, s))?;
-    let rb_api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-    let rb = children::role_binding(db, &owner);
-    apply_if_changed(&rb_api, &rb, cached(&ctx.children.role_bindings, &ns, &name).as_deref(), metrics).await.map_err(|s| write_err("RoleBinding", &ns, &name, s))?;
+    Ok(Action::requeue(if aws.retry_soon { RETRY_SOON.min(ctx.settings.aws_recheck) } else { RESYNC }))
+}
 
-    // Server certificate: kept while it names the right hosts, comes from our CA and has more
-    // than a third of its lifetime left.
-    let secret_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret_name = tls_secret_name(db);
-    let live_secret = cached(&ctx.children.secrets, &ns, &secret_name);
-    let (cert_pem, key_pem) = match live_secret.as_deref().and_then(|s| reusable_certificate(s, db, ctx)) {
-        Some(pair) => pair,
-        None => {
-            let issued = ctx.ca.issue_server(&server_names(db), ctx.settings.server_cert_ttl).map_err(ReconcileError::Certificate)?;
-            (issued.cert_pem, issued.key_pem)
-        }
-    };
-    let secret = children::tls_secret(db, &owner, &cert_pem, &key_pem, ctx.ca.cert_pem());
-    apply_if_changed(&secret_api, &secret, live_secret.as_deref(), metrics).await.map_err(|s| write_err("Secret", &ns, &secret_name, s))?;
+/// Validate: the spec as `crd` checks it for an operator-run proxy.
+#[instrument(skip_all, fields(database = %key(db)))]
+fn validate(db: &Database) -> Result<(), FieldError> {
+    validate_for_operator(db).inspect_err(|invalid| debug!(field = invalid.field, "invalid spec"))
+}
 
-    // ConfigMap, Deployment (rolled by the config hash), Service.
-    let config = children::proxy_config(db, &ctx.settings);
-    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let cm = children::config_map(db, &owner, &config);
-    apply_if_changed(&cm_api, &cm, cached(&ctx.children.config_maps, &ns, &name).as_deref(), metrics).await.map_err(|s| write_err("ConfigMap", &ns, &name, s))?;
-    let hash = children::config_hash(&config, db, &cert_pem);
-    let dep_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let dep = children::deployment(db, &owner, &ctx.settings, &hash);
-    let live_dep = cached(&ctx.children.deployments, &ns, &name);
-    apply_if_changed(&dep_api, &dep, live_dep.as_deref(), metrics).await.map_err(|s| write_err("Deployment", &ns, &name, s))?;
-    let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let svc = children::service(db, &owner);
-    apply_if_changed(&svc_api, &svc, cached(&ctx.children.services, &ns, &name).as_deref(), metrics).await.map_err(|s| write_err("Service", &ns, &name, s))?;
+/// Apply: every built child in one loop (skipped when the live copy already matches), then
+/// the operator's ServiceAccount removed when the spec now names its own.
+#[instrument(skip_all, fields(database = %key(db)))]
+async fn apply(db: &Database, ctx: &Context, children: &[Child], observed: &Observed) -> Result<(), ReconcileError> {
+    let ns = db.namespace().unwrap_or_default();
+    let (client, metrics) = (&ctx.client, &ctx.metrics);
+    for child in children {
+        let written = match child {
+            Child::ServiceAccount(o) => apply_if_changed(&Api::namespaced(client.clone(), &ns), o, observed.service_account.as_deref(), metrics).await,
+            Child::RoleBinding(o) => apply_if_changed(&Api::namespaced(client.clone(), &ns), o, observed.role_binding.as_deref(), metrics).await,
+            Child::Secret(o) => apply_if_changed(&Api::namespaced(client.clone(), &ns), o, observed.secret.as_deref(), metrics).await,
+            Child::ConfigMap(o) => apply_if_changed(&Api::namespaced(client.clone(), &ns), o, observed.config_map.as_deref(), metrics).await,
+            Child::Deployment(o) => apply_if_changed(&Api::namespaced(client.clone(), &ns), o, observed.deployment.as_deref(), metrics).await,
+            Child::Service(o) => apply_if_changed(&Api::namespaced(client.clone(), &ns), o, observed.service.as_deref(), metrics).await,
+        };
+        written.map_err(|source| write_err(child.kind(), &ns, &child.name(), source))?;
+    }
+    let keep: Vec<String> = children.iter().filter(|c| matches!(c, Child::ServiceAccount(_))).map(Child::name).collect();
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    prune(&api, &ctx.children.service_accounts, &ns, &db.name_any(), &db.uid().unwrap_or_default(), &keep, metrics)
+        .await
+        .map_err(|source| write_err("ServiceAccount", &ns, &children::proxy_name(db), source))?;
+    Ok(())
+}
 
-    let aws = ctx.aws.check(db).await;
-    let retry_soon = aws.retry_soon;
-    status::write(db, ctx, status::Findings::valid(db, live_dep.as_deref(), aws)).await?;
-    Ok(Action::requeue(if retry_soon { Duration::from_secs(30).min(ctx.settings.aws_recheck) } else { RESYNC }))
+/// The AWS side (cached per generation; see [`super::aws_cache`]).
+#[instrument(skip_all, fields(database = %key(db)))]
+async fn check_aws(db: &Database, ctx: &Context) -> AwsCheck {
+    ctx.aws.check(db).await
+}
+
+/// Conditions from the findings, one status write when they changed, then the Warning Events.
+async fn report(db: &Database, ctx: &Context, findings: Findings<'_>) -> Result<(), ReconcileError> {
+    let plan = status::conditions(db, findings, &Time(Timestamp::now()));
+    if status::write(db, ctx, &plan).await? {
+        status::events(db, ctx, &plan).await;
+    }
+    Ok(())
 }
 
 fn write_err(kind: &'static str, namespace: &str, name: &str, source: kube::Error) -> ReconcileError {
     ReconcileError::Write { kind, namespace: namespace.to_owned(), name: name.to_owned(), source }
 }
 
-/// The live certificate and key, when they can stay.
-fn reusable_certificate(secret: &Secret, db: &Database, ctx: &Context) -> Option<(String, String)> {
-    let names = server_names(db).join(",");
-    if secret.annotations().get(CERT_NAMES_ANNOTATION) != Some(&names) {
-        return None;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_the_category_that_decides_its_retry() {
+        let api = |code| kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed());
+        let write = |code| ReconcileError::Write { kind: "Deployment", namespace: "n".into(), name: "d".into(), source: api(code) };
+        assert_eq!(write(500).category(), Category::Transient);
+        assert_eq!(write(429).category(), Category::Throttled);
+        assert_eq!(write(422).category(), Category::Permanent);
+        assert_eq!(ReconcileError::AwsThrottled.category(), Category::Throttled);
+        assert_eq!(ReconcileError::Incomplete.category(), Category::Permanent);
+        assert_eq!(ReconcileError::Build(BuildError::NoOwner).category(), Category::Permanent);
     }
-    let data = secret.data.as_ref()?;
-    let text = |k: &str| data.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    let (cert, key, ca) = (text("tls.crt")?, text("tls.key")?, text("ca.crt")?);
-    if ca != ctx.ca.cert_pem() {
-        return None;
-    }
-    let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert.as_bytes()).ok().map(|c: rustls_pki_types::CertificateDer<'_>| c.to_vec())?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
-    let validity = parsed.validity();
-    let (from, to) = (validity.not_before.timestamp(), validity.not_after.timestamp());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    (to - now > (to - from) / 3).then_some((cert, key))
 }

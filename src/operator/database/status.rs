@@ -1,59 +1,88 @@
 //! The operator's part of a Database's status (Ready, Valid, ProxyAvailable, IamAuthEnabled
-//! and the endpoint fields), applied only when it differs, with a Warning Event whenever Valid
-//! or IamAuthEnabled turns `False` (see [`warns`]). The proxy reports CredentialsResolved and
+//! and the endpoint fields): [`conditions`] computes it from what was observed (pure), [`write`]
+//! applies it only when it differs, and [`events`] publishes a Warning Event whenever Valid or
+//! IamAuthEnabled turns `False` (see [`warns`]). The proxy reports CredentialsResolved and
 //! UpstreamReachable itself.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
-use tracing::warn;
+use kube::{Resource, ResourceExt};
+use tracing::{instrument, warn};
 
-use super::ReconcileError;
-use super::children::{proxy_endpoint, proxy_name, resolved_region};
-use crate::crd::Database;
-use crate::crd::conditions::{Observation, find, merge, types};
-use crate::operator::aws_checks::{AwsCheck, CheckStatus};
-use crate::operator::context::{Context, FIELD_MANAGER};
-use crate::proxy::FieldError;
+use super::children::{proxy_endpoint, proxy_name};
+use super::{ReconcileError, key};
+use crate::aws::rds::AwsCheck;
+use crate::crd::conditions::{Observation, find, merge, status, types};
+use crate::crd::v1alpha1::DatabaseStatus;
+use crate::crd::{Database, FieldError, resolved_region};
+use crate::operator::apply::apply_status;
+use crate::operator::context::Context;
 
 /// How long a status write is remembered (longer than any cache lag, shorter than a resync).
 const RECENT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the reconciler found, before it becomes conditions.
-pub struct Findings {
-    valid: Observation,
-    others: Vec<Observation>,
-    endpoint: Option<String>,
-    region: Option<String>,
-    engine_version: Option<String>,
+#[derive(Debug, Clone, Copy)]
+pub enum Findings<'a> {
+    /// A spec that cannot be served (no children are made).
+    Invalid(&'a FieldError),
+    /// A valid spec with its children in place.
+    Valid {
+        /// The live proxy Deployment (its available replicas).
+        deployment: Option<&'a Deployment>,
+        /// The AWS side.
+        aws: &'a AwsCheck,
+    },
 }
 
-impl Findings {
-    /// A spec that cannot be served.
-    pub fn invalid(error: &FieldError) -> Self {
-        Findings {
-            valid: Observation::failed(types::VALID, "InvalidSpec", format!("{}: {}", error.field, error.message)),
-            others: vec![],
-            endpoint: None,
-            region: None,
-            engine_version: None,
-        }
-    }
+/// The status the operator wants, computed from findings and the live status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The operator's status fields (the proxy's conditions and credential source are not in it).
+    pub status: DatabaseStatus,
+    /// Whether the live status already says exactly this (nothing to write).
+    pub unchanged: bool,
+    /// Conditions that deserve a Warning Event once the status is written: (reason, note).
+    pub warnings: Vec<(String, String)>,
+    /// Identifies this status among recent writes (the cache can lag behind our own write).
+    fingerprint: String,
+}
 
-    /// A valid spec with its children in place.
-    pub fn valid(db: &Database, deployment: Option<&Deployment>, aws: AwsCheck) -> Self {
-        Findings {
-            valid: Observation::ok(types::VALID, "SpecValid", "the spec is complete; the proxy's objects are in place"),
-            others: vec![proxy_available(db, deployment), iam_auth(&aws)],
-            endpoint: Some(proxy_endpoint(db)),
-            region: resolved_region(db),
-            engine_version: aws.engine_version,
+/// Computes the operator's conditions and status fields (pure: `now` is given).
+#[instrument(skip_all, fields(database = %key(db)))]
+pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
+    let live = db.status.clone().unwrap_or_default();
+    let generation = db.metadata.generation;
+    let (valid, others, endpoint, region, engine_version) = match findings {
+        Findings::Invalid(error) => {
+            (Observation::failed(types::VALID, "InvalidSpec", format!("{}: {}", error.field, error.message)), vec![], None, None, None)
         }
-    }
+        Findings::Valid { deployment, aws } => (
+            Observation::ok(types::VALID, "SpecValid", "the spec is complete; the proxy's objects are in place"),
+            vec![proxy_available(db, deployment), iam_auth(aws)],
+            Some(proxy_endpoint(db)),
+            resolved_region(&db.spec),
+            aws.engine_version.clone(),
+        ),
+    };
+    let mut observations = vec![valid.clone()];
+    observations.extend(others.iter().cloned());
+    observations.push(ready(&valid, &others, &live.conditions));
+    let conditions: Vec<Condition> = observations.iter().map(|o| merge(&live.conditions, o, generation, now)).collect();
+    let unchanged = live.observed_generation == generation
+        && conditions.iter().all(|c| find(&live.conditions, &c.type_) == Some(c))
+        && live.proxy_endpoint == endpoint
+        && live.resolved_region == region
+        && live.engine_version == engine_version;
+    let warnings = conditions
+        .iter()
+        .filter(|c| warns(c, find(&live.conditions, &c.type_)))
+        .map(|c| (c.reason.clone(), format!("{}: {}", c.type_, c.message)))
+        .collect();
+    let fingerprint = serde_json::json!([generation, observations, endpoint, region, engine_version]).to_string();
+    let status = DatabaseStatus { observed_generation: generation, conditions, proxy_endpoint: endpoint, credential_source: None, resolved_region: region, engine_version };
+    Plan { status, unchanged, warnings, fingerprint }
 }
 
 fn proxy_available(db: &Database, deployment: Option<&Deployment>) -> Observation {
@@ -78,27 +107,22 @@ fn proxy_available(db: &Database, deployment: Option<&Deployment>) -> Observatio
 }
 
 fn iam_auth(aws: &AwsCheck) -> Observation {
-    let status = match aws.status {
-        CheckStatus::True => "True",
-        CheckStatus::False => "False",
-        CheckStatus::Unknown => "Unknown",
-    };
-    Observation { type_: types::IAM_AUTH_ENABLED, status, reason: aws.reason.to_owned(), message: aws.message.clone() }
+    Observation { type_: types::IAM_AUTH_ENABLED, status: aws.status.as_str(), reason: aws.reason.to_owned(), message: aws.message.clone() }
 }
 
 /// `Ready` from every condition, the proxy's included: the first problem is the message.
 fn ready(valid: &Observation, others: &[Observation], proxy_reported: &[Condition]) -> Observation {
-    if valid.status != "True" {
+    if valid.status != status::TRUE {
         return Observation::failed(types::READY, "InvalidSpec", valid.message.clone());
     }
     for o in others {
-        if o.status == "False" {
+        if o.status == status::FALSE {
             return Observation::failed(types::READY, &o.reason, format!("{}: {}", o.type_, o.message));
         }
     }
     for type_ in [types::CREDENTIALS_RESOLVED, types::UPSTREAM_REACHABLE] {
         match find(proxy_reported, type_) {
-            Some(c) if c.status == "True" => {}
+            Some(c) if c.status == status::TRUE => {}
             Some(c) => return Observation::failed(types::READY, &c.reason, format!("{type_}: {}", c.message)),
             None => {
                 return Observation::unknown(types::READY, "WaitingForProxy", format!("no proxy has reported {type_} yet"));
@@ -108,55 +132,26 @@ fn ready(valid: &Observation, others: &[Observation], proxy_reported: &[Conditio
     Observation::ok(types::READY, "Ready", "clients can connect through the proxy")
 }
 
-/// Applies the operator's status fields when they differ from the live ones, and publishes a
-/// Warning Event for each condition that newly turned `False`.
-pub async fn write(db: &Database, ctx: &Context, findings: Findings) -> Result<(), ReconcileError> {
-    let live = db.status.clone().unwrap_or_default();
-    let generation = db.metadata.generation;
-    let now = Time(Timestamp::now());
-    let mut observations = vec![findings.valid.clone()];
-    observations.extend(findings.others.iter().cloned());
-    observations.push(ready(&findings.valid, &findings.others, &live.conditions));
-    let conditions: Vec<Condition> = observations.iter().map(|o| merge(&live.conditions, o, generation, &now)).collect();
-    let unchanged = live.observed_generation == generation
-        && conditions.iter().all(|c| find(&live.conditions, &c.type_) == Some(c))
-        && live.proxy_endpoint == findings.endpoint
-        && live.resolved_region == findings.region
-        && live.engine_version == findings.engine_version;
-    if unchanged {
-        return Ok(());
+/// Applies the planned status unless the live one already says it (or this operator applied
+/// exactly it a moment ago). Returns whether it wrote.
+#[instrument(skip_all, fields(database = %key(db)))]
+pub async fn write(db: &Database, ctx: &Context, plan: &Plan) -> Result<bool, ReconcileError> {
+    if plan.unchanged {
+        return Ok(false);
     }
     // The cache may not show our last status write yet (a reconcile triggered by our own child
     // writes can run first): skip when we applied exactly this a moment ago.
-    let fingerprint = serde_json::json!([generation, observations, findings.endpoint, findings.region, findings.engine_version]).to_string();
     let uid = db.uid().unwrap_or_default();
-    if ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < RECENT) {
-        return Ok(());
+    let recent = |f: &String, at: &std::time::Instant| *f == plan.fingerprint && at.elapsed() < RECENT;
+    if ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).is_some_and(|(f, at)| recent(f, at)) {
+        return Ok(false);
     }
     let (ns, name) = (db.namespace().unwrap_or_default(), db.name_any());
-    let patch = json!({
-        "apiVersion": Database::api_version(&()),
-        "kind": Database::kind(&()),
-        "status": {
-            "observedGeneration": generation,
-            "conditions": conditions,
-            "proxyEndpoint": findings.endpoint,
-            "resolvedRegion": findings.region,
-            "engineVersion": findings.engine_version,
-        }
-    });
-    let api: Api<Database> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    apply_status::<Database, _>(&ctx.client, &ns, &name, &plan.status, &ctx.metrics)
         .await
         .map_err(|source| ReconcileError::Write { kind: "Database/status", namespace: ns.clone(), name: name.clone(), source })?;
-    ctx.metrics.write("Database/status", "apply");
-    ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, (fingerprint, std::time::Instant::now()));
-    for c in &conditions {
-        if warns(c, find(&live.conditions, &c.type_)) {
-            warning(db, ctx, &c.reason, &format!("{}: {}", c.type_, c.message)).await;
-        }
-    }
-    Ok(())
+    ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, (plan.fingerprint.clone(), std::time::Instant::now()));
+    Ok(true)
 }
 
 /// Whether condition `c` (before: `was`) deserves a Warning Event: it turned `False`, or stayed
@@ -165,48 +160,20 @@ pub async fn write(db: &Database, ctx: &Context, findings: Findings) -> Result<(
 /// Ready repeats another condition, so both would only be noise.
 fn warns(c: &Condition, was: Option<&Condition>) -> bool {
     let eventful = c.type_ != types::READY && c.type_ != types::PROXY_AVAILABLE;
-    eventful && c.status == "False" && was.is_none_or(|w| w.status != "False" || w.reason != c.reason)
+    eventful && c.status == status::FALSE && was.is_none_or(|w| w.status != status::FALSE || w.reason != c.reason)
 }
 
-async fn warning(db: &Database, ctx: &Context, reason: &str, note: &str) {
-    let event = Event { type_: EventType::Warning, reason: reason.to_owned(), note: Some(note.to_owned()), action: "Reconcile".into(), secondary: None };
-    match ctx.recorder.publish(&event, &db.object_ref(&())).await {
-        Ok(()) => ctx.metrics.write("Event", "event"),
-        Err(e) => warn!(error = %e, "cannot publish a Warning Event"),
+/// Publishes the plan's Warning Events (after its status was written).
+#[instrument(skip_all, fields(database = %key(db)))]
+pub async fn events(db: &Database, ctx: &Context, plan: &Plan) {
+    for (reason, note) in &plan.warnings {
+        let event = Event { type_: EventType::Warning, reason: reason.clone(), note: Some(note.clone()), action: "Reconcile".into(), secondary: None };
+        match ctx.recorder.publish(&event, &db.object_ref(&())).await {
+            Ok(()) => ctx.metrics.write("Event", "event"),
+            Err(e) => warn!(error = %e, "cannot publish a Warning Event"),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: String::new(),
-            last_transition_time: Time(Timestamp::UNIX_EPOCH),
-            observed_generation: None,
-        }
-    }
-
-    #[test]
-    fn warning_events_for_valid_and_iam_auth_turning_false_only() {
-        for type_ in [types::VALID, types::IAM_AUTH_ENABLED] {
-            let bad = condition(type_, "False", "Off");
-            assert!(warns(&bad, None), "{type_} False from the start");
-            assert!(warns(&bad, Some(&condition(type_, "True", "On"))), "{type_} True -> False");
-            assert!(warns(&bad, Some(&condition(type_, "Unknown", "NotChecked"))), "{type_} Unknown -> False");
-            assert!(warns(&bad, Some(&condition(type_, "False", "Other"))), "{type_} False for a new reason");
-            assert!(!warns(&bad, Some(&bad)), "{type_} still False for the same reason");
-            assert!(!warns(&condition(type_, "True", "On"), Some(&bad)), "{type_} recovered");
-            assert!(!warns(&condition(type_, "Unknown", "NotChecked"), None), "{type_} Unknown");
-        }
-        for type_ in [types::PROXY_AVAILABLE, types::READY] {
-            let bad = condition(type_, "False", "NoPodsAvailable");
-            assert!(!warns(&bad, None), "{type_} False on a new Database is no Warning");
-            assert!(!warns(&bad, Some(&condition(type_, "True", "PodsAvailable"))), "{type_} True -> False is no Warning");
-        }
-    }
-}
+mod tests;

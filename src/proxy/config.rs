@@ -1,16 +1,14 @@
-//! Standalone mode: the proxy's YAML configuration and the `Database`/`AccessRole` manifests
-//! it loads from files, validated at start-up with errors that name file, document and field.
-
-mod manifests;
-
-pub use manifests::{Manifests, load_manifests};
+//! The proxy's configuration file (`portcullis proxy --config FILE`): one typed struct that the
+//! proxy loads (strictly: unknown fields are errors naming file and field) and the operator
+//! builds and writes into each proxy's ConfigMap. Every field is documented in
+//! docs/standalone.md.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// Errors of loading the standalone configuration.
+/// Errors of loading the proxy's configuration (and, in standalone mode, its manifests).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file could not be read.
@@ -25,7 +23,7 @@ pub enum ConfigError {
 }
 
 /// The proxy's configuration file (`portcullis proxy --config FILE`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Where the proxy listens. One proxy may serve several databases.
@@ -33,13 +31,13 @@ pub struct ProxyConfig {
     /// The proxy's TLS server certificate and the CA that signs client certificates.
     pub tls: ServerTlsConfig,
     /// The admin HTTP port with `/metrics`, `/healthz` and `/readyz`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminConfig>,
     /// Where audit events go.
     #[serde(default)]
     pub audit: AuditConfig,
     /// AWS settings shared by all databases.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub aws: AwsConfig,
     /// Files or directories of `Database` and `AccessRole` manifests (the same YAML that
     /// `kubectl apply` accepts). Relative paths are relative to this file. Required in
@@ -48,31 +46,31 @@ pub struct ProxyConfig {
     pub resources: Vec<PathBuf>,
     /// A directory laid out like mounted Kubernetes Secrets (`<dir>/<secret>/<key>`), where
     /// `spec.tls.caSecretRef` is looked up.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_dir: Option<PathBuf>,
     /// Limits of the proxy.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub limits: LimitsConfig,
 }
 
 /// One listening address.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerConfig {
     /// `host:port` to listen on, e.g. `127.0.0.1:6432`.
     pub address: SocketAddr,
     /// The `Database` this listener serves (`name` or `namespace/name`). When absent, the
     /// database is taken from the client certificate's route.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     /// The protocol of a listener without `database` (default `postgres`); with `database`,
     /// the database's protocol (a different value here is an error).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<crate::crd::Protocol>,
 }
 
 /// The proxy's own TLS identity and the client CA.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// The server certificate chain (PEM).
@@ -84,7 +82,7 @@ pub struct ServerTlsConfig {
 }
 
 /// The admin HTTP endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdminConfig {
     /// `host:port`, e.g. `127.0.0.1:9090`.
@@ -92,17 +90,17 @@ pub struct AdminConfig {
 }
 
 /// Audit sinks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditConfig {
     /// Write events as JSON lines to standard output.
     #[serde(default)]
     pub stdout: bool,
     /// Append events as JSON lines to this file.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// Events buffered before new ones are dropped (and counted); the data path never waits.
-    #[serde(default = "default_queue")]
+    #[serde(default = "default_queue", skip_serializing_if = "is_default_queue")]
     pub queue_size: usize,
 }
 
@@ -116,18 +114,26 @@ fn default_queue() -> usize {
     8192
 }
 
+fn is_default_queue(size: &usize) -> bool {
+    *size == default_queue()
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// AWS settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsConfig {
     /// Hosts besides `*.rds.amazonaws.com` / `*.docdb.amazonaws.com` that may receive IAM
     /// tokens (private DNS names, tunnels, test servers).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_endpoints: Vec<String>,
 }
 
 /// Limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitsConfig {
     /// New upstream connections per second per database (RDS allows ~200 IAM logins/s).
@@ -157,11 +163,15 @@ fn default_connect() -> std::time::Duration {
     std::time::Duration::from_secs(5)
 }
 
+/// Durations written as people write them (`10s`, `2m`), both ways.
 mod humantime_serde_secs {
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like 10s or 2m: {e}")))
+    }
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
     }
 }
 
@@ -194,6 +204,26 @@ impl ProxyConfig {
             return Err(inconsistent("audit.queueSize must be at least 1"));
         }
         Ok(config)
+    }
+
+    /// The configuration as the YAML [`ProxyConfig::load`] reads. Keys are sorted and defaults
+    /// left out, so equal configurations give equal text (the operator hashes it to roll pods).
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(&sorted(serde_yaml::to_value(self)?))
+    }
+}
+
+/// `value` with the keys of every mapping in order.
+fn sorted(value: serde_yaml::Value) -> serde_yaml::Value {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(map) => {
+            let mut entries: Vec<(Value, Value)> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            entries.sort_by(|(a, _), (b, _)| a.as_str().cmp(&b.as_str()));
+            Value::Mapping(entries.into_iter().collect())
+        }
+        Value::Sequence(items) => Value::Sequence(items.into_iter().map(sorted).collect()),
+        other => other,
     }
 }
 

@@ -1,8 +1,9 @@
-//! Start-up validation of the standalone configuration and manifests.
+//! Start-up validation of the standalone manifests (and the configuration that names them).
 
 use std::path::PathBuf;
 
 use super::*;
+use crate::proxy::config::ProxyConfig;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let p = dir.path().join(name);
@@ -44,24 +45,6 @@ fn a_valid_config_loads_with_paths_relative_to_the_file() {
     let m = load_manifests(&config.resources).unwrap();
     assert_eq!((m.databases.len(), m.roles.len()), (1, 1));
     assert_eq!(m.databases[0].metadata.namespace.as_deref(), Some("default"));
-}
-
-#[test]
-fn unknown_field_in_the_config_names_file_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "proxy.yaml", &CONFIG.replace("clientCaFile", "clientCA"));
-    let err = ProxyConfig::load(&path).unwrap_err().to_string();
-    assert!(err.contains("proxy.yaml"), "{err}");
-    assert!(err.contains("tls"), "{err}");
-    assert!(err.contains("unknown field `clientCA`"), "{err}");
-}
-
-#[test]
-fn wrong_type_names_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "proxy.yaml", &CONFIG.replace("'127.0.0.1:6432'", "[1, 2]"));
-    let err = ProxyConfig::load(&path).unwrap_err().to_string();
-    assert!(err.contains("listeners[0].address"), "{err}");
 }
 
 #[test]

@@ -1,11 +1,13 @@
-//! Loading `Database` and `AccessRole` manifests from files and directories.
+//! Standalone mode's resources: the `Database` and `AccessRole` manifests a proxy without a
+//! cluster loads from files and directories, validated at start-up with errors that name file,
+//! document and field.
 
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use super::ConfigError;
-use crate::crd::{AccessRole, Database, GROUP};
+use crate::crd::{AccessRole, Database, GROUP, validate_database};
+use crate::proxy::config::ConfigError;
 
 /// The resources a standalone proxy serves.
 #[derive(Debug, Clone, Default)]
@@ -90,7 +92,7 @@ fn load_file(file: &Path, out: &mut Manifests) -> Result<(), ConfigError> {
             "Database" => {
                 let mut db: Database = serde_path_to_error::deserialize(value.clone()).map_err(convert)?;
                 db.metadata.namespace.get_or_insert_with(|| "default".into());
-                crate::proxy::validate_database(&db).map_err(|e| invalid(document.clone(), e.field, e.message))?;
+                validate_database(&db).map_err(|e| invalid(document.clone(), e.field, e.message))?;
                 out.databases.push(db);
             }
             "AccessRole" => {
@@ -117,3 +119,6 @@ fn check_unique(m: &Manifests) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
