@@ -3,7 +3,7 @@
 //! against the real API server. Prints time until all have their children and status, the
 //! operator's peak RSS, API writes per object, and what a restart with nothing changed costs.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,14 +2,12 @@
 //! served by PAM with the cleartext plugin, each token checked by the Go SDK's signer and by
 //! botocore), the `mariadb` client, PyMySQL and the `mysql` Rust driver.
 
-mod support;
-
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
-use support::mariadb::{Mariadb, shared_mariadb};
-use support::*;
+use crate::support::mariadb::{Mariadb, shared_mariadb};
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole

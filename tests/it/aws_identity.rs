@@ -1,15 +1,13 @@
 //! AWS identity against moto (STS and IAM with auth on, RDS), the project's IMDS server in
 //! network namespaces, and `portcullis doctor` / `portcullis iam` as users run them.
 
-mod support;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use portcullis::aws::{AwsContext, Hop, session_name};
-use support::counting_proxy::CountingProxy;
-use support::*;
+use crate::support::counting_proxy::CountingProxy;
+use crate::support::*;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()

@@ -1,13 +1,11 @@
 //! End to end through the proxy binary: real PostgreSQL (TLS, tokens checked by PAM), real
 //! psql and pgbench, moto for STS, botocore as an independent SigV4 check.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use portcullis::authz::Route;
-use support::*;
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole

@@ -5,15 +5,13 @@
 //! a rolling update with no refused connection, upgrade, uninstall, and a namespace-scoped
 //! install. One cluster at a time (the tests take turns).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Proc, repo, run_ok, scratch, text};
+use crate::support::{self, Proc, repo, run_ok, scratch, text};
 
 static TURN: Mutex<()> = Mutex::new(());
 const IMAGE: &str = "localhost/portcullis:test";

@@ -1,16 +1,14 @@
 //! Malformed and hostile traffic against the MySQL listener: each gets an ERR packet that says
 //! what is wrong, or a close — never a panic or a hang — and the proxy keeps serving others.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use portcullis::proxy::mysql::codec::{self, HandshakeResponse, SslRequest, caps};
 use rustls::pki_types::ServerName;
-use support::mariadb::shared_mariadb;
-use support::*;
+use crate::support::mariadb::shared_mariadb;
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole

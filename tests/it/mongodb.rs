@@ -3,8 +3,6 @@
 //! GetCallerIdentity to STS) with moto as STS (signature checks on), pymongo and mongosh
 //! through the proxy.
 
-mod support;
-
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use bson::{Bson, doc};
 use portcullis::proxy::mongodb::{aws_auth, codec};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::*;
+use crate::support::*;
 
 const ACCOUNT: &str = "123456789012";
 

@@ -3,8 +3,6 @@
 //! PostgreSQL, psql and `portcullis db login` end to end. Tests take turns (one operator and
 //! one leader Lease at a time).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -17,9 +15,9 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use portcullis::crd::{AccessRole, Database};
-use support::control_plane::{ControlPlane, namespace, shared_control_plane};
-use support::*;
-use support::operator_harness::*;
+use crate::support::control_plane::{ControlPlane, namespace, shared_control_plane};
+use crate::support::*;
+use crate::support::operator_harness::*;
 
 
 /// One operator (and one Lease holder) at a time.

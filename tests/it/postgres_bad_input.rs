@@ -1,14 +1,12 @@
 //! Malformed and hostile traffic against the PostgreSQL listener: each gets an ErrorResponse
 //! or a close, never a panic or a hang, and the proxy keeps serving others.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use support::*;
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole

@@ -3,8 +3,6 @@
 //! of CSRs; the real controller manager collects garbage and deletes namespaces; helm runs;
 //! our CRDs become Established; nothing listens beyond 127.0.0.1 and nothing is left behind.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,8 +11,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use support::control_plane::{ControlPlane, namespace, shared_control_plane, testenv_bin};
-use support::*;
+use crate::support::control_plane::{ControlPlane, namespace, shared_control_plane, testenv_bin};
+use crate::support::*;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()

@@ -2,14 +2,12 @@
 //! signature and policy checks on) as AWS, the AWS CLI and boto3 through
 //! `portcullis db proxy --tunnel`, and psql through the same tunnel.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const ACCOUNT: &str = "123456789012";
 
