@@ -3,6 +3,9 @@
 //! against the real API server. Prints time until all have their children and status, the
 //! operator's peak RSS, API writes per object, and what a restart with nothing changed costs.
 
+// The integration tests' harness. This uses only its control plane and operator parts; the
+// rest (the other servers, the re-exports for the test modules) is unused here.
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 

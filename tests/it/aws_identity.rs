@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use portcullis::aws::{AwsContext, Hop, session_name};
+
 use crate::support::counting_proxy::CountingProxy;
 use crate::support::*;
 

@@ -14,6 +14,7 @@ use bson::{Bson, doc};
 use portcullis::proxy::mongodb::{aws_auth, codec};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+
 use crate::support::*;
 
 const ACCOUNT: &str = "123456789012";

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
+
 use crate::support::mariadb::{Mariadb, shared_mariadb};
 use crate::support::*;
 

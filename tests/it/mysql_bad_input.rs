@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use portcullis::proxy::mysql::codec::{self, HandshakeResponse, SslRequest, caps};
 use rustls::pki_types::ServerName;
+
 use crate::support::mariadb::shared_mariadb;
 use crate::support::*;
 

@@ -15,6 +15,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use portcullis::crd::{AccessRole, Database};
+
 use crate::support::control_plane::{ControlPlane, namespace, shared_control_plane};
 use crate::support::*;
 use crate::support::operator_harness::*;

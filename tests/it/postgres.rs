@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use portcullis::authz::Route;
+
 use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
@@ -186,7 +187,7 @@ fn assume_role_goes_through_sts_and_a_wrong_external_id_is_refused() {
 
     // The right external ID gets temporary credentials from STS and a token is signed with
     // them. (This PostgreSQL's checker knows only the static keys, not the temporary ones moto
-    // handed out, so the upstream refusing the token is expected; tests/node.rs checks a
+    // handed out, so the upstream refusing the token is expected; tests/it/node.rs checks a
     // session-token token end to end, with the checker reading moto's keys.)
     let dir2 = scratch();
     let extra = format!("    assumeRoleArn: {role}\n    externalId: ext-right");

@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+
 use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
