@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use portcullis::crd::Database;
-use support::control_plane::{namespace, shared_control_plane};
+use support::control_plane::{ControlPlane, namespace};
 use support::operator_harness::*;
 use support::*;
 
@@ -35,7 +35,7 @@ fn main() {
 
 async fn thousand_databases() {
     let count: usize = std::env::var("BENCH_DATABASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let cp = shared_control_plane();
+    let cp = ControlPlane::start();
     let admin = install(&cp).await;
     let dir = scratch();
     let ns = namespace(&admin, "bench").await;

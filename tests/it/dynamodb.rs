@@ -81,6 +81,7 @@ fn client(tunnel: &Tunnel, scenario: &str) -> serde_json::Value {
 
 #[test]
 fn the_aws_cli_and_boto3_work_through_the_tunnel_and_moto_accepts_the_resigned_requests() {
+    let _machine = machine_shared();
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -121,6 +122,7 @@ fn the_aws_cli_and_boto3_work_through_the_tunnel_and_moto_accepts_the_resigned_r
 
 #[test]
 fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied() {
+    let _machine = machine_shared();
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -190,6 +192,7 @@ fn raw_http(port: u16, request: &[u8], wait: Duration) -> Option<(u16, String)> 
 
 #[test]
 fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
+    let _machine = machine_shared();
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -228,6 +231,7 @@ fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
 
 #[test]
 fn psql_works_through_the_same_tunnel() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());

@@ -107,6 +107,7 @@ fn tls(pki: &ProxyPki, id: Option<&ClientIdentity>, port: u16) -> rustls::Stream
 
 #[test]
 fn malformed_logins_get_an_err_packet_or_a_close_and_the_proxy_keeps_serving() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());

@@ -3,7 +3,8 @@
 //! operator and proxy pods running for real with IRSA through moto's STS, psql with a
 //! certificate from `portcullis db login` through the Service and `kubectl port-forward`,
 //! a rolling update with no refused connection, upgrade, uninstall, and a namespace-scoped
-//! install. One cluster at a time (the tests take turns).
+//! install. One cluster at a time, and nothing else beside it: each test has the machine to
+//! itself (support::machine_exclusive).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -12,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::cluster::{BridgePostgres, Cluster, IMAGE};
-use crate::support::{Moto, Proc, repo, run_ok, text};
+use crate::support::{Moto, Proc, machine_exclusive, repo, run_ok, text};
 
-static TURN: Mutex<()> = Mutex::new(());
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/orders-proxy";
 
 fn helm_ok(cmd: &mut Command) -> String {
@@ -34,7 +34,7 @@ fn test_values(extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_chart_lints_renders_and_passes_a_server_side_dry_run_and_both_apply_styles_agree() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = machine_exclusive();
     let cluster = Cluster::up();
     helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis"]));
     helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis", "--set", "watchNamespaces={team-a}", "--set", "metrics.serviceMonitor.enabled=true"]));
@@ -127,7 +127,7 @@ impl ClientLoop {
 
 #[test]
 fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_through_them() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = machine_exclusive();
     let cluster = Cluster::up();
     let ip = cluster.node_ip.clone();
     // moto on the bridge address, where the proxy pods can reach it.
@@ -272,7 +272,7 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
 
 #[test]
 fn a_namespace_scoped_install_uses_roles_only_and_ignores_other_namespaces() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = machine_exclusive();
     let cluster = Cluster::up();
     cluster.k(&["create", "namespace", "team-a"]);
     cluster.k(&["create", "namespace", "team-b"]);

@@ -80,6 +80,7 @@ impl Fixture {
 
 #[test]
 fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
+    let _machine = machine_shared();
     let Fixture { proxy, alice, pki, dir, .. } = &Fixture::start();
     let port = proxy.port;
 
@@ -163,6 +164,7 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
 
 #[test]
 fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
+    let _machine = machine_shared();
     let Fixture { proxy, alice, pki, .. } = &Fixture::start();
     let mut tls = tls_client(&pki, Some(&alice), proxy.port);
     tls.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0")).unwrap();

@@ -196,11 +196,12 @@ impl Drop for ControlPlane {
     }
 }
 
-/// One control plane for the tests using one at the same time; stopped when the last of them
-/// drops it.
-pub fn shared_control_plane() -> Arc<ControlPlane> {
-    static SHARED: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
-    super::shared(&SHARED, ControlPlane::start)
+/// One control plane for the tests of a group that use one at the same time; stopped when the
+/// last of them drops it. Each group passes a `slot` of its own, as when it was a test binary
+/// with its own control plane: the operator tests' operators act on the whole cluster, so
+/// another group's objects there (a Database, a CSR for our signer) would be theirs too.
+pub fn shared_control_plane(slot: &'static Mutex<Weak<ControlPlane>>) -> Arc<ControlPlane> {
+    super::shared(slot, ControlPlane::start)
 }
 
 /// A fresh namespace for one test.

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
@@ -99,6 +99,23 @@ pub fn shared<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
     let it = Arc::new(start());
     *slot = Arc::downgrade(&it);
     it
+}
+
+/// The node tests put a whole cluster on this machine (the bridge pcbr0, kubelet, containerd,
+/// kube-proxy's nftables, pods) and take minutes; in their own test binary they never ran beside
+/// other tests, and in this one they still do not: each holds this lock for writing, every
+/// other test holds it for reading.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// Every test but the node tests takes this first: it waits while a node test runs.
+pub fn machine_shared() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The node tests take this first: it waits until no other test runs, and keeps them out (and
+/// the node tests take turns: one cluster at a time).
+pub fn machine_exclusive() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The default AWS environment: static keys, no profile, no IMDS.
