@@ -22,7 +22,7 @@
 #   KEEP=1      keep the scratch directory (printed) instead of deleting it
 #
 # What runs (everything on 127.0.0.1, free ports, stopped on exit):
-#   * MariaDB (Debian's mariadbd) set up like tests/support/mariadb.rs: TLS with a server
+#   * MariaDB (Debian's mariadbd) set up like tests/it/support/mariadb.rs: TLS with a server
 #     certificate from `portcullis ca init`, require_secure_transport, the IAM user `app`
 #     IDENTIFIED VIA pam (cleartext plugin) REQUIRE SSL, its RDS IAM token checked by
 #     pam_exec + tests/support/rdstokencheck (the tests' second, botocore, check is left out:

@@ -3,7 +3,10 @@
 //! against the real API server. Prints time until all have their children and status, the
 //! operator's peak RSS, API writes per object, and what a restart with nothing changed costs.
 
-#[path = "../tests/support/mod.rs"]
+// The integration tests' harness. This uses only its control plane and operator parts; the
+// rest (the other servers, the re-exports for the test modules) is unused here.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -13,7 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use portcullis::crd::Database;
-use support::control_plane::{namespace, shared_control_plane};
+use support::control_plane::{ControlPlane, namespace};
 use support::operator_harness::*;
 use support::*;
 
@@ -32,7 +35,7 @@ fn main() {
 
 async fn thousand_databases() {
     let count: usize = std::env::var("BENCH_DATABASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let cp = shared_control_plane();
+    let cp = ControlPlane::start();
     let admin = install(&cp).await;
     let dir = scratch();
     let ns = namespace(&admin, "bench").await;

@@ -1,15 +1,14 @@
 //! AWS identity against moto (STS and IAM with auth on, RDS), the project's IMDS server in
 //! network namespaces, and `portcullis doctor` / `portcullis iam` as users run them.
 
-mod support;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use portcullis::aws::{AwsContext, Hop, session_name};
-use support::counting_proxy::CountingProxy;
-use support::*;
+
+use crate::support::counting_proxy::CountingProxy;
+use crate::support::*;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
@@ -31,6 +30,7 @@ fn s(v: &serde_json::Value, k: &str) -> String {
 
 #[test]
 fn many_connections_needing_one_chain_cause_one_sts_call_and_refresh_ahead_calls_again() {
+    let _machine = machine_shared();
     let moto = Moto::start();
     let setup = moto.setup_assume_role("ext-1");
     let counter = CountingProxy::start(moto.port, b"Action=AssumeRole");
@@ -63,6 +63,7 @@ fn many_connections_needing_one_chain_cause_one_sts_call_and_refresh_ahead_calls
 
 #[test]
 fn two_hops_carry_the_external_id_first_and_the_user_as_session_name() {
+    let _machine = machine_shared();
     let moto = Moto::start();
     let setup = moto.setup_assume_role("ext-2");
     rt().block_on(async {
@@ -86,6 +87,7 @@ fn two_hops_carry_the_external_id_first_and_the_user_as_session_name() {
 
 #[test]
 fn access_denied_on_assume_role_prints_the_checklist_with_both_arns() {
+    let _machine = machine_shared();
     let moto = Moto::start();
     let setup = moto.setup_assume_role("ext-3");
     rt().block_on(async {
@@ -116,6 +118,7 @@ fn empty_manifests(dir: &std::path::Path) -> String {
 
 #[test]
 fn no_credentials_lists_every_provider_tried_and_why() {
+    let _machine = machine_shared();
     let dir = scratch();
     let closed = free_port();
     let imds = format!("http://127.0.0.1:{closed}");
@@ -138,6 +141,7 @@ fn no_credentials_lists_every_provider_tried_and_why() {
 
 #[test]
 fn unreadable_or_expired_web_identity_tokens_say_so() {
+    let _machine = machine_shared();
     let dir = scratch();
     let manifests = empty_manifests(dir.path());
     fn env(file: &str) -> Vec<(&str, &str)> {
@@ -160,6 +164,7 @@ fn jwt(exp: i64) -> String {
 
 #[test]
 fn irsa_web_identity_is_used_the_way_eks_sets_it_up() {
+    let _machine = machine_shared();
     // moto refuses AssumeRoleWithWebIdentity in auth mode, so this one runs with auth off.
     let moto = Moto::start();
     let dir = scratch();
@@ -240,6 +245,7 @@ impl Drop for Netns {
 
 #[test]
 fn imds_hop_limit_one_is_detected_across_a_real_routing_hop_and_the_fix_is_named() {
+    let _machine = machine_shared();
     let dir = scratch();
     let manifests = empty_manifests(dir.path());
     let mut net = Netns::up("h");
@@ -268,6 +274,7 @@ fn imds_hop_limit_one_is_detected_across_a_real_routing_hop_and_the_fix_is_named
 
 #[test]
 fn doctor_checks_each_database_and_names_a_remedy_for_every_failure() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let moto = Moto::start();
     let dir = scratch();
@@ -352,6 +359,7 @@ fn legacy_cn_only_server(dir: &std::path::Path) -> u16 {
 
 #[test]
 fn generated_iam_policies_are_valid_for_moto_iam() {
+    let _machine = machine_shared();
     let moto = Moto::start();
     let dir = scratch();
     let manifests = dir.path().join("m.yaml");

@@ -2,14 +2,12 @@
 //! signature and policy checks on) as AWS, the AWS CLI and boto3 through
 //! `portcullis db proxy --tunnel`, and psql through the same tunnel.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const ACCOUNT: &str = "123456789012";
 
@@ -83,6 +81,7 @@ fn client(tunnel: &Tunnel, scenario: &str) -> serde_json::Value {
 
 #[test]
 fn the_aws_cli_and_boto3_work_through_the_tunnel_and_moto_accepts_the_resigned_requests() {
+    let _machine = machine_shared();
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -123,6 +122,7 @@ fn the_aws_cli_and_boto3_work_through_the_tunnel_and_moto_accepts_the_resigned_r
 
 #[test]
 fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied() {
+    let _machine = machine_shared();
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -197,6 +197,7 @@ fn raw_http(port: u16, request: &[u8], wait: Duration) -> Option<(u16, String)> 
 
 #[test]
 fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
+    let _machine = machine_shared();
     let db = MotoDynamo::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -235,6 +236,7 @@ fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
 
 #[test]
 fn psql_works_through_the_same_tunnel() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());

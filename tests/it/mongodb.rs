@@ -3,8 +3,6 @@
 //! GetCallerIdentity to STS) with moto as STS (signature checks on), pymongo and mongosh
 //! through the proxy.
 
-mod support;
-
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -16,7 +14,8 @@ use bson::{Bson, doc};
 use portcullis::proxy::mongodb::{aws_auth, codec};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::*;
+
+use crate::support::*;
 
 const ACCOUNT: &str = "123456789012";
 
@@ -132,6 +131,7 @@ fn pymongo(proxy: &Proxy, id: &ClientIdentity, scenario: &str) -> serde_json::Va
 
 #[test]
 fn pymongo_and_mongosh_insert_and_find_through_the_proxy_logged_in_with_mongodb_aws() {
+    let _machine = machine_shared();
     let db = DocDb::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -165,6 +165,7 @@ fn pymongo_and_mongosh_insert_and_find_through_the_proxy_logged_in_with_mongodb_
 
 #[test]
 fn roles_databases_and_client_authentication_are_refused_with_mongodb_errors() {
+    let _machine = machine_shared();
     let db = DocDb::start();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
@@ -196,6 +197,7 @@ fn roles_databases_and_client_authentication_are_refused_with_mongodb_errors() {
 
 #[test]
 fn the_stand_in_refuses_wrong_credentials_and_a_wrong_nonce() {
+    let _machine = machine_shared();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let db = DocDb::start();
     let creds = db.assume("docdb-writer");
@@ -268,6 +270,7 @@ fn drain(stream: &mut impl Read) -> (Vec<u8>, bool) {
 
 #[test]
 fn malformed_messages_get_an_error_or_a_close_and_the_proxy_keeps_serving() {
+    let _machine = machine_shared();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let db = DocDb::start();
     let dir = scratch();
@@ -313,6 +316,7 @@ fn malformed_messages_get_an_error_or_a_close_and_the_proxy_keeps_serving() {
 
 #[test]
 fn a_cluster_without_tls_is_explained() {
+    let _machine = machine_shared();
     let db = DocDb::start();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());

@@ -1,13 +1,12 @@
 //! End to end through the proxy binary: real PostgreSQL (TLS, tokens checked by PAM), real
 //! psql and pgbench, moto for STS, botocore as an independent SigV4 check.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use portcullis::authz::Route;
-use support::*;
+
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole
@@ -26,6 +25,7 @@ fn start_proxy(dir: &std::path::Path, pg: &Postgres, env: Vec<(String, String)>,
 
 #[test]
 fn allowed_user_queries_through_the_proxy_and_every_step_is_audited() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, SECRET_KEY), "", "info");
@@ -55,6 +55,7 @@ fn allowed_user_queries_through_the_proxy_and_every_step_is_audited() {
 
 #[test]
 fn denied_requests_are_refused_with_the_reason_and_audited() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, SECRET_KEY), "", "info");
@@ -81,6 +82,7 @@ fn denied_requests_are_refused_with_the_reason_and_audited() {
 
 #[test]
 fn the_upstream_refuses_a_token_signed_with_the_wrong_secret_key() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, "not-the-right-secret-key-000000000000000"), "", "info");
@@ -96,6 +98,7 @@ fn the_upstream_refuses_a_token_signed_with_the_wrong_secret_key() {
 
 #[test]
 fn cancel_reconnect_prepared_statements_and_pgbench_work() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, SECRET_KEY), "", "info");
@@ -135,6 +138,7 @@ fn cancel_reconnect_prepared_statements_and_pgbench_work() {
 
 #[test]
 fn the_token_is_valid_for_botocore() {
+    let _machine = machine_shared();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let token = rt.block_on(async {
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -165,6 +169,7 @@ fn the_token_is_valid_for_botocore() {
 
 #[test]
 fn assume_role_goes_through_sts_and_a_wrong_external_id_is_refused() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let moto = Moto::start();
     let setup = moto.setup_assume_role("ext-right");
@@ -188,7 +193,7 @@ fn assume_role_goes_through_sts_and_a_wrong_external_id_is_refused() {
 
     // The right external ID gets temporary credentials from STS and a token is signed with
     // them. (This PostgreSQL's checker knows only the static keys, not the temporary ones moto
-    // handed out, so the upstream refusing the token is expected; tests/node.rs checks a
+    // handed out, so the upstream refusing the token is expected; tests/it/node.rs checks a
     // session-token token end to end, with the checker reading moto's keys.)
     let dir2 = scratch();
     let extra = format!("    assumeRoleArn: {role}\n    externalId: ext-right");
@@ -207,6 +212,7 @@ fn assume_role_goes_through_sts_and_a_wrong_external_id_is_refused() {
 
 #[test]
 fn no_token_or_key_reaches_the_log_or_the_client_at_debug_level() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, SECRET_KEY), "", "debug");
@@ -236,6 +242,7 @@ fn no_token_or_key_reaches_the_log_or_the_client_at_debug_level() {
 
 #[test]
 fn a_certificate_route_limits_what_it_can_reach() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, SECRET_KEY), "", "info");
@@ -248,6 +255,7 @@ fn a_certificate_route_limits_what_it_can_reach() {
 
 #[test]
 fn reloading_roles_ends_a_session_whose_access_was_revoked() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, SECRET_KEY), "", "info");
@@ -274,6 +282,7 @@ fn reloading_roles_ends_a_session_whose_access_was_revoked() {
 
 #[test]
 fn an_unreachable_database_or_a_foreign_endpoint_is_reported_without_sending_a_token() {
+    let _machine = machine_shared();
     let pg = shared_postgres();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::support::machine_shared;
+
 fn portcullis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
 }
@@ -13,6 +15,7 @@ fn output(cmd: &mut Command) -> (bool, String) {
 
 #[test]
 fn committed_crds_match_the_generated_ones_and_drift_is_detected() {
+    let _machine = machine_shared();
     let repo = env!("CARGO_MANIFEST_DIR");
     let (ok, text) = output(portcullis().args(["crd", "--check", "--out-dir"]).arg(format!("{repo}/crds")));
     assert!(ok, "crds/ is stale: {text}");
@@ -30,6 +33,7 @@ fn committed_crds_match_the_generated_ones_and_drift_is_detected() {
 
 #[test]
 fn deploy_manifests_are_rendered_from_the_chart_and_drift_is_detected() {
+    let _machine = machine_shared();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let build = std::process::Command::new("bash").arg(repo.join("testenv/build.sh")).output().unwrap();
     assert!(build.status.success(), "testenv/build.sh: {}", String::from_utf8_lossy(&build.stderr));
@@ -59,6 +63,7 @@ fn deploy_manifests_are_rendered_from_the_chart_and_drift_is_detected() {
 
 #[test]
 fn ca_init_and_cert_issue_write_files_psql_can_use() {
+    let _machine = machine_shared();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca");
     let (ok, text) = output(portcullis().args(["ca", "init", "--dir"]).arg(&ca));
@@ -89,6 +94,7 @@ fn ca_init_and_cert_issue_write_files_psql_can_use() {
 
 #[test]
 fn proxy_check_names_the_file_document_and_field_of_bad_config() {
+    let _machine = machine_shared();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     std::fs::write(p.join("proxy.yaml"), "listeners: [{address: '127.0.0.1:6432'}]\ntls: {certFile: a, keyFile: b, clientCaFile: c}\nresources: [db.yaml]\n").unwrap();
@@ -109,6 +115,7 @@ fn proxy_check_names_the_file_document_and_field_of_bad_config() {
 
 #[test]
 fn help_explains_every_subcommand() {
+    let _machine = machine_shared();
     let (ok, text) = output(portcullis().arg("--help"));
     assert!(ok);
     for sub in ["proxy", "crd", "ca", "cert", "operator", "login", "db"] {

@@ -1,12 +1,12 @@
 //! A MariaDB server (Debian packages) like RDS for MySQL with IAM auth: TLS only, IAM users log in through PAM with the cleartext plugin.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-
-use super::{ACCESS_KEY, PamService, REGION, SECRET_KEY, TokenChecker, UpstreamCerts, free_port, python3, repo, run_ok, scratch};
+use super::pam::{PamService, TokenChecker, python3};
+use super::{ACCESS_KEY, REGION, SECRET_KEY, TestDatabase, UpstreamCerts, free_port, repo, run_ok, scratch, shared};
 
 /// The server binary.
 const MARIADBD: &str = "/usr/sbin/mariadbd";
@@ -17,10 +17,6 @@ const MARIADBD: &str = "/usr/sbin/mariadbd";
 pub struct Mariadb {
     /// The TCP port (on 127.0.0.1).
     pub port: u16,
-    /// The scratch directory.
-    pub dir: tempfile::TempDir,
-    /// The CA that signs the server certificate (PEM file).
-    pub ca_file: PathBuf,
     /// The `secretsDir` for proxies: `<dir>/secrets/upstream-ca/ca.crt`.
     pub secrets_dir: PathBuf,
     /// The PAM decision log.
@@ -31,9 +27,9 @@ pub struct Mariadb {
     pub socket: PathBuf,
     pam_service: String,
     child: Child,
-    pid_file: PathBuf,
-    data: PathBuf,
     error_log: PathBuf,
+    /// The scratch directory (data, certificates, logs), removed after the server stops.
+    _dir: tempfile::TempDir,
 }
 
 impl Mariadb {
@@ -117,7 +113,7 @@ impl Mariadb {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {MARIADBD}: {e}"));
         std::mem::forget(pam_guard); // from here on, Mariadb's Drop removes it (and stops the server)
-        let mut db = Mariadb { port, dir, ca_file, secrets_dir, pam_log, botocore_log, socket, pam_service, child, pid_file, data, error_log };
+        let mut db = Mariadb { port, secrets_dir, pam_log, botocore_log, socket, pam_service, child, error_log, _dir: dir };
         db.wait_ready(Duration::from_secs(30));
 
         let service = &db.pam_service;
@@ -181,16 +177,6 @@ impl Mariadb {
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(&self.error_log).unwrap_or_default()
     }
-
-    /// The data directory.
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.data
-    }
-
-    /// The server's pid file.
-    pub fn pid_file(&self) -> &std::path::Path {
-        &self.pid_file
-    }
 }
 
 impl Drop for Mariadb {
@@ -202,14 +188,21 @@ impl Drop for Mariadb {
     }
 }
 
-/// One MariaDB per test binary while any test uses it; stopped when the last user drops it.
+impl TestDatabase for Mariadb {
+    fn protocol(&self) -> &'static str {
+        "mysql"
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn secrets_dir(&self) -> &Path {
+        &self.secrets_dir
+    }
+}
+
+/// One MariaDB for all the tests using one at the same time (each through a proxy of its own);
+/// stopped when the last of them drops it.
 pub fn shared_mariadb() -> Arc<Mariadb> {
     static SHARED: Mutex<Weak<Mariadb>> = Mutex::new(Weak::new());
-    let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(db) = slot.upgrade() {
-        return db;
-    }
-    let db = Arc::new(Mariadb::start(&[(ACCESS_KEY, SECRET_KEY)]));
-    *slot = Arc::downgrade(&db);
-    db
+    shared(&SHARED, || Mariadb::start(&[(ACCESS_KEY, SECRET_KEY)]))
 }

@@ -1,14 +1,13 @@
 //! Malformed and hostile traffic against the PostgreSQL listener: each gets an ErrorResponse
 //! or a close, never a panic or a hang, and the proxy keeps serving others.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use support::*;
+
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole
@@ -81,6 +80,7 @@ impl Fixture {
 
 #[test]
 fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
+    let _machine = machine_shared();
     let Fixture { proxy, alice, pki, dir, .. } = &Fixture::start();
     let port = proxy.port;
 
@@ -164,6 +164,7 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
 
 #[test]
 fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
+    let _machine = machine_shared();
     let Fixture { proxy, alice, pki, .. } = &Fixture::start();
     let mut tls = tls_client(&pki, Some(&alice), proxy.port);
     tls.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0")).unwrap();

@@ -1,16 +1,15 @@
 //! Malformed and hostile traffic against the MySQL listener: each gets an ERR packet that says
 //! what is wrong, or a close — never a panic or a hang — and the proxy keeps serving others.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use portcullis::proxy::mysql::codec::{self, HandshakeResponse, SslRequest, caps};
 use rustls::pki_types::ServerName;
-use support::mariadb::shared_mariadb;
-use support::*;
+
+use crate::support::mariadb::shared_mariadb;
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole
@@ -108,6 +107,7 @@ fn tls(pki: &ProxyPki, id: Option<&ClientIdentity>, port: u16) -> rustls::Stream
 
 #[test]
 fn malformed_logins_get_an_err_packet_or_a_close_and_the_proxy_keeps_serving() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());

@@ -3,11 +3,10 @@
 //! PostgreSQL, psql and `portcullis db login` end to end. Tests take turns (one operator and
 //! one leader Lease at a time).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -17,10 +16,14 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use portcullis::crd::{AccessRole, Database};
-use support::control_plane::{ControlPlane, namespace, shared_control_plane};
-use support::*;
-use support::operator_harness::*;
 
+use crate::support::control_plane::{ControlPlane, namespace, shared_control_plane};
+use crate::support::*;
+use crate::support::operator_harness::*;
+
+
+/// This group's control plane (see `shared_control_plane`).
+static CONTROL_PLANE: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
 
 /// One operator (and one Lease holder) at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -81,8 +84,9 @@ fn pod_hash(dep: &Deployment) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_gets_its_proxy_objects_which_follow_spec_changes_and_go_with_it() {
+    let _machine = machine_shared();
     let _turn = TURN.lock().await;
-    let cp = shared_control_plane();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     let admin = install(&cp).await;
     let dir = scratch();
     let op = Operator::start(&cp, dir.path(), NO_AWS, "op-lifecycle");
@@ -147,8 +151,9 @@ async fn a_database_gets_its_proxy_objects_which_follow_spec_changes_and_go_with
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_database_gets_valid_false_a_warning_event_and_no_children() {
+    let _machine = machine_shared();
     let _turn = TURN.lock().await;
-    let cp = shared_control_plane();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     let admin = install(&cp).await;
     let dir = scratch();
     let op = Operator::start(&cp, dir.path(), NO_AWS, "op-invalid");
@@ -175,8 +180,9 @@ async fn an_invalid_database_gets_valid_false_a_warning_event_and_no_children() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_operator_with_nothing_changed_writes_nothing() {
+    let _machine = machine_shared();
     let _turn = TURN.lock().await;
-    let cp = shared_control_plane();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     let admin = install(&cp).await;
     let dir = scratch();
     let ns = namespace(&admin, "restart").await;
@@ -246,8 +252,9 @@ async fn a_restarted_operator_with_nothing_changed_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_side_is_checked_and_iam_auth_turned_on_when_asked() {
+    let _machine = machine_shared();
     let _turn = TURN.lock().await;
-    let cp = shared_control_plane();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     let admin = install(&cp).await;
     let dir = scratch();
     let moto = Moto::start();
@@ -323,8 +330,9 @@ fn cert_lifetime(path: &Path) -> (portcullis::authz::Identity, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_csr_signer_signs_for_allowed_users_capped_by_max_session_ttl_and_denies_others() {
+    let _machine = machine_shared();
     let _turn = TURN.lock().await;
-    let cp = shared_control_plane();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     let admin = install(&cp).await;
     let dir = scratch();
     let _op = Operator::start(&cp, dir.path(), NO_AWS, "op-csr");
@@ -372,8 +380,9 @@ async fn the_csr_signer_signs_for_allowed_users_capped_by_max_session_ttl_and_de
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_the_operators_deployment_run_locally_serves_psql_and_revocation_ends_the_session() {
+    let _machine = machine_shared();
     let _turn = TURN.lock().await;
-    let cp = shared_control_plane();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     let admin = install(&cp).await;
     let pg = shared_postgres();
     let dir = scratch();
@@ -503,8 +512,9 @@ async fn end_to_end_the_operators_deployment_run_locally_serves_psql_and_revocat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops() {
+    let _machine = machine_shared();
     let _turn = TURN.lock().await;
-    let cp = shared_control_plane();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     let admin = install(&cp).await;
     let dir = scratch();
     let mut leader = Operator::start(&cp, dir.path(), NO_AWS, "op-leader");

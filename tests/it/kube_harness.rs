@@ -3,9 +3,8 @@
 //! of CSRs; the real controller manager collects garbage and deletes namespaces; helm runs;
 //! our CRDs become Established; nothing listens beyond 127.0.0.1 and nothing is left behind.
 
-mod support;
-
 use std::process::Command;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -13,8 +12,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use support::control_plane::{ControlPlane, namespace, shared_control_plane, testenv_bin};
-use support::*;
+
+use crate::support::control_plane::{ControlPlane, namespace, shared_control_plane, testenv_bin};
+use crate::support::*;
+
+/// This group's control plane (see `shared_control_plane`).
+static CONTROL_PLANE: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
@@ -22,7 +25,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn a_non_structural_crd_is_rejected_and_our_crds_become_established() {
-    let cp = shared_control_plane();
+    let _machine = machine_shared();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     rt().block_on(async {
         let crds: Api<CustomResourceDefinition> = Api::all(cp.admin().await);
         let bad: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
@@ -66,7 +70,8 @@ fn a_non_structural_crd_is_rejected_and_our_crds_become_established() {
 
 #[test]
 fn server_side_apply_from_two_field_managers_conflicts() {
-    let cp = shared_control_plane();
+    let _machine = machine_shared();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     rt().block_on(async {
         let client = cp.admin().await;
         let ns = namespace(&client, "ssa").await;
@@ -82,7 +87,8 @@ fn server_side_apply_from_two_field_managers_conflicts() {
 
 #[test]
 fn a_csr_created_by_a_plain_user_carries_that_user_and_groups() {
-    let cp = shared_control_plane();
+    let _machine = machine_shared();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     rt().block_on(async {
         let admin = cp.admin().await;
         // A plain user may create CSRs only with RBAC allowing it; grant that to group dev.
@@ -130,7 +136,8 @@ fn a_csr_created_by_a_plain_user_carries_that_user_and_groups() {
 
 #[test]
 fn owned_objects_are_collected_and_namespaces_finish_deleting() {
-    let cp = shared_control_plane();
+    let _machine = machine_shared();
+    let cp = shared_control_plane(&CONTROL_PLANE);
     rt().block_on(async {
         let client = cp.admin().await;
         let ns = namespace(&client, "gc").await;
@@ -153,6 +160,7 @@ fn owned_objects_are_collected_and_namespaces_finish_deleting() {
 
 #[test]
 fn helm_lint_and_template_run() {
+    let _machine = machine_shared();
     let dir = scratch();
     let helm = testenv_bin().join("helm");
     let home = dir.path().join("helm-home");
@@ -174,6 +182,7 @@ fn helm_lint_and_template_run() {
 
 #[test]
 fn the_control_plane_listens_only_on_loopback_starts_in_seconds_and_leaves_nothing_behind() {
+    let _machine = machine_shared();
     let cp = ControlPlane::start();
     assert!(cp.startup < Duration::from_secs(60), "startup took {:?}", cp.startup);
     let pids = cp.pids();

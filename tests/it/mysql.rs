@@ -2,14 +2,13 @@
 //! served by PAM with the cleartext plugin, each token checked by the Go SDK's signer and by
 //! botocore), the `mariadb` client, PyMySQL and the `mysql` Rust driver.
 
-mod support;
-
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
-use support::mariadb::{Mariadb, shared_mariadb};
-use support::*;
+
+use crate::support::mariadb::{Mariadb, shared_mariadb};
+use crate::support::*;
 
 const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
 kind: AccessRole
@@ -75,6 +74,7 @@ fn rust_driver(proxy: &Proxy, id: &ClientIdentity, user: &str, db: &str) -> mysq
 
 #[test]
 fn the_mariadb_client_works_use_is_checked_and_every_step_is_audited() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -114,6 +114,7 @@ fn the_mariadb_client_works_use_is_checked_and_every_step_is_audited() {
 
 #[test]
 fn denied_logins_get_mysql_errors_with_the_reason_and_are_audited() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -142,6 +143,7 @@ fn denied_logins_get_mysql_errors_with_the_reason_and_are_audited() {
 
 #[test]
 fn pymysql_moves_values_over_16_mib_both_ways_and_runs_multi_statements() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -169,6 +171,7 @@ fn pymysql_moves_values_over_16_mib_both_ways_and_runs_multi_statements() {
 
 #[test]
 fn the_rust_driver_uses_prepared_statements_which_are_audited_and_change_user_is_refused() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -200,6 +203,7 @@ fn the_rust_driver_uses_prepared_statements_which_are_audited_and_change_user_is
 
 #[test]
 fn the_database_refuses_a_wrong_token_and_botocore_accepts_the_right_one() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -229,6 +233,7 @@ fn the_database_refuses_a_wrong_token_and_botocore_accepts_the_right_one() {
 
 #[test]
 fn a_password_user_and_an_unreachable_database_are_explained() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -246,6 +251,7 @@ fn a_password_user_and_an_unreachable_database_are_explained() {
 
 #[test]
 fn reloading_roles_ends_a_running_mysql_session() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -278,6 +284,7 @@ fn reloading_roles_ends_a_running_mysql_session() {
 
 #[test]
 fn doctor_checks_a_mysql_database_tls_certificate() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (_pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
@@ -301,6 +308,7 @@ fn doctor_checks_a_mysql_database_tls_certificate() {
 
 #[test]
 fn the_mariadb_client_works_through_the_local_tunnel() {
+    let _machine = machine_shared();
     let db = shared_mariadb();
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);

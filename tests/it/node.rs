@@ -3,136 +3,19 @@
 //! operator and proxy pods running for real with IRSA through moto's STS, psql with a
 //! certificate from `portcullis db login` through the Service and `kubectl port-forward`,
 //! a rolling update with no refused connection, upgrade, uninstall, and a namespace-scoped
-//! install. One cluster at a time (the tests take turns).
+//! install. One cluster at a time, and nothing else beside it: each test has the machine to
+//! itself (support::machine_exclusive).
 
-mod support;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Proc, repo, run_ok, scratch, text};
+use crate::support::cluster::{BridgePostgres, Cluster, IMAGE};
+use crate::support::{Moto, Proc, machine_exclusive, repo, run_ok, text};
 
-static TURN: Mutex<()> = Mutex::new(());
-const IMAGE: &str = "localhost/portcullis:test";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/orders-proxy";
-
-/// A running one-node cluster; torn down (and checked for leftovers) on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-    bin: PathBuf,
-    node_ip: String,
-}
-
-impl Cluster {
-    fn up() -> Cluster {
-        let dir = scratch();
-        let started = Instant::now();
-        let out = Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("up").arg(dir.path()).output().unwrap();
-        if !out.status.success() {
-            panic!("scripts/cluster.sh up failed:\n{}", text(&out));
-        }
-        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
-        let var = |k: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("{k} in env")).to_owned();
-        let c = Cluster { kubeconfig: var("KUBECONFIG").into(), bin: var("BIN").into(), node_ip: var("NODE_IP"), dir };
-        let node_ready = started.elapsed();
-        let mut pack = Command::new("bash");
-        pack.arg(repo().join("scripts/pack-image.sh")).arg(IMAGE).stderr(Stdio::null());
-        if let Some(bin) = fresh_release_binary() {
-            pack.env("PORTCULLIS_RELEASE_BIN", bin);
-        }
-        let tar = run_ok(&mut pack);
-        let tar = String::from_utf8_lossy(&tar.stdout).lines().last().unwrap().trim().to_owned();
-        let packed = started.elapsed();
-        run_ok(Command::new("ctr").args(["-a", &var("CONTAINERD_SOCK"), "-n", "k8s.io", "images", "import", &tar]));
-        eprintln!("cluster: node Ready after {node_ready:?}, image packed after {packed:?}, imported after {:?}", started.elapsed());
-        c
-    }
-
-    fn kubectl(&self) -> Command {
-        let mut c = Command::new(self.bin.join("kubectl"));
-        c.arg("--kubeconfig").arg(&self.kubeconfig);
-        c
-    }
-
-    /// kubectl ARGS, panicking with its output on failure; returns stdout.
-    fn k(&self, args: &[&str]) -> String {
-        String::from_utf8_lossy(&run_ok(self.kubectl().args(args)).stdout).into_owned()
-    }
-
-    fn helm(&self) -> Command {
-        let mut c = Command::new(self.bin.join("helm"));
-        c.arg("--kubeconfig").arg(&self.kubeconfig).current_dir(repo());
-        c
-    }
-
-    fn apply(&self, yaml: &str) {
-        let mut child = self.kubectl().args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", text(&out));
-    }
-
-    /// Waits until `kubectl ARGS` prints something containing `want`.
-    fn wait_for(&self, what: &str, args: &[&str], want: &str, timeout: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let out = self.kubectl().args(args).output().unwrap();
-            let s = text(&out);
-            if out.status.success() && s.contains(want) {
-                return s;
-            }
-            if start.elapsed() > timeout {
-                let pods = self.kubectl().args(["get", "pods", "-A", "-o", "wide"]).output().unwrap();
-                let events = self.kubectl().args(["get", "events", "-A", "--sort-by=.lastTimestamp"]).output().unwrap();
-                panic!("timed out after {timeout:?} waiting for {what}: last output {s}\npods:\n{}\nevents:\n{}", text(&pods), text(&events));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    /// Waits until `kubectl ARGS` (a `get … -o name`) lists nothing; returns how long it took.
-    fn wait_until_gone(&self, what: &str, args: &[&str], timeout: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            let left = self.k(args);
-            if left.trim().is_empty() {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < timeout, "left {what}: {left}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    /// A kubeconfig for a user of the cluster's client CA.
-    fn user(&self, name: &str, groups: &[&str]) -> PathBuf {
-        let out = run_ok(Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("user").arg(self.dir.path()).arg(name).args(groups));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    }
-}
-
-/// The release binary beside this test's debug one, when it is at least as new (scripts/test.sh
-/// builds it before the tests). Otherwise pack-image.sh builds it. (Run from inside a test, that
-/// cargo build recompiled the crate, about 5 minutes, even right after scripts/test.sh built it.)
-fn fresh_release_binary() -> Option<PathBuf> {
-    let debug = PathBuf::from(env!("CARGO_BIN_EXE_portcullis"));
-    let release = debug.parent()?.parent()?.join("release/portcullis");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (modified(&release)? >= modified(&debug)?).then_some(release)
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let out = Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("down").arg(self.dir.path()).output().unwrap();
-        if !out.status.success() && !std::thread::panicking() {
-            panic!("tear-down left something behind:\n{}", text(&out));
-        }
-    }
-}
 
 fn helm_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
@@ -151,7 +34,7 @@ fn test_values(extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_chart_lints_renders_and_passes_a_server_side_dry_run_and_both_apply_styles_agree() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = machine_exclusive();
     let cluster = Cluster::up();
     helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis"]));
     helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis", "--set", "watchNamespaces={team-a}", "--set", "metrics.serviceMonitor.enabled=true"]));
@@ -181,51 +64,6 @@ fn the_chart_lints_renders_and_passes_a_server_side_dry_run_and_both_apply_style
     let ssa = cluster.kubectl().args(["apply", "--server-side", "-f", deploy.to_str().unwrap()]).output().unwrap();
     assert!(ssa.status.success(), "server-side apply over a client-side apply conflicts: {}", text(&ssa));
     cluster.k(&["apply", "-f", deploy.to_str().unwrap()]);
-}
-
-/// PostgreSQL on the bridge address: TLS only, its `app` user logs in with an RDS IAM token
-/// that PAM re-computes with the keys moto's STS handed out.
-struct BridgePostgres {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl BridgePostgres {
-    fn start(root: &Path, ip: &str, moto: &str) -> BridgePostgres {
-        let dir = root.join("pg");
-        let port = support::free_port();
-        let script = format!(
-            ". scripts/lib/upstream.sh && upstream_pg_start '{d}' {port} '{{}}' app && \
-             upstream_pg_sql '{d}' {port} postgres 'CREATE DATABASE orders OWNER app' && \
-             upstream_pg_sql '{d}' {port} orders \"CREATE TABLE items(id int); INSERT INTO items VALUES (42); GRANT ALL ON items TO app\"",
-            d = dir.display()
-        );
-        run_ok(
-            Command::new("bash")
-                .args(["-c", &script])
-                .current_dir(repo())
-                .env("PORTCULLIS_BIN", env!("CARGO_BIN_EXE_portcullis"))
-                .env("UPSTREAM_PG_ADDR", ip)
-                .env("UPSTREAM_PG_MOTO", moto),
-        );
-        BridgePostgres { dir, port }
-    }
-}
-
-impl BridgePostgres {
-    /// What the token checker decided for each login.
-    fn pam_log(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-        let server = read("postgres.log");
-        let tail: Vec<&str> = server.lines().rev().take(15).collect();
-        format!("{}\npostgres.log (last lines):\n{}", read("pam.log"), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-    }
-}
-
-impl Drop for BridgePostgres {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").args(["-c", &format!(". scripts/lib/upstream.sh && upstream_pg_stop '{}'", self.dir.display())]).current_dir(repo()).status();
-    }
 }
 
 fn psql(conninfo: &str) -> Output {
@@ -289,11 +127,11 @@ impl ClientLoop {
 
 #[test]
 fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_through_them() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = machine_exclusive();
     let cluster = Cluster::up();
     let ip = cluster.node_ip.clone();
     // moto on the bridge address, where the proxy pods can reach it.
-    let moto_server = support::Moto::start_on(&ip);
+    let moto_server = Moto::start_on(&ip);
     let moto = moto_server.url();
     let pg = BridgePostgres::start(cluster.dir.path(), &ip, &moto);
 
@@ -434,7 +272,7 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
 
 #[test]
 fn a_namespace_scoped_install_uses_roles_only_and_ignores_other_namespaces() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = machine_exclusive();
     let cluster = Cluster::up();
     cluster.k(&["create", "namespace", "team-a"]);
     cluster.k(&["create", "namespace", "team-b"]);

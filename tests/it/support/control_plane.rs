@@ -29,8 +29,6 @@ pub struct ControlPlane {
     pub startup: Duration,
     /// The processes (etcd, kube-apiserver, kube-controller-manager).
     pub procs: Vec<Proc>,
-    /// The ports it listens on.
-    pub ports: Vec<u16>,
     users: Mutex<u32>,
 }
 
@@ -85,7 +83,7 @@ impl ControlPlane {
             ]),
             "kube-apiserver",
         ));
-        let mut cp = ControlPlane { url: format!("https://127.0.0.1:{api}"), dir, startup: Duration::ZERO, procs, ports: vec![etcd_client, etcd_peer, api, kcm], users: Mutex::new(0) };
+        let mut cp = ControlPlane { url: format!("https://127.0.0.1:{api}"), dir, startup: Duration::ZERO, procs, users: Mutex::new(0) };
         let admin = cp.kubeconfig("admin", &["system:masters"]);
         cp.wait_ready(&admin, "/readyz", Duration::from_secs(90));
         let d = cp.dir.path().to_owned();
@@ -198,16 +196,12 @@ impl Drop for ControlPlane {
     }
 }
 
-/// One control plane per test binary while any test uses it.
-pub fn shared_control_plane() -> Arc<ControlPlane> {
-    static SHARED: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
-    let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(cp) = slot.upgrade() {
-        return cp;
-    }
-    let cp = Arc::new(ControlPlane::start());
-    *slot = Arc::downgrade(&cp);
-    cp
+/// One control plane for the tests of a group that use one at the same time; stopped when the
+/// last of them drops it. Each group passes a `slot` of its own, as when it was a test binary
+/// with its own control plane: the operator tests' operators act on the whole cluster, so
+/// another group's objects there (a Database, a CSR for our signer) would be theirs too.
+pub fn shared_control_plane(slot: &'static Mutex<Weak<ControlPlane>>) -> Arc<ControlPlane> {
+    super::shared(slot, ControlPlane::start)
 }
 
 /// A fresh namespace for one test.
