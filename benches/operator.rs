@@ -64,7 +64,8 @@ async fn thousand_databases() {
     let created = started.elapsed();
     let mut done_at = None;
     while done_at.is_none() {
-        let with_status = dbs.list(&ListParams::default()).await.unwrap().items.iter().filter(|d| d.status.as_ref().is_some_and(|s| !s.conditions.is_empty())).count();
+        let with_status =
+            dbs.list(&ListParams::default()).await.unwrap().items.iter().filter(|d| d.status.as_ref().is_some_and(|s| !s.conditions.is_empty())).count();
         let children = deps.list(&ListParams::default()).await.unwrap().items.len();
         if with_status == count && children == count {
             done_at = Some(started.elapsed());

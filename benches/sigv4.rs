@@ -41,7 +41,15 @@ fn raw_sign(body: &Bytes, credentials: &Credentials, now: SystemTime) -> Request
         .body(body.clone())
         .unwrap();
     let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder().identity(&identity).region("us-east-1").name("dynamodb").time(now).settings(SigningSettings::default()).build().unwrap().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("dynamodb")
+        .time(now)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
     let headers: Vec<(&str, &str)> = request.headers().iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
     let signable = SignableRequest::new("POST", uri, headers.into_iter(), SignableBody::Bytes(request.body())).unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
@@ -76,6 +84,12 @@ fn main() {
         let raw = per_call(|| drop(black_box(raw_sign(&body, &credentials, now))), budget);
         let ours = per_call(|| drop(black_box(resign(&Method::POST, "/", &headers, body.clone(), &to, &credentials, now).unwrap())), budget);
         let ratio = ours.as_secs_f64() / raw.as_secs_f64();
-        println!("| {} B | {:.2} µs | {:.2} µs | {ratio:.2}× {} |", body.len(), raw.as_secs_f64() * 1e6, ours.as_secs_f64() * 1e6, if ratio <= 1.3 { "✓" } else { "✗" });
+        println!(
+            "| {} B | {:.2} µs | {:.2} µs | {ratio:.2}× {} |",
+            body.len(),
+            raw.as_secs_f64() * 1e6,
+            ours.as_secs_f64() * 1e6,
+            if ratio <= 1.3 { "✓" } else { "✗" }
+        );
     }
 }

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, end-to-end tests against real PostgreSQL (TLS, IAM
-# tokens checked by PAM), moto's STS, psql/pgbench and botocore; the Go token checker's
-# tests; the moto behaviour probe; and the CRD drift check. Installs what it needs.
+# Runs the whole test suite: rustfmt, clippy and the module-graph check; unit tests,
+# end-to-end tests against real PostgreSQL (TLS, IAM tokens checked by PAM), moto's STS,
+# psql/pgbench and botocore; the Go token checker's tests; the moto behaviour probe; and the
+# CRD drift check. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 portcullis_need_root
 portcullis_install_deps
 
+echo "== format (rustfmt.toml) and the module graph (no import cycles, layout rules)" >&2
+cargo fmt --all --check
+python3 scripts/import-graph.py
+
 echo "== build" >&2
 cargo build --locked --bins --tests
+echo "== clippy (every target, warnings are errors)" >&2
+cargo clippy --locked --all-targets -- -D warnings
 echo "== release build (the image the test node runs)" >&2
 cargo build --locked --release --bin portcullis
 

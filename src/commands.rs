@@ -5,9 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::authz::Route;
-use crate::cli::{
-    CaCommand, CertCommand, Command, CrdArgs, DbCommand, DoctorArgs, IamCommand, IssueArgs, OperatorArgs, OutputFormat, ProxyArgs,
-};
+use crate::cli::{CaCommand, CertCommand, Command, CrdArgs, DbCommand, DoctorArgs, IamCommand, IssueArgs, OperatorArgs, OutputFormat, ProxyArgs};
 use crate::pki::{CaFiles, ClientFiles};
 
 /// Runs a subcommand.
@@ -178,8 +176,11 @@ fn write_or_check(out_dir: Option<std::path::PathBuf>, check: bool, files: Vec<(
 fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
     let ca_files = CaFiles::new(&args.ca_dir);
     let ca = ca_files.load().with_context(|| format!("loading the CA from {} (create it with `portcullis ca init`)", args.ca_dir.display()))?;
-    let route = (args.database.is_some() || args.db_user.is_some() || args.db_name.is_some())
-        .then(|| Route { database: args.database.clone(), db_user: args.db_user.clone(), db_name: args.db_name.clone() });
+    let route = (args.database.is_some() || args.db_user.is_some() || args.db_name.is_some()).then(|| Route {
+        database: args.database.clone(),
+        db_user: args.db_user.clone(),
+        db_name: args.db_name.clone(),
+    });
     let issued = ca.issue_client(&args.user, &args.groups, route.as_ref(), args.ttl)?;
     let out = ClientFiles::new(&args.out);
     out.write(&issued, ca.cert_pem())?;

@@ -84,13 +84,7 @@ pub enum IdentityError {
 pub fn identity_from_certificate(der: &[u8]) -> Result<Identity, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
     let subject = cert.subject();
-    let user = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .filter(|s| !s.is_empty())
-        .ok_or(IdentityError::NoCommonName)?
-        .to_owned();
+    let user = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).filter(|s| !s.is_empty()).ok_or(IdentityError::NoCommonName)?.to_owned();
     let mut groups: Vec<String> = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_owned).collect();
     let mut route = None;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -99,10 +93,8 @@ pub fn identity_from_certificate(der: &[u8]) -> Result<Identity, IdentityError> 
             if let Some(parsed) = Route::from_uri(uri) {
                 route = Some(parsed?);
             } else if let Some(raw) = uri.strip_prefix(GROUP_URI_PREFIX) {
-                let group = percent_encoding::percent_decode_str(raw)
-                    .decode_utf8()
-                    .map_err(|_| IdentityError::BadRoute("a group is not UTF-8".into()))?
-                    .into_owned();
+                let group =
+                    percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| IdentityError::BadRoute("a group is not UTF-8".into()))?.into_owned();
                 if !groups.contains(&group) {
                     groups.push(group);
                 }

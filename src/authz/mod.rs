@@ -81,17 +81,10 @@ pub fn authorize(identity: &Identity, request: &Request<'_>, roles: &[AccessRole
         return Decision::Deny(reason);
     }
     let namespace = request.database.namespace;
-    let applicable: Vec<&AccessRole> = roles
-        .iter()
-        .filter(|r| r.metadata.namespace.as_deref().unwrap_or("default") == namespace)
-        .filter(|r| subjects_match(r, identity))
-        .collect();
+    let applicable: Vec<&AccessRole> =
+        roles.iter().filter(|r| r.metadata.namespace.as_deref().unwrap_or("default") == namespace).filter(|r| subjects_match(r, identity)).collect();
     if applicable.is_empty() {
-        return Decision::Deny(DenyReason::NoRoleForSubject {
-            namespace: namespace.to_owned(),
-            user: identity.user.clone(),
-            groups: identity.groups.clone(),
-        });
+        return Decision::Deny(DenyReason::NoRoleForSubject { namespace: namespace.to_owned(), user: identity.user.clone(), groups: identity.groups.clone() });
     }
     let owned = |s: &str| s.to_owned();
     if let Some(role) = applicable.iter().find(|r| r.spec.deny.as_ref().is_some_and(|d| rules_match(d, request, RuleKind::Deny))) {
@@ -103,10 +96,7 @@ pub fn authorize(identity: &Identity, request: &Request<'_>, roles: &[AccessRole
             db_name: request.db_name.map(owned),
         });
     }
-    let allowing: Vec<&&AccessRole> = applicable
-        .iter()
-        .filter(|r| r.spec.allow.as_ref().is_some_and(|a| rules_match(a, request, RuleKind::Allow)))
-        .collect();
+    let allowing: Vec<&&AccessRole> = applicable.iter().filter(|r| r.spec.allow.as_ref().is_some_and(|a| rules_match(a, request, RuleKind::Allow))).collect();
     if allowing.is_empty() {
         return Decision::Deny(DenyReason::NotAllowed {
             roles: applicable.iter().map(|r| role_name(r)).collect(),
@@ -116,10 +106,7 @@ pub fn authorize(identity: &Identity, request: &Request<'_>, roles: &[AccessRole
             db_name: request.db_name.map(owned),
         });
     }
-    Decision::Allow {
-        roles: allowing.iter().map(|r| role_name(r)).collect(),
-        audit_queries: allowing.iter().any(|r| r.spec.audit_queries()),
-    }
+    Decision::Allow { roles: allowing.iter().map(|r| role_name(r)).collect(), audit_queries: allowing.iter().any(|r| r.spec.audit_queries()) }
 }
 
 /// The `allow` rule sets of every role in the database's namespace that match the database
@@ -129,9 +116,7 @@ pub fn allow_rules_for<'a>(database: &DatabaseRef<'_>, roles: &'a [AccessRole]) 
         .iter()
         .filter(|r| r.metadata.namespace.as_deref().unwrap_or("default") == database.namespace)
         .filter_map(|r| r.spec.allow.as_ref())
-        .filter(|a| {
-            (a.database_selector.as_ref().is_some_and(|s| s.matches(database.labels))) || list_matches(&a.databases, database.name)
-        })
+        .filter(|a| (a.database_selector.as_ref().is_some_and(|s| s.matches(database.labels))) || list_matches(&a.databases, database.name))
         .collect()
 }
 
@@ -143,9 +128,7 @@ pub fn role_name(role: &AccessRole) -> String {
 fn check_route(identity: &Identity, request: &Request<'_>) -> Option<DenyReason> {
     let route = identity.route.as_ref()?;
     let mismatch = |field, allowed: &Option<String>, requested: Option<&str>| match (allowed, requested) {
-        (Some(a), Some(r)) if a != r => {
-            Some(DenyReason::OutsideCertificateRoute { field, allowed: a.clone(), requested: r.to_owned() })
-        }
+        (Some(a), Some(r)) if a != r => Some(DenyReason::OutsideCertificateRoute { field, allowed: a.clone(), requested: r.to_owned() }),
         _ => None,
     };
     // A route names the database as `name` (standalone) or `namespace/name` (cluster mode).
@@ -155,9 +138,7 @@ fn check_route(identity: &Identity, request: &Request<'_>) -> Option<DenyReason>
         Some(a) => Some(DenyReason::OutsideCertificateRoute { field: "database", allowed: a.clone(), requested: qualified }),
         None => None,
     };
-    database
-        .or_else(|| mismatch("db user", &route.db_user, Some(request.db_user)))
-        .or_else(|| mismatch("db name", &route.db_name, request.db_name))
+    database.or_else(|| mismatch("db user", &route.db_user, Some(request.db_user))).or_else(|| mismatch("db name", &route.db_name, request.db_name))
 }
 
 /// Whether any subject of `role` is the caller.
@@ -190,9 +171,7 @@ fn rules_match(rules: &RuleSet, request: &Request<'_>, kind: RuleKind) -> bool {
         rules.database_selector.as_ref().is_some_and(|s| s.matches(db.labels)) || list_matches(&rules.databases, db.name)
     };
     let list_ok = |list: &[String], value: &str| if list.is_empty() { omitted_matches } else { list_matches(list, value) };
-    database_ok
-        && list_ok(&rules.db_users, request.db_user)
-        && request.db_name.is_none_or(|name| list_ok(&rules.db_names, name))
+    database_ok && list_ok(&rules.db_users, request.db_user) && request.db_name.is_none_or(|name| list_ok(&rules.db_names, name))
 }
 
 fn list_matches(list: &[String], value: &str) -> bool {

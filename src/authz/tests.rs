@@ -39,7 +39,8 @@ fn every_rule_in_one_table() {
     let prod = labels(&[("env", "prod")]);
     let none = labels(&[]);
     // (description, roles, database, labels, db user, db name, expected allow)
-    let cases: Vec<(&str, Vec<AccessRole>, &str, &BTreeMap<String, String>, &str, Option<&str>, bool)> = vec![
+    type Case<'a> = (&'a str, Vec<AccessRole>, &'a str, &'a BTreeMap<String, String>, &'a str, Option<&'a str>, bool);
+    let cases: Vec<Case> = vec![
         ("default deny: no roles at all", vec![], "orders", &none, "app", Some("orders"), false),
         ("group subject allows the exact route", vec![role("team", "r", DEV_ORDERS)], "orders", &none, "app", Some("orders"), true),
         ("other db user is not allowed", vec![role("team", "r", DEV_ORDERS)], "orders", &none, "admin", Some("orders"), false),
@@ -49,65 +50,126 @@ fn every_rule_in_one_table() {
         (
             "user subject",
             vec![role("team", "r", "subjects: [{kind: User, name: alice}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}")],
-            "x", &none, "y", Some("z"), true,
+            "x",
+            &none,
+            "y",
+            Some("z"),
+            true,
         ),
         (
             "subject of another user does not apply",
             vec![role("team", "r", "subjects: [{kind: User, name: bob}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}")],
-            "x", &none, "y", Some("z"), false,
+            "x",
+            &none,
+            "y",
+            Some("z"),
+            false,
         ),
         (
             "label selector matches",
-            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchLabels: {env: prod}}, dbUsers: [app], dbNames: ['*']}")],
-            "orders", &prod, "app", Some("any"), true,
+            vec![role(
+                "team",
+                "r",
+                "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchLabels: {env: prod}}, dbUsers: [app], dbNames: ['*']}",
+            )],
+            "orders",
+            &prod,
+            "app",
+            Some("any"),
+            true,
         ),
         (
             "label selector does not match",
-            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchLabels: {env: prod}}, dbUsers: [app], dbNames: ['*']}")],
-            "orders", &none, "app", Some("any"), false,
+            vec![role(
+                "team",
+                "r",
+                "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchLabels: {env: prod}}, dbUsers: [app], dbNames: ['*']}",
+            )],
+            "orders",
+            &none,
+            "app",
+            Some("any"),
+            false,
         ),
         (
             "allow with omitted dbUsers allows nothing",
             vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databases: ['*'], dbNames: ['*']}")],
-            "orders", &none, "app", Some("orders"), false,
+            "orders",
+            &none,
+            "app",
+            Some("orders"),
+            false,
         ),
         (
             "allow with omitted databases allows nothing",
             vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {dbUsers: ['*'], dbNames: ['*']}")],
-            "orders", &none, "app", Some("orders"), false,
+            "orders",
+            &none,
+            "app",
+            Some("orders"),
+            false,
         ),
         (
             "deny wins over allow in the same role",
-            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}\ndeny: {dbUsers: [postgres]}")],
-            "orders", &none, "postgres", Some("orders"), false,
+            vec![role(
+                "team",
+                "r",
+                "subjects: [{kind: Group, name: dev}]\nallow: {databases: ['*'], dbUsers: ['*'], dbNames: ['*']}\ndeny: {dbUsers: [postgres]}",
+            )],
+            "orders",
+            &none,
+            "postgres",
+            Some("orders"),
+            false,
         ),
         (
             "deny wins over allow in another role",
-            vec![
-                role("team", "a", DEV_ORDERS),
-                role("team", "d", "subjects: [{kind: User, name: alice}]\ndeny: {databaseSelector: {}}"),
-            ],
-            "orders", &none, "app", Some("orders"), false,
+            vec![role("team", "a", DEV_ORDERS), role("team", "d", "subjects: [{kind: User, name: alice}]\ndeny: {databaseSelector: {}}")],
+            "orders",
+            &none,
+            "app",
+            Some("orders"),
+            false,
         ),
         (
             "deny that does not match leaves allow in force",
             vec![role("team", "a", DEV_ORDERS), role("team", "d", "subjects: [{kind: Group, name: dev}]\ndeny: {dbUsers: [postgres]}")],
-            "orders", &none, "app", Some("orders"), true,
+            "orders",
+            &none,
+            "app",
+            Some("orders"),
+            true,
         ),
         (
             "deny of another subject does not apply",
             vec![role("team", "a", DEV_ORDERS), role("team", "d", "subjects: [{kind: User, name: bob}]\ndeny: {}")],
-            "orders", &none, "app", Some("orders"), true,
+            "orders",
+            &none,
+            "app",
+            Some("orders"),
+            true,
         ),
         (
             "no db name (dynamodb) skips the db name check",
             vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databases: [orders], dbUsers: [reader]}")],
-            "orders", &none, "reader", None, true,
+            "orders",
+            &none,
+            "reader",
+            None,
+            true,
         ),
         (
             "matchExpressions NotIn",
-            vec![role("team", "r", "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchExpressions: [{key: env, operator: NotIn, values: [prod]}]}, dbUsers: ['*'], dbNames: ['*']}")],
-            "orders", &prod, "app", Some("x"), false,
+            vec![role(
+                "team",
+                "r",
+                "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchExpressions: [{key: env, operator: NotIn, values: [prod]}]}, dbUsers: ['*'], dbNames: ['*']}",
+            )],
+            "orders",
+            &prod,
+            "app",
+            Some("x"),
+            false,
         ),
     ];
     for (what, roles, db, db_labels, user, name, expect) in cases {
@@ -160,7 +222,8 @@ fn certificate_route_limits_the_request() {
 
 #[test]
 fn audit_queries_follows_the_allowing_roles() {
-    let quiet = role("team", "q", "subjects: [{kind: Group, name: dev}]\nallow: {databases: [orders], dbUsers: [app], dbNames: [orders]}\naudit: {queries: false}");
+    let quiet =
+        role("team", "q", "subjects: [{kind: Group, name: dev}]\nallow: {databases: [orders], dbUsers: [app], dbNames: [orders]}\naudit: {queries: false}");
     let d = decide(&alice(), "orders", &labels(&[]), "app", Some("orders"), std::slice::from_ref(&quiet));
     assert_eq!(d, Decision::Allow { roles: vec!["team/q".into()], audit_queries: false });
     let d = decide(&alice(), "orders", &labels(&[]), "app", Some("orders"), &[quiet, role("team", "r", DEV_ORDERS)]);
@@ -178,4 +241,3 @@ fn route_uri_round_trips_with_odd_characters() {
 }
 
 const ROUTE_URI_PREFIX_FOR_TESTS: &str = identity::ROUTE_URI_PREFIX;
-

@@ -40,7 +40,12 @@ impl CachedCredentials {
     /// Caches the role of `hop` assumed from `base` (with the external ID, when given).
     /// Sessions last one hour, the limit of chained roles.
     pub fn assume_role(base: Arc<CachedCredentials>, hop: Hop, external_id: Option<String>, region: String, sdk: SdkConfig, refresh_ahead: Duration) -> Self {
-        Self { refresh_ahead, provider: OnceCell::new(), what: Source::AssumeRole { hop, external_id, region, sdk: Box::new(sdk), base }, current: Mutex::new(None) }
+        Self {
+            refresh_ahead,
+            provider: OnceCell::new(),
+            what: Source::AssumeRole { hop, external_id, region, sdk: Box::new(sdk), base },
+            current: Mutex::new(None),
+        }
     }
 
     async fn provider(&self) -> &SharedCredentialsProvider {

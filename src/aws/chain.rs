@@ -104,9 +104,10 @@ impl ReportingChain {
                 Err(other) => {
                     let mut outcome = error_chain(&other);
                     if *name == names::WEB_IDENTITY
-                        && let Some(hint) = web_identity::diagnose() {
-                            outcome = format!("{hint} ({outcome})");
-                        }
+                        && let Some(hint) = web_identity::diagnose()
+                    {
+                        outcome = format!("{hint} ({outcome})");
+                    }
                     report.attempts.push(Attempt { provider: name, outcome });
                     result = Err(CredentialsError::provider_error(format!("the default chain stopped at {name}: {}", report.describe())));
                     break;
@@ -130,12 +131,8 @@ fn not_loaded_reason(name: &str, e: &(dyn std::error::Error + 'static)) -> Strin
     let text = error_chain(e);
     match name {
         n if n == names::ENVIRONMENT => "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set".into(),
-        n if n == names::WEB_IDENTITY => {
-            web_identity::diagnose().unwrap_or_else(|| "AWS_ROLE_ARN / AWS_WEB_IDENTITY_TOKEN_FILE are not set (no IRSA)".into())
-        }
-        n if n == names::CONTAINER => {
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI / _RELATIVE_URI are not set (no EKS Pod Identity)".into()
-        }
+        n if n == names::WEB_IDENTITY => web_identity::diagnose().unwrap_or_else(|| "AWS_ROLE_ARN / AWS_WEB_IDENTITY_TOKEN_FILE are not set (no IRSA)".into()),
+        n if n == names::CONTAINER => "AWS_CONTAINER_CREDENTIALS_FULL_URI / _RELATIVE_URI are not set (no EKS Pod Identity)".into(),
         _ => text,
     }
 }

@@ -31,11 +31,7 @@ impl EndpointPolicy {
     pub fn check(&self, host: &str) -> Result<(), EndpointError> {
         let host_lc = host.to_ascii_lowercase();
         let aws = AWS_DATABASE_SUFFIXES.iter().any(|s| host_lc.ends_with(s) && host_lc.len() > s.len());
-        if aws || self.extra_hosts.contains(&host_lc) {
-            Ok(())
-        } else {
-            Err(EndpointError { host: host.to_owned() })
-        }
+        if aws || self.extra_hosts.contains(&host_lc) { Ok(()) } else { Err(EndpointError { host: host.to_owned() }) }
     }
 }
 
@@ -57,11 +53,7 @@ impl EndpointPolicy {
         let labels: Vec<&str> = h.split('.').collect();
         let aws_domain = h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn");
         let service = labels.iter().any(|l| *l == "dynamodb" || *l == "dax");
-        if (aws_domain && service) || self.extra_hosts.contains(&h) {
-            Ok(())
-        } else {
-            Err(SignedRequestEndpointError { host: host.to_owned() })
-        }
+        if (aws_domain && service) || self.extra_hosts.contains(&h) { Ok(()) } else { Err(SignedRequestEndpointError { host: host.to_owned() }) }
     }
 }
 
@@ -84,11 +76,7 @@ impl EndpointPolicy {
         let sts = h == "sts.amazonaws.com"
             || matches!(labels.as_slice(), ["sts" | "sts-fips", region, "amazonaws", "com"] | ["sts" | "sts-fips", region, "amazonaws", "com", "cn"] if !region.is_empty())
             || (h.ends_with(".vpce.amazonaws.com") && labels.contains(&"sts"));
-        if sts || self.extra_hosts.contains(&h) {
-            Ok(())
-        } else {
-            Err(StsHostError { host: host.to_owned() })
-        }
+        if sts || self.extra_hosts.contains(&h) { Ok(()) } else { Err(StsHostError { host: host.to_owned() }) }
     }
 }
 

@@ -40,9 +40,9 @@ impl ImdsVerdict {
                  Identity (preferred), or set HttpPutResponseHopLimit to 2 (aws ec2 modify-instance-metadata-options \
                  --http-put-response-hop-limit 2)"
                 .into(),
-            ImdsVerdict::V1Only { put_status } => format!(
-                "only IMDSv1 answers (the token PUT got HTTP {put_status}); the SDK falls back to it, but prefer IRSA or EKS Pod Identity"
-            ),
+            ImdsVerdict::V1Only { put_status } => {
+                format!("only IMDSv1 answers (the token PUT got HTTP {put_status}); the SDK falls back to it, but prefer IRSA or EKS Pod Identity")
+            }
             ImdsVerdict::Unreachable { detail } => format!("instance metadata is unreachable ({detail}): not on EC2, or metadata is disabled"),
         }
     }

@@ -15,8 +15,8 @@ mod web_identity;
 
 pub use cache::CachedCredentials;
 pub use chain::{Attempt, ChainReport, ReportingChain};
-pub use roles::{RoleError, partition_of, role_arn, session_name};
 pub use endpoint::{EndpointError, EndpointPolicy, SignedRequestEndpointError, StsHostError};
+pub use roles::{RoleError, partition_of, role_arn, session_name};
 pub use token::{RdsAuthToken, rds_auth_token};
 
 use std::collections::HashMap;
@@ -30,7 +30,11 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 pub enum AwsError {
     /// No provider of the default chain produced credentials.
     #[error("no AWS credentials: {detail}")]
-    NoCredentials { detail: String, #[source] source: aws_credential_types::provider::error::CredentialsError },
+    NoCredentials {
+        detail: String,
+        #[source]
+        source: aws_credential_types::provider::error::CredentialsError,
+    },
     /// STS refused or failed an AssumeRole call.
     #[error("{}", assume_role_help(.role_arn, .caller.as_deref(), .external_id.as_deref(), .detail))]
     AssumeRole { role_arn: String, caller: Option<String>, external_id: Option<String>, detail: String },
@@ -48,7 +52,11 @@ pub enum AwsError {
 fn assume_role_help(role_arn: &str, caller: Option<&str>, external_id: Option<&str>, detail: &str) -> String {
     let who = caller.unwrap_or("the proxy's identity");
     let ext = external_id
-        .map(|id| format!("\n  - the trust policy's statement has the condition {{\"StringEquals\": {{\"sts:ExternalId\": \"{id}\"}}}}, the externalId of the Database"))
+        .map(|id| {
+            format!(
+                "\n  - the trust policy's statement has the condition {{\"StringEquals\": {{\"sts:ExternalId\": \"{id}\"}}}}, the externalId of the Database"
+            )
+        })
         .unwrap_or_default();
     format!(
         "sts:AssumeRole on {role_arn} failed: {detail}\nCheck:\n  - the trust policy of {role_arn} allows {{\"Principal\": {{\"AWS\": \"{who}\"}}, \"Action\": \"sts:AssumeRole\"}}{ext}\n  - {who} has an IAM policy allowing sts:AssumeRole on {role_arn}\n  - no permissions boundary or SCP denies sts:AssumeRole to {who}"

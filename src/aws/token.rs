@@ -44,9 +44,6 @@ pub async fn rds_auth_token(
         .expires_in(900)
         .build()
         .map_err(|e| AwsError::Sign(e.to_string()))?;
-    let token = AuthTokenGenerator::new(config)
-        .auth_token(aws.sdk_config())
-        .await
-        .map_err(|e| AwsError::Sign(e.to_string()))?;
+    let token = AuthTokenGenerator::new(config).auth_token(aws.sdk_config()).await.map_err(|e| AwsError::Sign(e.to_string()))?;
     Ok(RdsAuthToken(token.as_str().to_owned()))
 }

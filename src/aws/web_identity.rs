@@ -7,7 +7,9 @@ use base64::Engine;
 pub fn diagnose() -> Option<String> {
     let path = std::env::var("AWS_WEB_IDENTITY_TOKEN_FILE").ok()?;
     if std::env::var("AWS_ROLE_ARN").is_err() {
-        return Some(format!("AWS_WEB_IDENTITY_TOKEN_FILE={path} is set but AWS_ROLE_ARN is not: IRSA needs both (is the ServiceAccount annotated with eks.amazonaws.com/role-arn?)"));
+        return Some(format!(
+            "AWS_WEB_IDENTITY_TOKEN_FILE={path} is set but AWS_ROLE_ARN is not: IRSA needs both (is the ServiceAccount annotated with eks.amazonaws.com/role-arn?)"
+        ));
     }
     let token = match std::fs::read_to_string(&path) {
         Ok(t) => t,

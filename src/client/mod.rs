@@ -19,7 +19,6 @@ use crate::authz::Route;
 use crate::cli::LoginArgs;
 use crate::pki::{CSR_SIGNER_NAME as SIGNER_NAME, new_client_request, write_private};
 
-
 /// `db login`'s target.
 #[derive(Debug, Clone)]
 pub struct DbTarget {
@@ -78,7 +77,10 @@ pub async fn login(target: Option<DbTarget>, args: LoginArgs) -> anyhow::Result<
     if let Some(route) = &identity.route {
         println!("limited to {}", route.to_uri());
     }
-    println!("psql \"host=<proxy service> sslmode=verify-full sslrootcert={0}/ca.crt sslcert={0}/client.crt sslkey={0}/client.key user=<db user> dbname=<db name>\"", dir.display());
+    println!(
+        "psql \"host=<proxy service> sslmode=verify-full sslrootcert={0}/ca.crt sslcert={0}/client.crt sslkey={0}/client.key user=<db user> dbname=<db name>\"",
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -101,11 +103,7 @@ async fn wait_for_certificate(api: &Api<CertificateSigningRequest>, name: &str, 
         let status = csr.status.unwrap_or_default();
         for c in status.conditions.as_deref().unwrap_or(&[]) {
             if c.type_ == "Denied" || c.type_ == "Failed" {
-                bail!(
-                    "the operator refused: {} ({})",
-                    c.message.as_deref().unwrap_or("no message"),
-                    c.reason.as_deref().unwrap_or(&c.type_)
-                );
+                bail!("the operator refused: {} ({})", c.message.as_deref().unwrap_or("no message"), c.reason.as_deref().unwrap_or(&c.type_));
             }
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {

@@ -82,11 +82,18 @@ pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
     for ca in CertificateDer::pem_file_iter(files.ca()).with_context(|| format!("cannot read {}", files.ca().display()))? {
         roots.add(ca.context("the CA file is not PEM")?).context("the CA certificate is unusable")?;
     }
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(certs, key).context("the certificate and key do not match")?;
+    let config =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(certs, key).context("the certificate and key do not match")?;
     let host = args.proxy.rsplit_once(':').map(|(h, _)| h).unwrap_or(&args.proxy).trim_matches(['[', ']']).to_owned();
     let name = args.server_name.clone().unwrap_or(host);
     let server_name = ServerName::try_from(name.clone()).with_context(|| format!("{name:?} is not a valid TLS server name"))?;
-    let tunnel = Arc::new(Tunnel { proxy: args.proxy.clone(), protocol: args.protocol, connector: TlsConnector::from(Arc::new(config)), server_name, timeout: Duration::from_secs(15) });
+    let tunnel = Arc::new(Tunnel {
+        proxy: args.proxy.clone(),
+        protocol: args.protocol,
+        connector: TlsConnector::from(Arc::new(config)),
+        server_name,
+        timeout: Duration::from_secs(15),
+    });
 
     let listener = TcpListener::bind(("127.0.0.1", args.port)).await.with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let local = listener.local_addr()?;
@@ -98,14 +105,7 @@ pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
             a = listener.accept() => a,
             _ = crate::runtime::wait_for_termination() => return Ok(()),
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let Some((stream, peer)) = crate::runtime::accepted(accepted).await else { continue };
         let tunnel = tunnel.clone();
         tokio::spawn(async move {
             if let Err(e) = tunnel.carry(stream, peer).await {

@@ -95,7 +95,10 @@ mod tests {
             reflow("Values:\n- `a` is the first\n  value\n- `b`\n1. one\n2) two\nafter"),
             "Values:\n- `a` is the first value\n- `b`\n1. one\n2) two after"
         );
-        assert_eq!(reflow("Example:\n\n    kubectl get db\n    kubectl get dbrole\n\nDone\nhere."), "Example:\n\n    kubectl get db\n    kubectl get dbrole\n\nDone here.");
+        assert_eq!(
+            reflow("Example:\n\n    kubectl get db\n    kubectl get dbrole\n\nDone\nhere."),
+            "Example:\n\n    kubectl get db\n    kubectl get dbrole\n\nDone here."
+        );
         assert_eq!(reflow("Run\n```\na\nb\n```\nthen\nstop"), "Run\n```\na\nb\n```\nthen stop");
         assert_eq!(reflow("trailing space \nnext"), "trailing space next");
     }

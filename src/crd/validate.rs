@@ -46,10 +46,7 @@ pub fn validate_database(db: &Database) -> Result<(), FieldError> {
         })?;
         let (host, _) = split_endpoint(endpoint, spec.protocol).map_err(|message| FieldError { field: "spec.endpoint", message })?;
         if spec.aws.region.is_none() && region_from_rds_host(&host).is_none() {
-            return Err(FieldError {
-                field: "spec.aws.region",
-                message: format!("required: the endpoint host {host:?} names no AWS region"),
-            });
+            return Err(FieldError { field: "spec.aws.region", message: format!("required: the endpoint host {host:?} names no AWS region") });
         }
     }
     if let Some(arn) = spec.aws.assume_role_arn.as_deref()

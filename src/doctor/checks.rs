@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::tls_probe::{fetch_chain, judge};
 use super::{Check, Status};
-use crate::aws::region::RegionFound;
 use crate::aws::rds::{self, AwsCheck, CheckStatus};
+use crate::aws::region::RegionFound;
 use crate::aws::{AwsContext, AwsError, imds};
 use crate::crd::{Database, Protocol};
 use crate::proxy::Upstream;
@@ -34,10 +34,11 @@ pub async fn run(databases: &[Database], secrets_dir: Option<&Path>, timeout: Du
         let sts = aws_sdk_sts::Client::new(&aws.sdk_config_with(base.clone()));
         match sts.get_caller_identity().send().await {
             Ok(out) => checks.push(Check::new("caller identity", Status::Ok, out.arn().unwrap_or("?").to_owned())),
-            Err(e) => checks.push(
-                Check::new("caller identity", Status::Fail, crate::aws::describe_sdk_error(&e))
-                    .remedy("the credentials were found but STS refuses them: they may be expired or revoked, or the STS endpoint is unreachable (VPC endpoint?)"),
-            ),
+            Err(e) => {
+                checks.push(Check::new("caller identity", Status::Fail, crate::aws::describe_sdk_error(&e)).remedy(
+                    "the credentials were found but STS refuses them: they may be expired or revoked, or the STS endpoint is unreachable (VPC endpoint?)",
+                ))
+            }
         }
     } else {
         checks.push(Check::new("caller identity", Status::Skip, "no credentials"));
@@ -54,9 +55,8 @@ pub async fn run(databases: &[Database], secrets_dir: Option<&Path>, timeout: Du
 fn region_check(found: &RegionFound) -> Check {
     match &found.region {
         Some(_) => Check::new("AWS region", Status::Ok, found.describe()),
-        None => Check::new("AWS region", Status::Warn, found.describe()).remedy(
-            "set AWS_REGION (STS and the AWS checks use it); each Database's own region comes from spec.aws.region or its RDS endpoint",
-        ),
+        None => Check::new("AWS region", Status::Warn, found.describe())
+            .remedy("set AWS_REGION (STS and the AWS checks use it); each Database's own region comes from spec.aws.region or its RDS endpoint"),
     }
 }
 
@@ -114,15 +114,17 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             true
         }
         Ok(Err(e)) => {
-            checks.push(Check::new(label("network path"), Status::Fail, format!("cannot connect to {addr}: {e}")).remedy(format!(
-                "nothing accepts connections at {addr}: check the endpoint and port in the Database"
-            )));
+            checks.push(
+                Check::new(label("network path"), Status::Fail, format!("cannot connect to {addr}: {e}"))
+                    .remedy(format!("nothing accepts connections at {addr}: check the endpoint and port in the Database")),
+            );
             false
         }
         Err(_) => {
-            checks.push(Check::new(label("network path"), Status::Fail, format!("connecting to {addr} timed out after {timeout:?}")).remedy(format!(
-                "a timeout usually means a security group or NACL drops the traffic: allow the proxy's nodes/pods to reach {addr}"
-            )));
+            checks.push(
+                Check::new(label("network path"), Status::Fail, format!("connecting to {addr} timed out after {timeout:?}"))
+                    .remedy(format!("a timeout usually means a security group or NACL drops the traffic: allow the proxy's nodes/pods to reach {addr}")),
+            );
             false
         }
     };
@@ -131,8 +133,12 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             Err(e) => Check::new(label("TLS certificate"), Status::Fail, e),
             Ok(chain) => match judge(&chain, upstream.server_name_str(), &upstream.verifier) {
                 Err(e) => Check::new(label("TLS certificate"), Status::Fail, e),
-                Ok(f) if !f.has_san => Check::new(label("TLS certificate"), Status::Fail, format!("{} has no subject alternative names: a legacy Common-Name-only certificate", f.subject))
-                    .remedy("rotate the instance's certificate authority to a current one (e.g. rds-ca-rsa2048-g1) and update spec.tls.caSecretRef"),
+                Ok(f) if !f.has_san => Check::new(
+                    label("TLS certificate"),
+                    Status::Fail,
+                    format!("{} has no subject alternative names: a legacy Common-Name-only certificate", f.subject),
+                )
+                .remedy("rotate the instance's certificate authority to a current one (e.g. rds-ca-rsa2048-g1) and update spec.tls.caSecretRef"),
                 Ok(f) if f.expired => Check::new(label("TLS certificate"), Status::Fail, format!("{} expired {}", f.subject, f.not_after))
                     .remedy("rotate the instance's certificate authority"),
                 Ok(f) => match f.verification {
@@ -143,7 +149,11 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             },
         });
     } else if reachable {
-        checks.push(Check::new(label("TLS certificate"), Status::Skip, format!("checked for postgres and mysql only in this release (protocol {})", upstream.protocol)));
+        checks.push(Check::new(
+            label("TLS certificate"),
+            Status::Skip,
+            format!("checked for postgres and mysql only in this release (protocol {})", upstream.protocol),
+        ));
     }
     checks.push(iam_auth_check(aws, db, &upstream, &label("IAM authentication")).await);
     checks
@@ -170,15 +180,22 @@ fn iam_auth_line(label: &str, check: &AwsCheck) -> Check {
         }
         (CheckStatus::False, "Disabled") => {
             let what = database.unwrap_or_else(|| "the database".into());
-            let command = check.enable_command.clone().unwrap_or_else(|| "aws rds modify-db-instance --db-instance-identifier ID --enable-iam-database-authentication --apply-immediately".into());
+            let command = check
+                .enable_command
+                .clone()
+                .unwrap_or_else(|| "aws rds modify-db-instance --db-instance-identifier ID --enable-iam-database-authentication --apply-immediately".into());
             Check::new(label, Status::Fail, format!("IAM database authentication is off on {what}"))
                 .remedy(format!("{command}, or set spec.aws.enableIamAuth: true and let the operator do it; then GRANT rds_iam TO each db user"))
         }
-        (CheckStatus::False, "Enabling") => Check::new(label, Status::Warn, check.message.clone()).remedy("wait a few minutes for the modification to apply, then run the doctor again"),
+        (CheckStatus::False, "Enabling") => {
+            Check::new(label, Status::Warn, check.message.clone()).remedy("wait a few minutes for the modification to apply, then run the doctor again")
+        }
         (CheckStatus::False, "NotFound") => {
             Check::new(label, Status::Fail, check.message.clone()).remedy("set spec.aws.rds.instanceId or clusterId, and check the region and account")
         }
-        (CheckStatus::False, _) => Check::new(label, Status::Fail, check.message.clone()).remedy("fix the database or the Database manifest as the detail says"),
+        (CheckStatus::False, _) => {
+            Check::new(label, Status::Fail, check.message.clone()).remedy("fix the database or the Database manifest as the detail says")
+        }
         (CheckStatus::Unknown, "NotChecked") => Check::new(label, Status::Skip, check.message.clone()),
         (CheckStatus::Unknown, _) => Check::new(label, Status::Fail, format!("cannot describe the database: {}", check.message))
             .remedy("allow the proxy's identity rds:DescribeDBInstances and rds:DescribeDBClusters (see `portcullis iam policy`)"),
@@ -218,7 +235,8 @@ mod tests {
     fn the_iam_line_tells_the_shared_verdict_in_the_doctors_words() {
         let ok = iam_auth_line("iam", &verdict(CheckStatus::True, "Enabled"));
         assert_eq!((ok.status, ok.detail.as_str()), (Status::Ok, "enabled on instance orders (engine 16.3)"));
-        let off = AwsCheck { enable_command: Some("aws rds modify-db-instance --db-instance-identifier orders".into()), ..verdict(CheckStatus::False, "Disabled") };
+        let off =
+            AwsCheck { enable_command: Some("aws rds modify-db-instance --db-instance-identifier orders".into()), ..verdict(CheckStatus::False, "Disabled") };
         let off = iam_auth_line("iam", &off);
         assert_eq!((off.status, off.detail.as_str()), (Status::Fail, "IAM database authentication is off on instance orders"));
         assert!(off.remedy.unwrap().starts_with("aws rds modify-db-instance --db-instance-identifier orders, or set spec.aws.enableIamAuth"));

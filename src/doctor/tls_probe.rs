@@ -37,7 +37,14 @@ struct Capture {
 }
 
 impl ServerCertVerifier for Capture {
-    fn verify_server_cert(&self, ee: &CertificateDer<'_>, im: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        ee: &CertificateDer<'_>,
+        im: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         let mut chain = vec![ee.clone().into_owned()];
         chain.extend(im.iter().map(|c| c.clone().into_owned()));
         *self.chain.lock().unwrap_or_else(|p| p.into_inner()) = chain;

@@ -13,9 +13,9 @@ use super::apply::apply_status;
 use super::context::Context;
 use super::retry::{self, Category};
 use crate::authz::{DatabaseRef, allow_rules_for};
+use crate::crd::AccessRole;
 use crate::crd::conditions::{Observation, access_role_types, find, merge};
 use crate::crd::v1alpha1::AccessRoleStatus;
-use crate::crd::AccessRole;
 
 /// Why an AccessRole reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +103,8 @@ async fn write_status(role: &AccessRole, ctx: &Context) -> Result<(), AccessRole
     let generation = role.metadata.generation;
     let condition = merge(&live.conditions, &validity(role), generation, &Time(Timestamp::now()));
     let matched = matched_databases(role, ctx);
-    if live.observed_generation == generation && live.matched_databases == Some(matched) && find(&live.conditions, access_role_types::VALID) == Some(&condition) {
+    if live.observed_generation == generation && live.matched_databases == Some(matched) && find(&live.conditions, access_role_types::VALID) == Some(&condition)
+    {
         return Ok(());
     }
     let (ns, name) = (role.namespace().unwrap_or_default(), role.name_any());

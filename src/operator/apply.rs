@@ -81,7 +81,15 @@ where
 
 /// Deletes objects of one kind that belong to the Database `namespace/database` (by label and
 /// owner uid) but are no longer wanted.
-pub async fn prune<K>(api: &Api<K>, store: &Store<K>, namespace: &str, database: &str, owner_uid: &str, keep: &[String], metrics: &OperatorMetrics) -> Result<usize, kube::Error>
+pub async fn prune<K>(
+    api: &Api<K>,
+    store: &Store<K>,
+    namespace: &str,
+    database: &str,
+    owner_uid: &str,
+    keep: &[String],
+    metrics: &OperatorMetrics,
+) -> Result<usize, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {

@@ -21,7 +21,11 @@ pub const CA_SECRET: &str = "portcullis-ca";
 pub enum CaError {
     /// Reading or creating the Secret failed.
     #[error("cannot read or create the CA Secret {namespace}/{CA_SECRET}")]
-    Api { namespace: String, #[source] source: kube::Error },
+    Api {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
     /// The Secret exists but holds no usable CA.
     #[error("the CA Secret {namespace}/{CA_SECRET} is unusable: {reason}; delete it to have a new CA made (every issued certificate stops working)")]
     Unusable { namespace: String, reason: String },
@@ -66,8 +70,6 @@ pub async fn ensure(client: &Client, namespace: &str) -> Result<Ca, CaError> {
 fn from_secret(secret: &Secret, namespace: &str) -> Result<Ca, CaError> {
     let unusable = |reason: String| CaError::Unusable { namespace: namespace.to_owned(), reason };
     let data = secret.data.as_ref().ok_or_else(|| unusable("it has no data".into()))?;
-    let text = |key: &str| {
-        data.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned()).ok_or_else(|| unusable(format!("key {key} is missing")))
-    };
+    let text = |key: &str| data.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned()).ok_or_else(|| unusable(format!("key {key} is missing")));
     Ca::from_pem(&text("tls.crt")?, &text("tls.key")?, &format!("Secret {namespace}/{CA_SECRET}")).map_err(|e| unusable(e.to_string()))
 }

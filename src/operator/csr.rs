@@ -98,9 +98,7 @@ async fn handle(csr: &CertificateSigningRequest, ctx: &Context) -> Result<(), Cs
             let already_approved = conditions(csr).iter().any(|c| c.type_ == "Approved");
             if !already_approved {
                 let message = format!("allowed by AccessRole(s) {}; certificate valid for {}", roles.join(", "), humantime::format_duration(ttl));
-                add_condition(&api, csr, condition("Approved", "AccessRoleAllows", &message))
-                    .await
-                    .map_err(|e| CsrError::Write(name.clone(), e))?;
+                add_condition(&api, csr, condition("Approved", "AccessRoleAllows", &message)).await.map_err(|e| CsrError::Write(name.clone(), e))?;
                 ctx.metrics.write("CertificateSigningRequest/approval", "patch");
             }
             let cert = ctx.ca.sign_client_request(&request, &user, &groups, ttl).map_err(|e| CsrError::Sign(name.clone(), e))?;
@@ -118,9 +116,7 @@ async fn handle(csr: &CertificateSigningRequest, ctx: &Context) -> Result<(), Cs
 
 async fn deny(api: &Api<CertificateSigningRequest>, csr: &CertificateSigningRequest, ctx: &Context, reason: &str, message: &str) -> Result<(), CsrError> {
     let name = csr.name_any();
-    add_condition(api, csr, condition("Denied", reason, message))
-        .await
-        .map_err(|e| CsrError::Write(name.clone(), e))?;
+    add_condition(api, csr, condition("Denied", reason, message)).await.map_err(|e| CsrError::Write(name.clone(), e))?;
     ctx.metrics.write("CertificateSigningRequest/approval", "patch");
     ctx.metrics.csrs.get_or_create(&super::metrics::CsrLabels { result: "denied".into() }).inc();
     info!(csr = %name, user = ?csr.spec.username, reason, message, "denied a client certificate");
@@ -128,7 +124,11 @@ async fn deny(api: &Api<CertificateSigningRequest>, csr: &CertificateSigningRequ
 }
 
 /// Adds an approval condition, guarded by the resourceVersion (a concurrent decision wins).
-async fn add_condition(api: &Api<CertificateSigningRequest>, csr: &CertificateSigningRequest, new: CertificateSigningRequestCondition) -> Result<CertificateSigningRequest, kube::Error> {
+async fn add_condition(
+    api: &Api<CertificateSigningRequest>,
+    csr: &CertificateSigningRequest,
+    new: CertificateSigningRequestCondition,
+) -> Result<CertificateSigningRequest, kube::Error> {
     let mut list = conditions(csr).to_vec();
     list.push(new);
     let patch = serde_json::json!({
@@ -154,7 +154,13 @@ fn condition(type_: &str, reason: &str, message: &str) -> CertificateSigningRequ
 /// Decides a request: which Databases it could reach, whether some role allows the route,
 /// and the lifetime (the requested one, capped by the smallest `maxSessionTtl` of the
 /// allowing roles and by the operator's maximum).
-pub fn decide(identity: &Identity, requested: Option<Duration>, roles: &[Arc<AccessRole>], databases: &[Arc<Database>], settings: &super::context::Settings) -> Verdict {
+pub fn decide(
+    identity: &Identity,
+    requested: Option<Duration>,
+    roles: &[Arc<AccessRole>],
+    databases: &[Arc<Database>],
+    settings: &super::context::Settings,
+) -> Verdict {
     let roles: Vec<AccessRole> = roles.iter().map(|r| (**r).clone()).collect();
     let route = identity.route.clone().unwrap_or_default();
     let candidates: Vec<&Arc<Database>> = match route.database.as_deref() {
@@ -190,9 +196,9 @@ pub fn decide(identity: &Identity, requested: Option<Duration>, roles: &[Arc<Acc
                 // No db user asked for: some role naming the caller must allow this database
                 // for some user (and the requested db name, if any).
                 for role in roles.iter().filter(|r| authz::subjects_match(r, identity)) {
-                    let grants = authz::allow_rules_for(&db_ref, std::slice::from_ref(role)).iter().any(|rule| {
-                        !rule.db_users.is_empty() && route.db_name.as_deref().is_none_or(|n| rule.db_names.iter().any(|x| x == "*" || x == n))
-                    });
+                    let grants = authz::allow_rules_for(&db_ref, std::slice::from_ref(role))
+                        .iter()
+                        .any(|rule| !rule.db_users.is_empty() && route.db_name.as_deref().is_none_or(|n| rule.db_names.iter().any(|x| x == "*" || x == n)));
                     if grants {
                         allowing.push(role);
                     }
@@ -203,14 +209,8 @@ pub fn decide(identity: &Identity, requested: Option<Duration>, roles: &[Arc<Acc
     allowing.sort_by_key(|r| authz::role_name(r));
     allowing.dedup_by_key(|r| authz::role_name(r));
     if allowing.is_empty() {
-        let message = last_denial.unwrap_or_else(|| {
-            format!(
-                "no AccessRole grants user {:?} (groups {:?}) {}",
-                identity.user,
-                identity.groups,
-                describe_route(&route)
-            )
-        });
+        let message =
+            last_denial.unwrap_or_else(|| format!("no AccessRole grants user {:?} (groups {:?}) {}", identity.user, identity.groups, describe_route(&route)));
         return Verdict::Deny { reason: "NoAccessRole", message };
     }
     let mut ttl = requested.unwrap_or(settings.default_client_cert_ttl).min(settings.max_client_cert_ttl);

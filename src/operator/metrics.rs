@@ -81,5 +81,4 @@ impl OperatorMetrics {
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_seconds.get_or_create(&labels).observe(seconds);
     }
-
 }

@@ -97,9 +97,8 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     // The leader turns ready again once its caches are filled.
     ready.store(options.leader_election, std::sync::atomic::Ordering::Relaxed);
     let lost = CancellationToken::new();
-    let election = options.leader_election.then(|| {
-        leader::LeaderElection::new(client.clone(), &options.settings.namespace, &options.identity, options.lease_duration)
-    });
+    let election =
+        options.leader_election.then(|| leader::LeaderElection::new(client.clone(), &options.settings.namespace, &options.identity, options.lease_duration));
     if let Some(election) = &election
         && !election.acquire(&shutdown).await
     {
@@ -140,7 +139,8 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     });
 
     let config = ControllerConfig::default().concurrency(options.concurrency);
-    let db_stream = watcher(scoped_api::<Database>(&client, scope.as_deref()), watcher::Config::default()).default_backoff().reflect(db_writer).touched_objects();
+    let db_stream =
+        watcher(scoped_api::<Database>(&client, scope.as_deref()), watcher::Config::default()).default_backoff().reflect(db_writer).touched_objects();
     let ChildStreams { service_accounts, config_maps, secrets, deployments, services, role_bindings } = child_streams;
     let databases = Controller::for_stream(db_stream, db_reader.clone())
         .owns_stream(service_accounts)
@@ -156,7 +156,8 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
 
     // AccessRoles: their own changes, and any Database change in their namespace (the match
     // count may change).
-    let role_stream = watcher(scoped_api::<AccessRole>(&client, scope.as_deref()), watcher::Config::default()).default_backoff().reflect(role_writer).touched_objects();
+    let role_stream =
+        watcher(scoped_api::<AccessRole>(&client, scope.as_deref()), watcher::Config::default()).default_backoff().reflect(role_writer).touched_objects();
     let roles_by_ns = role_reader.clone();
     let roles = Controller::for_stream(role_stream, role_reader.clone())
         .watches(scoped_api::<Database>(&client, scope.as_deref()), watcher::Config::default().any_semantic(), move |db: Database| {
@@ -239,7 +240,13 @@ struct ChildStreams {
 fn child_watches(client: &Client, namespace: Option<&str>) -> (ChildStores, ChildStreams) {
     fn one<K>(client: &Client, namespace: Option<&str>) -> (Store<K>, ChildStream<K>)
     where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
     {
         let (reader, writer) = reflector::store::<K>();
         let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);

@@ -48,7 +48,9 @@ pub enum ProxyDefaultsError {
     #[error("cannot read the proxy defaults {0}")]
     Read(PathBuf, #[source] std::io::Error),
     /// The file is not valid (unknown field, wrong type).
-    #[error("invalid proxy defaults in {0} (fields: replicas, resources, nodeSelector, tolerations, affinity, priorityClassName, imagePullSecrets, imagePullPolicy, env)")]
+    #[error(
+        "invalid proxy defaults in {0} (fields: replicas, resources, nodeSelector, tolerations, affinity, priorityClassName, imagePullSecrets, imagePullPolicy, env)"
+    )]
     Parse(PathBuf, #[source] serde_yaml::Error),
     /// A value is out of range.
     #[error("invalid proxy defaults in {0}: {1}")]
@@ -59,8 +61,11 @@ impl ProxyDefaults {
     /// Reads and checks the file.
     pub fn load(path: &Path) -> Result<ProxyDefaults, ProxyDefaultsError> {
         let text = std::fs::read_to_string(path).map_err(|e| ProxyDefaultsError::Read(path.to_owned(), e))?;
-        let defaults: ProxyDefaults =
-            if text.trim().is_empty() { ProxyDefaults::default() } else { serde_yaml::from_str(&text).map_err(|e| ProxyDefaultsError::Parse(path.to_owned(), e))? };
+        let defaults: ProxyDefaults = if text.trim().is_empty() {
+            ProxyDefaults::default()
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| ProxyDefaultsError::Parse(path.to_owned(), e))?
+        };
         if defaults.replicas.is_some_and(|r| r < 0) {
             return Err(ProxyDefaultsError::Invalid(path.to_owned(), "replicas must be 0 or more"));
         }

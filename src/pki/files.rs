@@ -114,11 +114,6 @@ fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
 /// Writes a file readable only by its owner (mode 0600), replacing any earlier one.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     let _ = fs::remove_file(path);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io("cannot write", path, e))?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| io("cannot write", path, e))?;
     file.write_all(contents.as_bytes()).map_err(|e| io("cannot write", path, e))
 }

@@ -8,14 +8,10 @@ pub use files::{CaFiles, ClientFiles, write_private};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use time::OffsetDateTime;
 
 use crate::authz::{GROUP_URI_PREFIX, Route};
-
 
 /// Errors of certificate issuance.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +21,12 @@ pub enum PkiError {
     Build(#[from] rcgen::Error),
     /// A file could not be read or written.
     #[error("{action} {path}")]
-    Io { action: &'static str, path: String, #[source] source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The CA files do not hold a usable CA.
     #[error("{path} does not hold a usable CA: {reason}")]
     BadCa { path: String, reason: String },
@@ -250,7 +251,10 @@ mod tests {
         let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
         let last = raw.len() - 5;
         raw[last] ^= 0xff;
-        let tampered = format!("-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw));
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw)
+        );
         assert!(matches!(parse_client_request(&tampered), Err(PkiError::BadRequest(_))));
         assert!(matches!(parse_client_request("not a csr"), Err(PkiError::BadRequest(_))));
     }

@@ -224,10 +224,15 @@ impl Statement {
 
 impl AuditEvent {
     /// A new event stamped now.
-    pub fn new(event: &'static str, code: &'static str, session: std::sync::Arc<SessionFields>, success: bool, error: Option<String>, detail: EventDetail) -> Self {
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+    pub fn new(
+        event: &'static str,
+        code: &'static str,
+        session: std::sync::Arc<SessionFields>,
+        success: bool,
+        error: Option<String>,
+        detail: EventDetail,
+    ) -> Self {
+        let time = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         Self { time, event, code, session, success, error, detail }
     }
 }
@@ -285,9 +290,10 @@ pub fn start(targets: AuditTargets, queue: usize, metrics: ProxyMetrics) -> std:
                 }
             }
             if let Some(f) = file.as_mut()
-                && let Err(e) = f.write_all(&batch).and_then(|_| f.flush()) {
-                    tracing::warn!(error = %e, "cannot write audit events to the audit file");
-                }
+                && let Err(e) = f.write_all(&batch).and_then(|_| f.flush())
+            {
+                tracing::warn!(error = %e, "cannot write audit events to the audit file");
+            }
             batch.clear();
         }
     })?;
@@ -359,9 +365,25 @@ mod tests {
     #[test]
     fn events_serialize_flat_with_the_documented_fields() {
         let session = SessionFields { session_id: "s1".into(), user: "alice".into(), ..Default::default() };
-        let ev = AuditEvent::new(events::SESSION_QUERY, "DB1001I", session.into(), true, None, EventDetail::Query(Statement::from_text("query", b"select 1", None)));
+        let ev =
+            AuditEvent::new(events::SESSION_QUERY, "DB1001I", session.into(), true, None, EventDetail::Query(Statement::from_text("query", b"select 1", None)));
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
-        for field in ["time", "event", "code", "session_id", "user", "groups", "database", "protocol", "endpoint", "db_user", "db_name", "success", "statement", "statement_sha256"] {
+        for field in [
+            "time",
+            "event",
+            "code",
+            "session_id",
+            "user",
+            "groups",
+            "database",
+            "protocol",
+            "endpoint",
+            "db_user",
+            "db_name",
+            "success",
+            "statement",
+            "statement_sha256",
+        ] {
             assert!(v.get(field).is_some(), "missing {field} in {v}");
         }
         assert_eq!(v["event"], "db.session.query");

@@ -18,13 +18,13 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::config::ProxyConfig;
 use super::error::{ClusterError, ProxyError};
 use super::listener::serve;
-use crate::runtime::wait_for_termination;
 use super::{ProxyState, Upstream};
 use crate::crd::conditions::{Observation, merge, types};
 use crate::crd::{AccessRole, Database};
-use super::config::ProxyConfig;
+use crate::runtime::wait_for_termination;
 
 /// The field manager of the proxy's status fields (the operator owns the others).
 pub const PROXY_FIELD_MANAGER: &str = "portcullis-proxy";
@@ -34,10 +34,8 @@ const RECHECK: Duration = Duration::from_secs(60);
 
 /// Runs the proxy for one Database read from the API until SIGINT/SIGTERM.
 pub async fn run_cluster(config_path: PathBuf, reference: &str) -> Result<(), ProxyError> {
-    let (ns, name) = reference
-        .split_once('/')
-        .filter(|(n, d)| !n.is_empty() && !d.is_empty())
-        .ok_or_else(|| ClusterError::BadReference(reference.to_owned()))?;
+    let (ns, name) =
+        reference.split_once('/').filter(|(n, d)| !n.is_empty() && !d.is_empty()).ok_or_else(|| ClusterError::BadReference(reference.to_owned()))?;
     let config = ProxyConfig::load(&config_path)?;
     let client = Client::try_default().await.map_err(ClusterError::Client)?;
     let db_api: Api<Database> = Api::namespaced(client.clone(), ns);
@@ -60,7 +58,8 @@ pub async fn run_cluster(config_path: PathBuf, reference: &str) -> Result<(), Pr
                     Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     Ok(_) => {
                         let roles: Vec<AccessRole> = reader.state().iter().map(|r| (**r).clone()).collect();
-                        let versions = |list: &[AccessRole]| list.iter().map(|r| r.metadata.resource_version.clone()).collect::<std::collections::BTreeSet<_>>();
+                        let versions =
+                            |list: &[AccessRole]| list.iter().map(|r| r.metadata.resource_version.clone()).collect::<std::collections::BTreeSet<_>>();
                         if versions(&roles_tx.borrow()) != versions(&roles) {
                             info!(roles = roles.len(), "AccessRoles changed; running sessions are re-checked");
                             roles_tx.send_replace(Arc::new(roles));
@@ -76,9 +75,16 @@ pub async fn run_cluster(config_path: PathBuf, reference: &str) -> Result<(), Pr
         return Err(ClusterError::Roles(ns.to_owned()).into());
     }
     let reporter = Reporter { api: db_api, name: name.to_owned(), db };
-    let result = serve(config, databases, Some(upstream.clone()), roles_rx, move |state| {
-        tokio::spawn(reporter.run(state, upstream));
-    }, wait_for_termination())
+    let result = serve(
+        config,
+        databases,
+        Some(upstream.clone()),
+        roles_rx,
+        move |state| {
+            tokio::spawn(reporter.run(state, upstream));
+        },
+        wait_for_termination(),
+    )
     .await;
     role_watch.abort();
     result

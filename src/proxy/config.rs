@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 pub enum ConfigError {
     /// A file could not be read.
     #[error("cannot read {path}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A YAML document is malformed or does not fit the expected shape.
     #[error("{path}: {document}: {field}: {message}")]
     Invalid { path: String, document: String, field: String, message: String },

@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::config::ConfigError;
 use super::tls::TlsError;
 use super::upstream::ResolveError;
 use crate::crd::Protocol;
-use super::config::ConfigError;
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -27,17 +27,27 @@ pub enum ProxyError {
     #[error("listener {address}: protocol {protocol} cannot be served by this proxy yet")]
     UnsupportedProtocol { address: SocketAddr, protocol: Protocol },
     /// A listener's `protocol` disagrees with its database's.
-    #[error("listener {address}: protocol {listener} does not match database {database:?}, which uses {database_protocol}; drop the listener's protocol or fix it")]
+    #[error(
+        "listener {address}: protocol {listener} does not match database {database:?}, which uses {database_protocol}; drop the listener's protocol or fix it"
+    )]
     ListenerProtocolMismatch { address: SocketAddr, listener: Protocol, database: String, database_protocol: Protocol },
     /// Binding an address failed.
     #[error("cannot listen on {address}")]
-    Bind { address: SocketAddr, #[source] source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// Cluster mode could not start.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// The audit file cannot be opened.
     #[error("cannot open the audit file {path}")]
-    AuditFile { path: PathBuf, #[source] source: std::io::Error },
+    AuditFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Errors specific to cluster mode.
@@ -56,4 +66,3 @@ pub enum ClusterError {
     #[error("cannot list AccessRoles in namespace {0} within 30 s: check the proxy's RoleBinding (ClusterRole portcullis-proxy)")]
     Roles(String),
 }
-

@@ -24,10 +24,9 @@ use super::upstream::Upstream;
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::Protocol;
 use crate::proxy::config::{ConfigError, ProxyConfig};
+use crate::proxy::manifests::load_manifests;
 use crate::proxy::metrics::ProxyMetrics;
 use crate::runtime::admin;
-use crate::proxy::manifests::load_manifests;
-
 
 /// How long running sessions get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -177,15 +176,7 @@ async fn accept_loop(listener: Listener, state: Arc<ProxyState>, tracker: TaskTr
             _ = state.shutdown.cancelled() => return,
             a = listener.socket.accept() => a,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let Some((stream, peer)) = crate::runtime::accepted(accepted).await else { continue };
         let _ = stream.set_nodelay(true);
         let session_id = super::new_session_id();
         let span = info_span!("session", id = %session_id, client = %peer);

@@ -51,12 +51,8 @@ fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 fn load_file(file: &Path, out: &mut Manifests) -> Result<(), ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { path: file.display().to_string(), source })?;
-    let invalid = |document: String, field: &str, message: String| ConfigError::Invalid {
-        path: file.display().to_string(),
-        document,
-        field: field.to_owned(),
-        message,
-    };
+    let invalid =
+        |document: String, field: &str, message: String| ConfigError::Invalid { path: file.display().to_string(), document, field: field.to_owned(), message };
     for (index, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let number = index + 1;
         let value: Value = serde::Deserialize::deserialize(de).map_err(|e| invalid(format!("document {number}"), "(yaml)", e.to_string()))?;
@@ -85,9 +81,7 @@ fn load_file(file: &Path, out: &mut Manifests) -> Result<(), ConfigError> {
         if name.is_empty() {
             return Err(invalid(document, "metadata.name", "missing field `name`".into()));
         }
-        let convert = |e: serde_path_to_error::Error<serde_yaml::Error>| {
-            invalid(document.clone(), &e.path().to_string(), e.into_inner().to_string())
-        };
+        let convert = |e: serde_path_to_error::Error<serde_yaml::Error>| invalid(document.clone(), &e.path().to_string(), e.into_inner().to_string());
         match kind.as_str() {
             "Database" => {
                 let mut db: Database = serde_path_to_error::deserialize(value.clone()).map_err(convert)?;

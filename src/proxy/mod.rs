@@ -37,9 +37,9 @@ use crate::authz::{self, Decision, Identity};
 use crate::aws::{AwsContext, EndpointPolicy};
 use crate::crd::AccessRole;
 use crate::proxy::metrics::ProxyMetrics;
-use config::LimitsConfig;
 use audit::AuditSink;
 use cancel::CancelRegistry;
+use config::LimitsConfig;
 use tls::ServerTls;
 
 /// Shared state of a running proxy.

@@ -15,11 +15,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
+use super::ProxyState;
 use super::audit::{AuditEvent, EventDetail, SessionFields, events};
 use super::session::{Remedy, SessionError};
 use super::tls::ClientTls;
 use super::upstream::Upstream;
-use super::ProxyState;
 use crate::authz::Identity;
 use crate::crd::Protocol;
 
@@ -308,7 +308,13 @@ fn verify(state: &ProxyState, client: &ClientTls) -> Result<Identity, SessionErr
 
 /// The Database of this session: the listener's, or the one the certificate's route names; it
 /// must be one the engine serves. Fills the routing fields.
-fn route(state: &ProxyState, fixed: Option<Arc<Upstream>>, identity: &Identity, facts: &Facts, fields: &mut SessionFields) -> Result<Arc<Upstream>, SessionError> {
+fn route(
+    state: &ProxyState,
+    fixed: Option<Arc<Upstream>>,
+    identity: &Identity,
+    facts: &Facts,
+    fields: &mut SessionFields,
+) -> Result<Arc<Upstream>, SessionError> {
     let upstream = match fixed {
         Some(db) => db,
         None => {

@@ -69,7 +69,11 @@ pub enum SessionError {
     Aws(#[from] AwsError),
     /// TCP connect to the database failed.
     #[error("cannot connect to the database at {addr}: {source}")]
-    UpstreamConnect { addr: String, #[source] source: std::io::Error },
+    UpstreamConnect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// TCP connect to the database timed out.
     #[error("connecting to the database at {0} timed out")]
     UpstreamConnectTimeout(String),
@@ -78,7 +82,11 @@ pub enum SessionError {
     UpstreamNoTls(String),
     /// The upstream TLS handshake failed.
     #[error("TLS with the database at {addr} failed: {source}")]
-    UpstreamTls { addr: String, #[source] source: std::io::Error },
+    UpstreamTls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The database asked for a password method other than cleartext.
     #[error("the database asked for {method} authentication instead of a cleartext password")]
     UpstreamAuthMethod { method: String, db_user: String },
@@ -130,9 +138,7 @@ impl SessionError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::ClientIo(_) | Self::ClientTls(_) => "client_io",
-            Self::ClientProtocol(_) | Self::TlsRequired | Self::ClientTooOld | Self::GssEncUnsupported | Self::NoUser | Self::Replication => {
-                "client_protocol"
-            }
+            Self::ClientProtocol(_) | Self::TlsRequired | Self::ClientTooOld | Self::GssEncUnsupported | Self::NoUser | Self::Replication => "client_protocol",
             Self::ClientCert(_) => "client_certificate",
             Self::Timeout(_) => "timeout",
             Self::NoRoute | Self::UnknownDatabase(_) | Self::WrongProtocol { .. } => "routing",
@@ -159,17 +165,21 @@ impl SessionError {
             Self::ClientIo(_) | Self::ClientTls(_) | Self::UpstreamIo(_) => None,
             Self::ClientProtocol(e) => msg("08P01", format!("invalid packet: {e}"), None),
             Self::TlsRequired => msg("28000", "Portcullis requires TLS with a client certificate".into(), hint(remedy.tls_options)),
-            Self::ClientTooOld => msg("08004", "this client does not speak MySQL protocol 4.1 with plugin authentication".into(), hint("use a MySQL 5.7+/MariaDB 10.2+ client or driver")),
-            Self::GssEncUnsupported => msg("08P01", "GSSAPI encryption is not supported by Portcullis".into(), hint("connect with gssencmode=disable and sslmode=verify-full")),
+            Self::ClientTooOld => msg(
+                "08004",
+                "this client does not speak MySQL protocol 4.1 with plugin authentication".into(),
+                hint("use a MySQL 5.7+/MariaDB 10.2+ client or driver"),
+            ),
+            Self::GssEncUnsupported => {
+                msg("08P01", "GSSAPI encryption is not supported by Portcullis".into(), hint("connect with gssencmode=disable and sslmode=verify-full"))
+            }
             Self::ClientCert(e) => msg("28000", e.to_string(), None),
             Self::Timeout(stage) => msg("08006", format!("timed out while {stage}"), None),
             Self::NoUser => msg("28000", "no user name in the login".into(), hint(remedy.user_option)),
             Self::Replication => msg("0A000", "replication connections are not supported through Portcullis".into(), None),
-            Self::NoRoute => msg(
-                "3D000",
-                "this listener serves several databases and your certificate names none".into(),
-                hint("issue a certificate with --database NAME"),
-            ),
+            Self::NoRoute => {
+                msg("3D000", "this listener serves several databases and your certificate names none".into(), hint("issue a certificate with --database NAME"))
+            }
             Self::UnknownDatabase(name) => msg("3D000", format!("this proxy serves no Database named {name:?}"), None),
             Self::WrongProtocol { database, actual, expected } => msg(
                 "3D000",
@@ -195,7 +205,9 @@ impl SessionError {
             Self::UpstreamTls { addr, source } => {
                 let text = source.to_string();
                 let tls_hint = if text.contains("NotValidForName") || text.contains("not valid for name") {
-                    hint("the database certificate does not name this host; if it has no subject alternative names at all it is a legacy Common-Name certificate: rotate the instance's CA (e.g. rds-ca-rsa2048-g1)")
+                    hint(
+                        "the database certificate does not name this host; if it has no subject alternative names at all it is a legacy Common-Name certificate: rotate the instance's CA (e.g. rds-ca-rsa2048-g1)",
+                    )
                 } else if let Some((plaintext, _)) = remedy.plaintext_server.filter(|(_, signs)| signs.iter().any(|s| text.contains(s))) {
                     hint(plaintext)
                 } else if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
@@ -208,7 +220,10 @@ impl SessionError {
             Self::UpstreamAuthMethod { method, db_user } => msg(
                 "28000",
                 format!("the database asked for {method} authentication for {db_user:?}, not an IAM token"),
-                Some(format!("IAM authentication is off for this user: enable IAM DB authentication on the instance and make sure {}", (remedy.iam_user)(db_user))),
+                Some(format!(
+                    "IAM authentication is off for this user: enable IAM DB authentication on the instance and make sure {}",
+                    (remedy.iam_user)(db_user)
+                )),
             ),
             Self::UpstreamCapability(what) => msg(
                 "08004",
@@ -247,5 +262,7 @@ pub struct Remedy {
 
 /// The check list when an RDS database refuses an IAM login.
 pub fn rds_rejected(db_user: &str, iam_user: &str) -> String {
-    format!("check that IAM DB authentication is enabled on the instance, that {iam_user}, and that the proxy's AWS identity may rds-db:connect to dbuser:<resource-id>/{db_user}")
+    format!(
+        "check that IAM DB authentication is enabled on the instance, that {iam_user}, and that the proxy's AWS identity may rds-db:connect to dbuser:<resource-id>/{db_user}"
+    )
 }

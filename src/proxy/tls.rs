@@ -8,8 +8,8 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::authz::{Identity, identity_from_certificate};
@@ -57,10 +57,7 @@ pub enum ClientCertError {
 /// Loads all certificates of a PEM file.
 pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::Pem { what, path: path.display().to_string(), reason };
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(e.to_string()))?;
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?.collect::<Result<_, _>>().map_err(|e| err(e.to_string()))?;
     if certs.is_empty() {
         return Err(err("no PEM certificate in the file".into()));
     }
@@ -87,8 +84,11 @@ impl ServerTls {
     /// Builds the server TLS from the proxy's certificate, key and client CA files.
     pub fn load(cert_file: &Path, key_file: &Path, client_ca_file: &Path, alpn: &[&[u8]]) -> Result<Self, TlsError> {
         let chain = load_certs(cert_file, "cannot read the server certificate")?;
-        let key = PrivateKeyDer::from_pem_file(key_file)
-            .map_err(|e| TlsError::Pem { what: "cannot read the server key", path: key_file.display().to_string(), reason: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::Pem {
+            what: "cannot read the server key",
+            path: key_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let ca = load_certs(client_ca_file, "cannot read the client CA")?;
         let roots = Arc::new(root_store(&ca, client_ca_file)?);
         let verifier = WebPkiClientVerifier::builder(roots).build()?;
@@ -105,9 +105,7 @@ impl ServerTls {
         let (end_entity, intermediates) = chain.split_first().ok_or(ClientCertError::Missing)?;
         self.verifier.verify_client_cert(end_entity, intermediates, UnixTime::now()).map_err(|e| match e {
             rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => ClientCertError::Expired,
-            rustls::Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
-                ClientCertError::NotYetValid
-            }
+            rustls::Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => ClientCertError::NotYetValid,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => ClientCertError::UnknownIssuer,
             other => ClientCertError::Invalid(other.to_string()),
         })?;

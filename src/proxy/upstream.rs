@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 
+use super::dynamodb::target::Service;
 use super::ratelimit::RateLimiter;
 use super::tls::{self, TlsError};
-use super::dynamodb::target::Service;
 use crate::crd::{Database, FieldError, Protocol, region_from_rds_host, split_endpoint, split_url, validate_database};
 
 /// A database ready for the data path.
@@ -63,7 +63,11 @@ pub enum ResolveError {
     Invalid { database: String, error: FieldError },
     /// The CA bundle could not be loaded.
     #[error("Database {database}: spec.tls.caSecretRef")]
-    Ca { database: String, #[source] source: TlsError },
+    Ca {
+        database: String,
+        #[source]
+        source: TlsError,
+    },
     /// The server name is not a valid DNS name or IP address.
     #[error("Database {database}: {name:?} is not a valid TLS server name")]
     ServerName { database: String, name: String },
@@ -90,7 +94,9 @@ impl Upstream {
         let account_id = spec.aws.account_id.clone().or_else(|| spec.aws.assume_role_arn.as_deref().and_then(|arn| arn.split(':').nth(4)).map(str::to_owned));
         let ca_path = spec.tls.ca_secret_ref.as_ref().map(|r| secrets_dir.unwrap_or(Path::new("/etc/portcullis/secrets")).join(&r.name).join(&r.key));
         let ca_certs = match &ca_path {
-            Some(p) => Some(tls::load_certs(p, "cannot read the database CA bundle").map_err(|source| ResolveError::Ca { database: database.clone(), source })?),
+            Some(p) => {
+                Some(tls::load_certs(p, "cannot read the database CA bundle").map_err(|source| ResolveError::Ca { database: database.clone(), source })?)
+            }
             None => None,
         };
         let verifier = tls::upstream_verifier(ca_certs.as_deref().zip(ca_path.as_deref()), spec.tls.mode)

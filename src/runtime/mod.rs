@@ -3,6 +3,24 @@
 
 pub mod admin;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// The connection an `accept()` returned, or `None` after a short back-off when it failed (out
+/// of file descriptors and similar), so an accept loop does not spin.
+pub async fn accepted(result: std::io::Result<(TcpStream, SocketAddr)>) -> Option<(TcpStream, SocketAddr)> {
+    match result {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// Waits for SIGINT or SIGTERM.
 pub async fn wait_for_termination() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -38,7 +38,12 @@ fn many_connections_needing_one_chain_cause_one_sts_call_and_refresh_ahead_calls
     rt().block_on(async {
         let aws = context(&endpoint, &s(&setup, "access_key"), &s(&setup, "secret_key")).await;
         let creds = aws.credentials_for(Some(&s(&setup, "role_arn")), Some("ext-1"), REGION);
-        let tasks: Vec<_> = (0..50).map(|_| { let c = creds.clone(); tokio::spawn(async move { c.get().await.map(|c| c.access_key_id().to_owned()) }) }).collect();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let c = creds.clone();
+                tokio::spawn(async move { c.get().await.map(|c| c.access_key_id().to_owned()) })
+            })
+            .collect();
         let mut keys = Vec::new();
         for t in tasks {
             keys.push(t.await.unwrap().expect("assume role through moto with auth on"));
@@ -159,7 +164,13 @@ fn unreadable_or_expired_web_identity_tokens_say_so() {
 fn jwt(exp: i64) -> String {
     use base64::Engine;
     let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-    format!("{}.{}.c2ln", enc(r#"{"alg":"RS256","kid":"k"}"#), enc(&format!(r#"{{"iss":"https://oidc.eks.us-east-1.amazonaws.com/id/X","sub":"system:serviceaccount:portcullis:orders","aud":["sts.amazonaws.com"],"exp":{exp}}}"#)))
+    format!(
+        "{}.{}.c2ln",
+        enc(r#"{"alg":"RS256","kid":"k"}"#),
+        enc(&format!(
+            r#"{{"iss":"https://oidc.eks.us-east-1.amazonaws.com/id/X","sub":"system:serviceaccount:portcullis:orders","aud":["sts.amazonaws.com"],"exp":{exp}}}"#
+        ))
+    )
 }
 
 #[test]
@@ -296,7 +307,13 @@ fn doctor_checks_each_database_and_names_a_remedy_for_every_failure() {
     let manifests = dir.path().join("dbs.yaml");
     std::fs::write(&manifests, [db("orders", pg.port, "orders"), db("legacy", legacy_port, "legacy"), db("gone", closed, "orders")].concat()).unwrap();
     let out = doctor(
-        &[("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY), ("AWS_REGION", REGION), ("AWS_ENDPOINT_URL", &moto.url()), ("AWS_EC2_METADATA_DISABLED", "true")],
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", REGION),
+            ("AWS_ENDPOINT_URL", &moto.url()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
         &["--manifests", manifests.to_str().unwrap(), "--secrets-dir", pg.secrets_dir.to_str().unwrap()],
     );
     let t = text(&out);
@@ -315,7 +332,13 @@ fn doctor_checks_each_database_and_names_a_remedy_for_every_failure() {
     assert!(t.contains("verdict: "), "{t}");
     assert!(!t.contains(SECRET_KEY));
     let json = doctor(
-        &[("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY), ("AWS_REGION", REGION), ("AWS_ENDPOINT_URL", &moto.url()), ("AWS_EC2_METADATA_DISABLED", "true")],
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", REGION),
+            ("AWS_ENDPOINT_URL", &moto.url()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
         &["--manifests", manifests.to_str().unwrap(), "--secrets-dir", pg.secrets_dir.to_str().unwrap(), "-o", "json"],
     );
     let checks: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();

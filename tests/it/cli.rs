@@ -97,7 +97,8 @@ fn proxy_check_names_the_file_document_and_field_of_bad_config() {
     let _machine = machine_shared();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    std::fs::write(p.join("proxy.yaml"), "listeners: [{address: '127.0.0.1:6432'}]\ntls: {certFile: a, keyFile: b, clientCaFile: c}\nresources: [db.yaml]\n").unwrap();
+    std::fs::write(p.join("proxy.yaml"), "listeners: [{address: '127.0.0.1:6432'}]\ntls: {certFile: a, keyFile: b, clientCaFile: c}\nresources: [db.yaml]\n")
+        .unwrap();
     std::fs::write(p.join("db.yaml"), "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {name: orders}\nspec: {protocol: postgres, endpoint: db.x.us-east-1.rds.amazonaws.com, tls: {mode: verify-all}}\n").unwrap();
     let (ok, text) = output(portcullis().args(["proxy", "--check", "--config"]).arg(p.join("proxy.yaml")));
     assert!(!ok);

@@ -71,11 +71,11 @@ fn start_proxy(dir: &Path, db: &MotoDynamo, env: Vec<(String, String)>) -> (Prox
 }
 
 fn client(tunnel: &Tunnel, scenario: &str) -> serde_json::Value {
-    let out = run_ok(
-        Command::new("python3")
-            .arg(repo().join("tests/support/dynamodb_client.py"))
-            .args(["--endpoint", &format!("http://127.0.0.1:{}", tunnel.port), scenario]),
-    );
+    let out = run_ok(Command::new("python3").arg(repo().join("tests/support/dynamodb_client.py")).args([
+        "--endpoint",
+        &format!("http://127.0.0.1:{}", tunnel.port),
+        scenario,
+    ]));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
 
@@ -139,7 +139,10 @@ fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied()
     let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &carol, &[]);
     let denied = client(&tunnel, "denied");
     assert_eq!(denied["status"], 403, "{denied}");
-    assert!(denied["message"].as_str().unwrap().contains("assumed-role/dynamo-none/carol is not authorized to perform: dynamodb:ListTables"), "the session name is the user: {denied}");
+    assert!(
+        denied["message"].as_str().unwrap().contains("assumed-role/dynamo-none/carol is not authorized to perform: dynamodb:ListTables"),
+        "the session name is the user: {denied}"
+    );
 
     // A role of another account is refused before anything is signed.
     let dave = pki.client("dave", "dave", &["dev"], route_as("arn:aws:iam::999999999999:role/dynamo-writer"), Duration::from_secs(3600));
@@ -182,7 +185,8 @@ fn raw_http(port: u16, request: &[u8], wait: Duration) -> Option<(u16, String)> 
                 buf.extend_from_slice(&chunk[..n]);
                 let text = String::from_utf8_lossy(&buf);
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").and_then(|v| v.trim().parse::<usize>().ok()));
+                    let length =
+                        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").and_then(|v| v.trim().parse::<usize>().ok()));
                     if length.is_some_and(|l| body.len() >= l) {
                         break;
                     }
@@ -206,9 +210,24 @@ fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
     let wait = Duration::from_secs(10);
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("no target", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}".to_vec(), 400, "UnknownOperationException"),
-        ("an STS target", b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AWSSecurityTokenServiceV20110615.GetCallerIdentity\r\nContent-Length: 2\r\n\r\n{}".to_vec(), 400, "UnknownOperationException"),
-        ("a body over 16 MB", b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.PutItem\r\nContent-Length: 17000000\r\n\r\n{}".to_vec(), 413, "RequestEntityTooLarge"),
-        ("a chunked upload", b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec(), 411, "ValidationException"),
+        (
+            "an STS target",
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AWSSecurityTokenServiceV20110615.GetCallerIdentity\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            400,
+            "UnknownOperationException",
+        ),
+        (
+            "a body over 16 MB",
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.PutItem\r\nContent-Length: 17000000\r\n\r\n{}".to_vec(),
+            413,
+            "RequestEntityTooLarge",
+        ),
+        (
+            "a chunked upload",
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec(),
+            411,
+            "ValidationException",
+        ),
     ];
     for (what, request, status, code) in cases {
         let started = Instant::now();
@@ -248,7 +267,10 @@ fn psql_works_through_the_same_tunnel() {
     // sslmode=prefer (psql's default) asks the tunnel for TLS first; the tunnel says no locally
     // and carries the session to the proxy over mTLS.
     for sslmode in ["disable", "prefer"] {
-        let out = psql(&format!("host=127.0.0.1 port={} user=app dbname=orders sslmode={sslmode} gssencmode=disable connect_timeout=10", tunnel.port), &["-c", "select current_user"]);
+        let out = psql(
+            &format!("host=127.0.0.1 port={} user=app dbname=orders sslmode={sslmode} gssencmode=disable connect_timeout=10", tunnel.port),
+            &["-c", "select current_user"],
+        );
         assert!(out.status.success(), "{sslmode}: {}\n{}", text(&out), proxy.log());
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
     }

@@ -154,7 +154,8 @@ fn owned_objects_are_collected_and_namespaces_finish_deleting() {
 
         let namespaces: Api<Namespace> = Api::all(client);
         namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
-        eventually("the namespace controller finishes the deletion", Duration::from_secs(90), || async { namespaces.get_opt(&ns).await.unwrap().is_none() }).await;
+        eventually("the namespace controller finishes the deletion", Duration::from_secs(90), || async { namespaces.get_opt(&ns).await.unwrap().is_none() })
+            .await;
     });
 }
 
@@ -187,11 +188,8 @@ fn the_control_plane_listens_only_on_loopback_starts_in_seconds_and_leaves_nothi
     assert!(cp.startup < Duration::from_secs(60), "startup took {:?}", cp.startup);
     let pids = cp.pids();
     let ss = run_ok(Command::new("ss").args(["-ltnpH"]));
-    let listening: Vec<String> = String::from_utf8_lossy(&ss.stdout)
-        .lines()
-        .filter(|l| pids.iter().any(|p| l.contains(&format!("pid={p},"))))
-        .map(str::to_owned)
-        .collect();
+    let listening: Vec<String> =
+        String::from_utf8_lossy(&ss.stdout).lines().filter(|l| pids.iter().any(|p| l.contains(&format!("pid={p},")))).map(str::to_owned).collect();
     assert!(listening.len() >= 4, "etcd, apiserver and controller manager listen: {listening:?}");
     for line in &listening {
         let local = line.split_whitespace().nth(3).unwrap_or("");
@@ -199,6 +197,9 @@ fn the_control_plane_listens_only_on_loopback_starts_in_seconds_and_leaves_nothi
     }
     drop(cp);
     for pid in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")), "process {pid} is still running");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
+            "process {pid} is still running"
+        );
     }
 }

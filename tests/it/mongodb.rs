@@ -57,7 +57,15 @@ impl DocDb {
         let certs = UpstreamCerts::write(dir.path(), dir.path());
         let mut child = Command::new("python3")
             .arg(repo().join("tests/support/docdb_standin.py"))
-            .args(["--port", "0", "--sts-host", &format!("127.0.0.1:{}", moto.port), "--user", &format!("arn:aws:iam::{ACCOUNT}:role/docdb-writer"), "--log-commands"])
+            .args([
+                "--port",
+                "0",
+                "--sts-host",
+                &format!("127.0.0.1:{}", moto.port),
+                "--user",
+                &format!("arn:aws:iam::{ACCOUNT}:role/docdb-writer"),
+                "--log-commands",
+            ])
             .arg("--cert")
             .arg(&certs.server_crt)
             .arg("--key")
@@ -145,17 +153,32 @@ fn pymongo_and_mongosh_insert_and_find_through_the_proxy_logged_in_with_mongodb_
         alice.files.ca().display(),
         combined_pem(&alice).display()
     );
-    let out = Command::new("mongosh").args([&uri, "--quiet", "--norc", "--eval", "db.items.insertOne({sku: 'pear', qty: 5}); print(JSON.stringify(db.items.findOne({sku: 'pear'}, {_id: 0})))"]).output().unwrap();
+    let out = Command::new("mongosh")
+        .args([
+            &uri,
+            "--quiet",
+            "--norc",
+            "--eval",
+            "db.items.insertOne({sku: 'pear', qty: 5}); print(JSON.stringify(db.items.findOne({sku: 'pear'}, {_id: 0})))",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success() && text(&out).contains("{\"sku\":\"pear\",\"qty\":5}"), "{}\n{}", text(&out), proxy.log());
 
     let decisions = db.decisions();
     let accepted: Vec<_> = decisions.iter().filter(|d| d["decision"] == "accept").collect();
     assert!(accepted.len() >= 2, "{decisions:?}");
-    assert!(accepted.iter().all(|d| d["caller_arn"].as_str().unwrap_or("").contains(":assumed-role/docdb-writer/alice")), "logged in as the role, session named after the user: {decisions:?}");
+    assert!(
+        accepted.iter().all(|d| d["caller_arn"].as_str().unwrap_or("").contains(":assumed-role/docdb-writer/alice")),
+        "logged in as the role, session named after the user: {decisions:?}"
+    );
     let events = proxy.audit(6);
     let inserts: Vec<_> = events_named(&events, "db.session.query").into_iter().filter(|e| e["command"] == "insert").collect();
     assert_eq!(inserts.len(), 2, "{events:?}");
-    assert_eq!((inserts[0]["database"].as_str(), inserts[0]["collection"].as_str(), inserts[0]["db_user"].as_str()), (Some("orders"), Some("items"), Some("docdb-writer")));
+    assert_eq!(
+        (inserts[0]["database"].as_str(), inserts[0]["collection"].as_str(), inserts[0]["db_user"].as_str()),
+        (Some("orders"), Some("items"), Some("docdb-writer"))
+    );
     assert!(inserts[0]["document"].as_str().unwrap().contains("apple"), "{:?}", inserts[0]);
     assert!(events_named(&events, "db.session.start").iter().all(|e| e["success"] == true && e["protocol"] == "mongodb"), "{events:?}");
     for secret in [db.setup["secret_key"].as_str().unwrap(), "Signature=", "X-Amz-Security-Token"] {
@@ -230,10 +253,19 @@ fn the_stand_in_refuses_wrong_credentials_and_a_wrong_nonce() {
         if tamper_nonce {
             s[63] ^= 1;
         }
-        let credentials = aws_credential_types::Credentials::new(creds["AccessKeyId"].as_str().unwrap(), secret, creds["SessionToken"].as_str().map(str::to_owned), None, "test");
+        let credentials = aws_credential_types::Credentials::new(
+            creds["AccessKeyId"].as_str().unwrap(),
+            secret,
+            creds["SessionToken"].as_str().map(str::to_owned),
+            None,
+            "test",
+        );
         let (a, d, t) = aws_auth::sign_caller_identity(&host, &aws_auth::sts_region(&host), &s, &credentials, std::time::SystemTime::now()).unwrap();
         let payload = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: aws_auth::client_final(&a, &d, t.as_deref()) };
-        exchange(2, doc! { "saslContinue": 1, "conversationId": first.get("conversationId").cloned().unwrap_or(Bson::Int32(1)), "payload": payload, "$db": "$external" })
+        exchange(
+            2,
+            doc! { "saslContinue": 1, "conversationId": first.get("conversationId").cloned().unwrap_or(Bson::Int32(1)), "payload": payload, "$db": "$external" },
+        )
     };
     let right = creds["SecretAccessKey"].as_str().unwrap().to_owned();
     let ok = login(&right, false);

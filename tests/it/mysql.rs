@@ -63,12 +63,7 @@ fn rust_driver(proxy: &Proxy, id: &ClientIdentity, user: &str, db: &str) -> mysq
     let ssl = mysql::SslOpts::default()
         .with_root_cert_path(Some(id.files.ca()))
         .with_client_identity(Some(mysql::ClientIdentity::new(id.files.cert(), id.files.key())));
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(proxy.port)
-        .user(Some(user))
-        .db_name(Some(db))
-        .ssl_opts(Some(ssl));
+    let opts = mysql::OptsBuilder::new().ip_or_hostname(Some("127.0.0.1")).tcp_port(proxy.port).user(Some(user)).db_name(Some(db)).ssl_opts(Some(ssl));
     mysql::Conn::new(opts)
 }
 
@@ -79,7 +74,8 @@ fn the_mariadb_client_works_use_is_checked_and_every_step_is_audited() {
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
-    let out = mariadb(&proxy, &alice, "app", Some("orders"), "select current_user(), database(); show session status like 'Ssl_version'; select count(*) from items");
+    let out =
+        mariadb(&proxy, &alice, "app", Some("orders"), "select current_user(), database(); show session status like 'Ssl_version'; select count(*) from items");
     assert!(out.status.success(), "{}\n{}", text(&out), proxy.log());
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     assert_eq!(lines[0], "app@%\torders", "logged in upstream as the IAM user: {lines:?}");
@@ -160,7 +156,8 @@ fn pymysql_moves_values_over_16_mib_both_ways_and_runs_multi_statements() {
     assert_eq!(big["read_back_matches"], true, "{big}");
     // The > 16 MiB statement is one audit event, truncated but hashed whole.
     let events = proxy.audit(6);
-    let insert = events_named(&events, "db.session.query").into_iter().find(|q| q["statement"].as_str().unwrap_or("").starts_with("insert into orders.items")).cloned();
+    let insert =
+        events_named(&events, "db.session.query").into_iter().find(|q| q["statement"].as_str().unwrap_or("").starts_with("insert into orders.items")).cloned();
     let insert = insert.unwrap_or_else(|| panic!("{events:?}"));
     assert_eq!(insert["truncated"], true);
     assert!(insert["statement_length"].as_u64().unwrap() > 20 * 1024 * 1024, "{insert}");
@@ -327,5 +324,9 @@ fn the_mariadb_client_works_through_the_local_tunnel() {
         .args(["--no-defaults", "-h", "127.0.0.1", "-P", &tunnel.port.to_string(), "-u", "admin", "--skip-ssl", "-e", "select 1", "orders"])
         .output()
         .unwrap();
-    assert!(text(&denied).contains("ERROR 1045 (28000)") && text(&denied).contains("access denied"), "refusals come through the tunnel with their sequence ids right: {}", text(&denied));
+    assert!(
+        text(&denied).contains("ERROR 1045 (28000)") && text(&denied).contains("access denied"),
+        "refusals come through the tunnel with their sequence ids right: {}",
+        text(&denied)
+    );
 }

@@ -111,7 +111,8 @@ fn malformed_logins_get_an_err_packet_or_a_close_and_the_proxy_keeps_serving() {
     let db = shared_mariadb();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());
-    let setup = ProxySetup { dir: dir.path(), db: &*db, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
+    let setup =
+        ProxySetup { dir: dir.path(), db: &*db, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
     let proxy = Proxy::start(setup, &pki);
     let port = proxy.port;
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));

@@ -24,10 +24,17 @@ fn helm_ok(cmd: &mut Command) -> String {
 /// The chart's values for a test install: the image imported into the node, nothing pulled,
 /// one operator replica, no AWS checks (the database is not an RDS instance).
 fn test_values(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["image.repository=localhost/portcullis", "image.tag=test", "image.pullPolicy=Never", "proxy.imagePullPolicy=Never", "operator.replicas=1", "operator.awsChecks=false"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> = [
+        "image.repository=localhost/portcullis",
+        "image.tag=test",
+        "image.pullPolicy=Never",
+        "proxy.imagePullPolicy=Never",
+        "operator.replicas=1",
+        "operator.awsChecks=false",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     v.extend(extra.iter().map(|s| s.to_string()));
     v.into_iter().flat_map(|s| ["--set".to_owned(), s]).collect()
 }
@@ -37,7 +44,15 @@ fn the_chart_lints_renders_and_passes_a_server_side_dry_run_and_both_apply_style
     let _machine = machine_exclusive();
     let cluster = Cluster::up();
     helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis"]));
-    helm_ok(cluster.helm().args(["lint", "--strict", "charts/portcullis", "--set", "watchNamespaces={team-a}", "--set", "metrics.serviceMonitor.enabled=true"]));
+    helm_ok(cluster.helm().args([
+        "lint",
+        "--strict",
+        "charts/portcullis",
+        "--set",
+        "watchNamespaces={team-a}",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    ]));
 
     // A typo in values is refused by the schema, naming the field.
     let typo = cluster.helm().args(["template", "portcullis", "charts/portcullis", "--set", "operator.replica=3"]).output().unwrap();
@@ -143,10 +158,21 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
         "proxy.env[1].name=AWS_EC2_METADATA_DISABLED,proxy.env[1].value=true",
     ]);
     let started = Instant::now();
-    helm_ok(cluster.helm().args(["install", "portcullis", "charts/portcullis", "-n", "portcullis-system", "--create-namespace", "--wait", "--timeout", "180s"]).args(&values));
+    helm_ok(
+        cluster
+            .helm()
+            .args(["install", "portcullis", "charts/portcullis", "-n", "portcullis-system", "--create-namespace", "--wait", "--timeout", "180s"])
+            .args(&values),
+    );
     eprintln!("helm install --wait: {:?}", started.elapsed());
-    let op_pod = cluster.k(&["-n", "portcullis-system", "get", "pods", "-l", "app.kubernetes.io/name=portcullis-operator", "-o", "jsonpath={.items[0].metadata.name}"]);
-    cluster.wait_for("the operator to hold the Lease", &["-n", "portcullis-system", "get", "lease", "portcullis-operator", "-o", "jsonpath={.spec.holderIdentity}"], &op_pod, Duration::from_secs(60));
+    let op_pod =
+        cluster.k(&["-n", "portcullis-system", "get", "pods", "-l", "app.kubernetes.io/name=portcullis-operator", "-o", "jsonpath={.items[0].metadata.name}"]);
+    cluster.wait_for(
+        "the operator to hold the Lease",
+        &["-n", "portcullis-system", "get", "lease", "portcullis-operator", "-o", "jsonpath={.spec.holderIdentity}"],
+        &op_pod,
+        Duration::from_secs(60),
+    );
     let sa = cluster.k(&["-n", "portcullis-system", "get", "sa", "portcullis-operator", "-o", "jsonpath={.metadata.annotations}"]);
     assert!(sa.contains("role/portcullis-operator"), "{sa}");
 
@@ -206,7 +232,13 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
     assert!(pam.lines().any(|l| l.contains("accept user=\"app\"") && l.contains("akid=\"ASIA")), "{pam}");
 
     // ... and through kubectl port-forward.
-    let mut pf = cluster.kubectl().args(["-n", "shop", "port-forward", "--address", "127.0.0.1", "svc/portcullis-orders", &format!("0:{port}")]).stdout(Stdio::piped()).stderr(std::fs::File::create(cluster.dir.path().join("port-forward.log")).unwrap()).spawn().unwrap();
+    let mut pf = cluster
+        .kubectl()
+        .args(["-n", "shop", "port-forward", "--address", "127.0.0.1", "svc/portcullis-orders", &format!("0:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(cluster.dir.path().join("port-forward.log")).unwrap())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
     let mut pf_out = std::io::BufReader::new(pf.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut pf_out, &mut line).unwrap();
@@ -229,12 +261,19 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
 
     // A spec change rolls the pods (new config hash) while a client connecting every 100 ms
     // sees no error.
-    let hash = |c: &Cluster| c.k(&["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.spec.template.metadata.annotations.portcullis\\.io/config-hash}"]);
+    let hash = |c: &Cluster| {
+        c.k(&["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.spec.template.metadata.annotations.portcullis\\.io/config-hash}"])
+    };
     let before = hash(&cluster);
     let client = ClientLoop::start(conninfo(host, &cluster_ip, &port, &certs));
     std::thread::sleep(Duration::from_secs(2));
     cluster.apply(&database(", resources: {requests: {cpu: 20m, memory: 32Mi}}"));
-    cluster.wait_for("a new config hash", &["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.spec.template.metadata.annotations}"], "config-hash", Duration::from_secs(30));
+    cluster.wait_for(
+        "a new config hash",
+        &["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.spec.template.metadata.annotations}"],
+        "config-hash",
+        Duration::from_secs(30),
+    );
     let start = Instant::now();
     while hash(&cluster) == before {
         assert!(start.elapsed() < Duration::from_secs(30), "the config hash did not change");
@@ -248,12 +287,18 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
     assert!(ok > 20, "too few connections to prove anything: {ok}");
 
     // helm upgrade with changed values rolls the operator; nothing is orphaned.
-    let op_hash = |c: &Cluster| c.k(&["-n", "portcullis-system", "get", "deploy", "portcullis-operator", "-o", "jsonpath={.spec.template.metadata.annotations}"]);
+    let op_hash =
+        |c: &Cluster| c.k(&["-n", "portcullis-system", "get", "deploy", "portcullis-operator", "-o", "jsonpath={.spec.template.metadata.annotations}"]);
     let op_before = op_hash(&cluster);
     let values2 = [values.clone(), vec!["--set".into(), "proxy.replicas=2".into()]].concat();
     helm_ok(cluster.helm().args(["upgrade", "portcullis", "charts/portcullis", "-n", "portcullis-system", "--wait", "--timeout", "180s"]).args(&values2));
     assert_ne!(op_before, op_hash(&cluster), "changed proxy defaults did not roll the operator");
-    cluster.wait_for("two proxy replicas (the new default)", &["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.status.readyReplicas}"], "2", Duration::from_secs(120));
+    cluster.wait_for(
+        "two proxy replicas (the new default)",
+        &["-n", "shop", "get", "deploy", "portcullis-orders", "-o", "jsonpath={.status.readyReplicas}"],
+        "2",
+        Duration::from_secs(120),
+    );
 
     // Deleting the Database removes everything it owned.
     cluster.k(&["-n", "shop", "delete", "database", "orders", "--wait"]);
@@ -277,7 +322,12 @@ fn a_namespace_scoped_install_uses_roles_only_and_ignores_other_namespaces() {
     cluster.k(&["create", "namespace", "team-a"]);
     cluster.k(&["create", "namespace", "team-b"]);
     let values = test_values(&["watchNamespaces={team-a}", "csrSigner.enabled=false"]);
-    helm_ok(cluster.helm().args(["install", "portcullis", "charts/portcullis", "-n", "portcullis-team-a", "--create-namespace", "--wait", "--timeout", "180s"]).args(&values));
+    helm_ok(
+        cluster
+            .helm()
+            .args(["install", "portcullis", "charts/portcullis", "-n", "portcullis-team-a", "--create-namespace", "--wait", "--timeout", "180s"])
+            .args(&values),
+    );
     // No cluster-wide grant for the operator.
     let bindings = cluster.k(&["get", "clusterrolebinding", "-o", "json"]);
     let bindings: serde_json::Value = serde_json::from_str(&bindings).unwrap();
@@ -287,18 +337,31 @@ fn a_namespace_scoped_install_uses_roles_only_and_ignores_other_namespaces() {
         }
     }
     let can = |verb: &str, what: &str, ns: &str| {
-        let out = cluster.kubectl().args(["auth", "can-i", verb, what, "-n", ns, "--as", "system:serviceaccount:portcullis-team-a:portcullis-operator"]).output().unwrap();
+        let out = cluster
+            .kubectl()
+            .args(["auth", "can-i", verb, what, "-n", ns, "--as", "system:serviceaccount:portcullis-team-a:portcullis-operator"])
+            .output()
+            .unwrap();
         text(&out).trim().starts_with("yes")
     };
     assert!(can("create", "deployments", "team-a"));
     assert!(!can("create", "deployments", "team-b"), "the operator may write outside its namespace");
     assert!(!can("list", "databases.portcullis.io", "team-b"));
 
-    let db = |ns: &str| format!("apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, namespace: {ns}}}\nspec: {{protocol: postgres, endpoint: 'orders.abc.us-east-1.rds.amazonaws.com:5432'}}\n");
+    let db = |ns: &str| {
+        format!(
+            "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: orders, namespace: {ns}}}\nspec: {{protocol: postgres, endpoint: 'orders.abc.us-east-1.rds.amazonaws.com:5432'}}\n"
+        )
+    };
     cluster.apply(&db("team-a"));
     cluster.apply(&db("team-b"));
     cluster.wait_for("the team-a proxy Deployment", &["-n", "team-a", "get", "deploy", "-o", "name"], "portcullis-orders", Duration::from_secs(60));
-    cluster.wait_for("the team-a status", &["-n", "team-a", "get", "database", "orders", "-o", "jsonpath={.status.conditions}"], "Valid", Duration::from_secs(60));
+    cluster.wait_for(
+        "the team-a status",
+        &["-n", "team-a", "get", "database", "orders", "-o", "jsonpath={.status.conditions}"],
+        "Valid",
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(cluster.k(&["-n", "team-b", "get", "deploy", "-o", "name"]).trim(), "", "a Database outside the watched namespace was reconciled");
     assert_eq!(cluster.k(&["-n", "team-b", "get", "database", "orders", "-o", "jsonpath={.status}"]).trim(), "");

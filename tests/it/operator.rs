@@ -3,6 +3,10 @@
 //! PostgreSQL, psql and `portcullis db login` end to end. Tests take turns (one operator and
 //! one leader Lease at a time).
 
+// The machine lock (`machine_shared`, a std RwLock guard) is held for a whole test on purpose:
+// it keeps the node tests out while these run.
+#![allow(clippy::await_holding_lock)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -18,9 +22,8 @@ use kube::{Api, Client, ResourceExt};
 use portcullis::crd::{AccessRole, Database};
 
 use crate::support::control_plane::{ControlPlane, namespace, shared_control_plane};
-use crate::support::*;
 use crate::support::operator_harness::*;
-
+use crate::support::*;
 
 /// This group's control plane (see `shared_control_plane`).
 static CONTROL_PLANE: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
@@ -56,7 +59,14 @@ async fn wait_condition(api: &Api<Database>, name: &str, type_: &str, status: &s
 
 async fn warning_events(client: &Client, ns: &str, name: &str) -> Vec<Event> {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    events.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name) && e.type_.as_deref() == Some("Warning")).collect()
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name) && e.type_.as_deref() == Some("Warning"))
+        .collect()
 }
 
 async fn names<K>(client: &Client, ns: &str) -> Vec<String>
@@ -99,7 +109,12 @@ async fn a_database_gets_its_proxy_objects_which_follow_spec_changes_and_go_with
     let want = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     eventually("all six children", Duration::from_secs(30), || async {
         let c = child_names(&admin, &ns).await;
-        c["Deployment"] == want(&["portcullis-orders"]) && c["Service"].len() == 1 && c["ConfigMap"].len() == 1 && c["Secret"] == want(&["portcullis-orders-tls"]) && c["ServiceAccount"].len() == 1 && c["RoleBinding"].len() == 1
+        c["Deployment"] == want(&["portcullis-orders"])
+            && c["Service"].len() == 1
+            && c["ConfigMap"].len() == 1
+            && c["Secret"] == want(&["portcullis-orders-tls"])
+            && c["ServiceAccount"].len() == 1
+            && c["RoleBinding"].len() == 1
     })
     .await;
     let db = wait_condition(&dbs, "orders", "Valid", "True", &op).await;
@@ -135,11 +150,13 @@ async fn a_database_gets_its_proxy_objects_which_follow_spec_changes_and_go_with
     dbs.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     eventually("the Deployment follows the spec", Duration::from_secs(30), || async {
         let d = deps.get("portcullis-orders").await.unwrap();
-        pod_hash(&d) != before && d.spec.as_ref().unwrap().replicas == Some(2)
+        pod_hash(&d) != before
+            && d.spec.as_ref().unwrap().replicas == Some(2)
             && d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().service_account_name.as_deref() == Some("existing-sa")
     })
     .await;
-    eventually("the operator's ServiceAccount is removed", Duration::from_secs(30), || async { child_names(&admin, &ns).await["ServiceAccount"].is_empty() }).await;
+    eventually("the operator's ServiceAccount is removed", Duration::from_secs(30), || async { child_names(&admin, &ns).await["ServiceAccount"].is_empty() })
+        .await;
     let rb = Api::<RoleBinding>::namespaced(admin.clone(), &ns).get("portcullis-orders").await.unwrap();
     assert_eq!(rb.subjects.unwrap()[0].name, "existing-sa");
     assert_eq!(rb.role_ref.name, "portcullis-proxy");
@@ -309,14 +326,7 @@ print(json.dumps(out))
 /// `portcullis db login` (or `login`) as a user of the test cluster.
 fn login(cp: &ControlPlane, user: &str, groups: &[&str], args: &[&str], out: &Path) -> Output {
     let kubeconfig = cp.kubeconfig(user, groups);
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .arg("--out")
-        .arg(out)
-        .args(["--timeout", "30s"])
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).arg("--out").arg(out).args(["--timeout", "30s"]).env("KUBECONFIG", kubeconfig).output().unwrap()
 }
 
 fn cert_lifetime(path: &Path) -> (portcullis::authz::Identity, i64) {
@@ -396,7 +406,9 @@ async fn end_to_end_the_operators_deployment_run_locally_serves_psql_and_revocat
     let spec = serde_json::json!({"protocol": "postgres", "endpoint": format!("127.0.0.1:{}", pg.port), "aws": {"region": REGION},
         "tls": {"mode": "verify-full", "caSecretRef": {"name": "rds-ca"}}});
     dbs.create(&PostParams::default(), &database(&ns, "orders", spec)).await.unwrap();
-    let role = format!("apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {{name: devs, namespace: {ns}}}\nspec: {{subjects: [{{kind: Group, name: dev}}], allow: {{databases: [orders], dbUsers: [app], dbNames: [orders]}}, maxSessionTtl: 1h}}\n");
+    let role = format!(
+        "apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {{name: devs, namespace: {ns}}}\nspec: {{subjects: [{{kind: Group, name: dev}}], allow: {{databases: [orders], dbUsers: [app], dbNames: [orders]}}, maxSessionTtl: 1h}}\n"
+    );
     apply_yaml(&admin, &role).await;
     let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     eventually("the Deployment", Duration::from_secs(30), || async { deps.get_opt("portcullis-orders").await.unwrap().is_some() }).await;
@@ -467,7 +479,11 @@ async fn end_to_end_the_operators_deployment_run_locally_serves_psql_and_revocat
 
     // The proxy reports into the Database status under its own field manager.
     let db = wait_condition(&dbs, "orders", "CredentialsResolved", "True", &op).await;
-    let db = if condition(&db, "UpstreamReachable").is_some_and(|c| c.0 == "True") { db } else { wait_condition(&dbs, "orders", "UpstreamReachable", "True", &op).await };
+    let db = if condition(&db, "UpstreamReachable").is_some_and(|c| c.0 == "True") {
+        db
+    } else {
+        wait_condition(&dbs, "orders", "UpstreamReachable", "True", &op).await
+    };
     assert_eq!(db.status.as_ref().unwrap().credential_source.as_deref(), Some("environment"), "{:?}", db.status);
     assert!(db.managed_fields().iter().any(|m| m.manager.as_deref() == Some("portcullis-proxy") && m.subresource.as_deref() == Some("status")));
     assert!(condition(&db, "Valid").is_some(), "the operator's conditions survive the proxy's apply");
@@ -535,7 +551,8 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops
     // The leader releases the Lease on shutdown; the standby takes over and reconciles.
     leader.stop();
     let stopped = Instant::now();
-    eventually("the standby becomes the leader", Duration::from_secs(20), || async { http_get(port, "/metrics").contains("portcullis_operator_leader 1") }).await;
+    eventually("the standby becomes the leader", Duration::from_secs(20), || async { http_get(port, "/metrics").contains("portcullis_operator_leader 1") })
+        .await;
     eprintln!("standby took over {:?} after the leader stopped", stopped.elapsed());
     dbs.create(&PostParams::default(), &database(&ns, "second", spec)).await.unwrap();
     eventually("the new leader reconciles", Duration::from_secs(30), || async {

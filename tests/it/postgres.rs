@@ -30,7 +30,8 @@ fn allowed_user_queries_through_the_proxy_and_every_step_is_audited() {
     let dir = scratch();
     let (pki, proxy) = start_proxy(dir.path(), &pg, static_key_env(ACCESS_KEY, SECRET_KEY), "", "info");
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
-    let out = psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select current_user, current_database(), ssl from pg_stat_ssl where pid = pg_backend_pid()"]);
+    let out =
+        psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select current_user, current_database(), ssl from pg_stat_ssl where pid = pg_backend_pid()"]);
     assert!(out.status.success(), "{}\n{}", text(&out), proxy.log());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app|orders|t", "upstream leg must be TLS as the IAM user");
 
@@ -188,7 +189,10 @@ fn assume_role_goes_through_sts_and_a_wrong_external_id_is_refused() {
     assert!(!out.status.success());
     assert!(t.contains(&format!("sts:AssumeRole on {role} failed")) && t.contains("AccessDenied"), "{t}");
     assert!(t.contains("trust policy") && t.contains("sts:ExternalId"), "the checklist is shown: {t}");
-    assert!(t.contains("\"sts:ExternalId\": \"ext-wrong\"") && t.contains("arn:aws:iam::123456789012:user/proxy"), "both ARNs and the external ID condition are filled in: {t}");
+    assert!(
+        t.contains("\"sts:ExternalId\": \"ext-wrong\"") && t.contains("arn:aws:iam::123456789012:user/proxy"),
+        "both ARNs and the external ID condition are filled in: {t}"
+    );
     drop(proxy);
 
     // The right external ID gets temporary credentials from STS and a token is signed with
@@ -288,7 +292,15 @@ fn an_unreachable_database_or_a_foreign_endpoint_is_reported_without_sending_a_t
     let pki = ProxyPki::new(dir.path());
     let closed = free_port();
     let proxy = Proxy::start(
-        ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("127.0.0.1:{closed}")) },
+        ProxySetup {
+            dir: dir.path(),
+            db: &*pg,
+            aws_extra: "",
+            roles: ROLES,
+            env: static_key_env(ACCESS_KEY, SECRET_KEY),
+            log_level: "info",
+            endpoint: Some(format!("127.0.0.1:{closed}")),
+        },
         &pki,
     );
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
@@ -299,7 +311,15 @@ fn an_unreachable_database_or_a_foreign_endpoint_is_reported_without_sending_a_t
     let dir2 = scratch();
     let pki2 = ProxyPki::new(dir2.path());
     let proxy2 = Proxy::start(
-        ProxySetup { dir: dir2.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: Some(format!("localhost:{}", pg.port)) },
+        ProxySetup {
+            dir: dir2.path(),
+            db: &*pg,
+            aws_extra: "",
+            roles: ROLES,
+            env: static_key_env(ACCESS_KEY, SECRET_KEY),
+            log_level: "info",
+            endpoint: Some(format!("localhost:{}", pg.port)),
+        },
         &pki2,
     );
     let before = pg.pam_decisions().len();

@@ -71,7 +71,15 @@ impl Fixture {
         let pg = shared_postgres();
         let dir = scratch();
         let pki = ProxyPki::new(dir.path());
-        let setup = ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
+        let setup = ProxySetup {
+            dir: dir.path(),
+            db: &*pg,
+            aws_extra: "",
+            roles: ROLES,
+            env: static_key_env(ACCESS_KEY, SECRET_KEY),
+            log_level: "info",
+            endpoint: None,
+        };
         let proxy = Proxy::start(setup, &pki);
         let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
         Fixture { proxy, alice, pki, dir, _pg: pg }
@@ -127,25 +135,25 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
     assert!(closed, "garbage after SSLRequest must be closed");
 
     // TLS without a client certificate: a PostgreSQL error over TLS.
-    let mut tls = tls_client(&pki, None, port);
+    let mut tls = tls_client(pki, None, port);
     tls.write_all(&startup(196_608, b"user\0app\0\0")).unwrap();
     let (got, _) = read_all(&mut tls, Duration::from_secs(5));
     let err = error_text(&got).expect("ErrorResponse for a missing certificate");
     assert!(err.contains("a client certificate is required"), "{err}");
 
     // Inside TLS with a valid certificate: random bytes, then invalid UTF-8 parameters.
-    let mut tls = tls_client(&pki, Some(&alice), port);
+    let mut tls = tls_client(pki, Some(alice), port);
     tls.write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
     let (got, closed) = read_all(&mut tls, Duration::from_secs(5));
     assert!(closed, "random bytes after TLS");
     assert!(error_text(&got).is_some_and(|e| e.contains("invalid")), "{got:?}");
-    let mut tls = tls_client(&pki, Some(&alice), port);
+    let mut tls = tls_client(pki, Some(alice), port);
     tls.write_all(&startup(196_608, b"user\0app\0database\0\xc3\x28\0\0")).unwrap();
     let (got, _) = read_all(&mut tls, Duration::from_secs(5));
     assert!(error_text(&got).is_some_and(|e| e.contains("not UTF-8")), "{got:?}");
 
     // Expired and foreign certificates.
-    let expired = expired_certificate(&pki, dir.path());
+    let expired = expired_certificate(pki, dir.path());
     let t = text(&psql(&proxy.conninfo(&expired, "app", "orders"), &["-c", "select 1"]));
     assert!(t.contains("your client certificate has expired"), "{t}");
     let foreign_pki = ProxyPki::new(&dir.path().join("foreign"));
@@ -156,7 +164,7 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
     assert!(t.contains("not issued by this proxy's client CA"), "{t}");
 
     // Still serving, still alive.
-    let out = psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select 41 + 1"]);
+    let out = psql(&proxy.conninfo(alice, "app", "orders"), &["-c", "select 41 + 1"]);
     assert!(out.status.success(), "{}\n{}", text(&out), proxy.log());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
     assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
@@ -166,7 +174,7 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
 fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
     let _machine = machine_shared();
     let Fixture { proxy, alice, pki, .. } = &Fixture::start();
-    let mut tls = tls_client(&pki, Some(&alice), proxy.port);
+    let mut tls = tls_client(pki, Some(alice), proxy.port);
     tls.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0")).unwrap();
     // Wait for ReadyForQuery, then send a message whose length lies (2^31 - 1).
     let (got, _) = read_all_until(&mut tls, Some(b'Z'), Duration::from_secs(10));
@@ -174,7 +182,7 @@ fn thousands_of_bytes_of_mid_session_garbage_end_only_that_session() {
     tls.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b's']).unwrap();
     let (_, closed) = read_all(&mut tls, Duration::from_secs(6));
     assert!(closed, "a lying length ends the session");
-    let out = psql(&proxy.conninfo(&alice, "app", "orders"), &["-c", "select 1"]);
+    let out = psql(&proxy.conninfo(alice, "app", "orders"), &["-c", "select 1"]);
     assert!(out.status.success(), "{}", text(&out));
 }
 

@@ -153,10 +153,7 @@ pub(super) fn version_below(version: &str, min: &str) -> bool {
     };
     let (v, m) = (parse(version), parse(min));
     let len = v.len().max(m.len());
-    (0..len)
-        .map(|i| (v.get(i).copied().unwrap_or(0), m.get(i).copied().unwrap_or(0)))
-        .find(|(a, b)| a != b)
-        .is_some_and(|(a, b)| a < b)
+    (0..len).map(|i| (v.get(i).copied().unwrap_or(0), m.get(i).copied().unwrap_or(0))).find(|(a, b)| a != b).is_some_and(|(a, b)| a < b)
 }
 
 /// The command that turns IAM authentication on.

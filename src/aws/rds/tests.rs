@@ -55,7 +55,11 @@ fn cluster_endpoints_include_reader_and_custom_endpoints() {
         .custom_endpoints("reports.cluster-custom-abc.us-east-1.rds.amazonaws.com")
         .build();
     let found = Found::from_cluster(&cluster);
-    for host in ["orders.cluster-abc.us-east-1.rds.amazonaws.com", "ORDERS.cluster-ro-abc.us-east-1.rds.amazonaws.com", "reports.cluster-custom-abc.us-east-1.rds.amazonaws.com"] {
+    for host in [
+        "orders.cluster-abc.us-east-1.rds.amazonaws.com",
+        "ORDERS.cluster-ro-abc.us-east-1.rds.amazonaws.com",
+        "reports.cluster-custom-abc.us-east-1.rds.amazonaws.com",
+    ] {
         assert!(found.serves(host), "{host}");
     }
     assert!(!found.serves("orders.abc.us-east-1.rds.amazonaws.com"));

@@ -49,8 +49,7 @@ pub enum SelectorOperator {
 impl LabelSelector {
     /// Whether `labels` satisfy this selector.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|req| req.matches(labels))
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) && self.match_expressions.iter().all(|req| req.matches(labels))
     }
 }
 

@@ -28,8 +28,10 @@ fn database(ns: &str, name: &str) -> Arc<Database> {
 }
 
 fn dev_role() -> Arc<AccessRole> {
-    role("apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {name: dev-read, namespace: shop, uid: u1}\n\
-          spec: {subjects: [{kind: Group, name: dev}], allow: {databases: [orders], dbUsers: [reader], dbNames: ['*']}, maxSessionTtl: 1h}\n")
+    role(
+        "apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {name: dev-read, namespace: shop, uid: u1}\n\
+          spec: {subjects: [{kind: Group, name: dev}], allow: {databases: [orders], dbUsers: [reader], dbNames: ['*']}, maxSessionTtl: 1h}\n",
+    )
 }
 
 fn alice(route: Option<Route>) -> Identity {
@@ -74,8 +76,10 @@ fn other_users_routes_and_databases_are_denied_with_reasons() {
 
 #[test]
 fn a_deny_rule_wins_for_a_full_route() {
-    let deny = role("apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {name: no-prod, namespace: shop, uid: u2}\n\
-          spec: {subjects: [{kind: User, name: alice}], deny: {databases: [orders]}}\n");
+    let deny = role(
+        "apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {name: no-prod, namespace: shop, uid: u2}\n\
+          spec: {subjects: [{kind: User, name: alice}], deny: {databases: [orders]}}\n",
+    );
     let v = decide(&alice(route("shop/orders", Some("reader"))), None, &[dev_role(), deny], &[database("shop", "orders")], &settings());
     assert!(matches!(v, Verdict::Deny { reason: "NoAccessRole", ref message } if message.contains("no-prod")), "{v:?}");
 }

@@ -14,6 +14,7 @@ use crate::crd::Database;
 use crate::operator::context::Settings;
 
 /// One child object, of any kind the operator keeps.
+#[allow(clippy::large_enum_variant, reason = "a handful of children per reconcile; boxing the Deployment buys nothing")]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Child {
     /// The proxy's ServiceAccount (only when the spec names none).

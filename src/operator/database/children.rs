@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, SleepAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -95,20 +95,11 @@ pub fn labels(db: &Database) -> BTreeMap<String, String> {
 }
 
 fn selector_labels(db: &Database) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "portcullis-proxy".to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), db.name_any()),
-    ])
+    BTreeMap::from([("app.kubernetes.io/name".to_owned(), "portcullis-proxy".to_owned()), ("app.kubernetes.io/instance".to_owned(), db.name_any())])
 }
 
 fn meta(db: &Database, name: String, owner: &OwnerReference) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: db.namespace(),
-        labels: Some(labels(db)),
-        owner_references: Some(vec![owner.clone()]),
-        ..Default::default()
-    }
+    ObjectMeta { name: Some(name), namespace: db.namespace(), labels: Some(labels(db)), owner_references: Some(vec![owner.clone()]), ..Default::default() }
 }
 
 /// The owner reference every child carries (garbage-collected with the Database).
@@ -133,22 +124,13 @@ pub fn role_binding(db: &Database, owner: &OwnerReference) -> RoleBinding {
     RoleBinding {
         metadata: meta(db, proxy_name(db), owner),
         role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: PROXY_CLUSTER_ROLE.into() },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: service_account_name(db),
-            namespace: db.namespace(),
-            ..Default::default()
-        }]),
+        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: service_account_name(db), namespace: db.namespace(), ..Default::default() }]),
     }
 }
 
 /// The proxy ConfigMap.
 pub fn config_map(db: &Database, owner: &OwnerReference, config: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: meta(db, proxy_name(db), owner),
-        data: Some(BTreeMap::from([("proxy.yaml".to_owned(), config.to_owned())])),
-        ..Default::default()
-    }
+    ConfigMap { metadata: meta(db, proxy_name(db), owner), data: Some(BTreeMap::from([("proxy.yaml".to_owned(), config.to_owned())])), ..Default::default() }
 }
 
 /// The server certificate Secret (`tls.crt`, `tls.key`, and `ca.crt`: the client CA).
@@ -180,11 +162,7 @@ pub fn config_hash(config: &str, db: &Database, cert_pem: &str) -> Result<String
 /// The proxy Deployment: non-root, read-only root filesystem, probes on the admin port.
 pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, hash: &str) -> Deployment {
     let port = container_port(db.spec.protocol);
-    let mut env = vec![
-        env("PORTCULLIS_LOG_FORMAT", "json"),
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
-    ];
+    let mut env = vec![env("PORTCULLIS_LOG_FORMAT", "json"), field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")];
     if let Some(region) = resolved_region(&db.spec) {
         env.push(self::env("AWS_REGION", &region));
     }

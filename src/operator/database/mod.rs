@@ -39,7 +39,13 @@ const RESYNC: Duration = Duration::from_secs(30 * 60);
 pub enum ReconcileError {
     /// The API server refused a write.
     #[error("cannot write {kind} {namespace}/{name}")]
-    Write { kind: &'static str, namespace: String, name: String, #[source] source: kube::Error },
+    Write {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     /// The server certificate could not be issued.
     #[error("cannot issue the proxy's server certificate")]
     Certificate(#[source] PkiError),
@@ -113,7 +119,8 @@ async fn stages(db: &Database, ctx: &Context) -> Result<Action, ReconcileError> 
         report(db, ctx, Findings::Invalid(&invalid)).await?;
         return Ok(Action::await_change());
     }
-    let certificate = certificate::current_or_new(db, &ctx.ca, ctx.settings.server_cert_ttl, observed.secret.as_deref()).map_err(ReconcileError::Certificate)?;
+    let certificate =
+        certificate::current_or_new(db, &ctx.ca, ctx.settings.server_cert_ttl, observed.secret.as_deref()).map_err(ReconcileError::Certificate)?;
     let children = build::build(db, &ctx.settings, &certificate, ctx.ca.cert_pem()).map_err(ReconcileError::Build)?;
     apply(db, ctx, &children, &observed).await?;
     let aws = check_aws(db, ctx).await;

@@ -55,9 +55,7 @@ pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
     let live = db.status.clone().unwrap_or_default();
     let generation = db.metadata.generation;
     let (valid, others, endpoint, region, engine_version) = match findings {
-        Findings::Invalid(error) => {
-            (Observation::failed(types::VALID, "InvalidSpec", format!("{}: {}", error.field, error.message)), vec![], None, None, None)
-        }
+        Findings::Invalid(error) => (Observation::failed(types::VALID, "InvalidSpec", format!("{}: {}", error.field, error.message)), vec![], None, None, None),
         Findings::Valid { deployment, aws } => (
             Observation::ok(types::VALID, "SpecValid", "the spec is complete; the proxy's objects are in place"),
             vec![proxy_available(db, deployment), iam_auth(aws)],
@@ -75,13 +73,17 @@ pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
         && live.proxy_endpoint == endpoint
         && live.resolved_region == region
         && live.engine_version == engine_version;
-    let warnings = conditions
-        .iter()
-        .filter(|c| warns(c, find(&live.conditions, &c.type_)))
-        .map(|c| (c.reason.clone(), format!("{}: {}", c.type_, c.message)))
-        .collect();
+    let warnings =
+        conditions.iter().filter(|c| warns(c, find(&live.conditions, &c.type_))).map(|c| (c.reason.clone(), format!("{}: {}", c.type_, c.message))).collect();
     let fingerprint = serde_json::json!([generation, observations, endpoint, region, engine_version]).to_string();
-    let status = DatabaseStatus { observed_generation: generation, conditions, proxy_endpoint: endpoint, credential_source: None, resolved_region: region, engine_version };
+    let status = DatabaseStatus {
+        observed_generation: generation,
+        conditions,
+        proxy_endpoint: endpoint,
+        credential_source: None,
+        resolved_region: region,
+        engine_version,
+    };
     Plan { status, unchanged, warnings, fingerprint }
 }
 
@@ -147,9 +149,12 @@ pub async fn write(db: &Database, ctx: &Context, plan: &Plan) -> Result<bool, Re
         return Ok(false);
     }
     let (ns, name) = (db.namespace().unwrap_or_default(), db.name_any());
-    apply_status::<Database, _>(&ctx.client, &ns, &name, &plan.status, &ctx.metrics)
-        .await
-        .map_err(|source| ReconcileError::Write { kind: "Database/status", namespace: ns.clone(), name: name.clone(), source })?;
+    apply_status::<Database, _>(&ctx.client, &ns, &name, &plan.status, &ctx.metrics).await.map_err(|source| ReconcileError::Write {
+        kind: "Database/status",
+        namespace: ns.clone(),
+        name: name.clone(),
+        source,
+    })?;
     ctx.recent_status.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, (plan.fingerprint.clone(), std::time::Instant::now()));
     Ok(true)
 }

@@ -48,7 +48,10 @@ fn omitted_sections_get_their_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let config = ProxyConfig::load(&write(&dir, "proxy.yaml", CONFIG)).unwrap();
     assert_eq!(config.audit, AuditConfig { stdout: true, file: None, queue_size: 8192 });
-    assert_eq!(config.limits, LimitsConfig { upstream_connects_per_second: 200, handshake_timeout: Duration::from_secs(10), connect_timeout: Duration::from_secs(5) });
+    assert_eq!(
+        config.limits,
+        LimitsConfig { upstream_connects_per_second: 200, handshake_timeout: Duration::from_secs(10), connect_timeout: Duration::from_secs(5) }
+    );
     assert_eq!((config.admin, config.secrets_dir, config.aws), (None, None, AwsConfig::default()));
 }
 

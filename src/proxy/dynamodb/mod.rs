@@ -227,14 +227,19 @@ impl Session {
         if let Decision::Deny(reason) = state.authorize(&self.identity, upstream, &self.fields.db_user, None) {
             return Err((ApiError::access_denied(format!("access denied: {reason}")), None));
         }
-        let target = Target::parse(request.headers().get("x-amz-target").and_then(|v| v.to_str().ok())).map_err(|e| (ApiError::unknown_operation(e.to_string()), None))?;
+        let target = Target::parse(request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()))
+            .map_err(|e| (ApiError::unknown_operation(e.to_string()), None))?;
         let mut call = ApiCall { target: target.name.clone(), ..Default::default() };
         let (parts, body) = request.into_parts();
         if parts.headers.get(http::header::TRANSFER_ENCODING).is_some() || parts.headers.get(http::header::CONTENT_LENGTH).is_none() {
-            let e = ApiError { status: http::StatusCode::LENGTH_REQUIRED, ..ApiError::validation("send the body with a Content-Length (chunked uploads are not accepted; every AWS SDK sets Content-Length)") };
+            let e = ApiError {
+                status: http::StatusCode::LENGTH_REQUIRED,
+                ..ApiError::validation("send the body with a Content-Length (chunked uploads are not accepted; every AWS SDK sets Content-Length)")
+            };
             return Err((e, Some(call)));
         }
-        let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(usize::MAX);
+        let declared =
+            parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(usize::MAX);
         if declared > MAX_BODY {
             return Err((ApiError::too_large(format!("the request body of {declared} bytes is over DynamoDB's limit of {MAX_BODY} bytes")), Some(call)));
         }
@@ -255,9 +260,15 @@ impl Session {
         let default_port = if upstream.plain_http { 80 } else { 443 };
         let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
         let credentials = self.credentials().await.map_err(|e| (e, Some(call.clone())))?;
-        let to = sign::Destination { authority: &authority, scheme: if upstream.plain_http { "http" } else { "https" }, region: &upstream.region, signing_name: target.service.signing_name() };
+        let to = sign::Destination {
+            authority: &authority,
+            scheme: if upstream.plain_http { "http" } else { "https" },
+            region: &upstream.region,
+            signing_name: target.service.signing_name(),
+        };
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let signed = sign::resign(&parts.method, path, &parts.headers, body, &to, &credentials, SystemTime::now()).map_err(|e| (ApiError::internal(e.to_string()), Some(call.clone())))?;
+        let signed = sign::resign(&parts.method, path, &parts.headers, body, &to, &credentials, SystemTime::now())
+            .map_err(|e| (ApiError::internal(e.to_string()), Some(call.clone())))?;
         let mut response = self.send(&host, port, &authority, signed.map(Full::new)).await.map_err(|e| (e, Some(call.clone())))?;
         // Hop-by-hop headers belong to the proxy's connection to AWS, not to the client's: an
         // upstream `Connection: close` must not close the client's keep-alive connection.
@@ -301,9 +312,8 @@ impl Session {
         let state = &self.state;
         let upstream = &self.upstream;
         let addr = format!("{host}:{port}");
-        let unreachable = |e: SessionError| {
-            ApiError::unavailable(format!("{e}; check the network path from the proxy (security groups, a DynamoDB VPC endpoint or NAT)"))
-        };
+        let unreachable =
+            |e: SessionError| ApiError::unavailable(format!("{e}; check the network path from the proxy (security groups, a DynamoDB VPC endpoint or NAT)"));
         let tcp = connect::tcp_to(state, host, port).await.map_err(unreachable)?;
         let handshake = |e: hyper::Error| ApiError::unavailable(format!("HTTP with {addr} failed: {e}"));
         if upstream.plain_http {

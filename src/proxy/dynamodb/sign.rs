@@ -48,7 +48,15 @@ pub struct Destination<'a> {
 
 /// Builds the request for `to`: the client's method, path, query and headers (minus
 /// [`DROPPED`]), the body, and a new signature by `credentials` at `now`.
-pub fn resign(method: &Method, path_and_query: &str, headers: &HeaderMap, body: Bytes, to: &Destination<'_>, credentials: &Credentials, now: SystemTime) -> Result<Request<Bytes>, SignError> {
+pub fn resign(
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    to: &Destination<'_>,
+    credentials: &Credentials,
+    now: SystemTime,
+) -> Result<Request<Bytes>, SignError> {
     let uri = format!("{}://{}{}", to.scheme, to.authority, path_and_query);
     let length = body.len();
     let mut request = Request::builder().method(method.clone()).uri(&uri).body(body).map_err(|e| SignError(e.to_string()))?;
@@ -71,7 +79,8 @@ pub fn resign(method: &Method, path_and_query: &str, headers: &HeaderMap, body: 
         .map_err(|e| SignError(e.to_string()))?
         .into();
     let signable_headers: Vec<(&str, &str)> = request.headers().iter().filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v))).collect();
-    let signable = SignableRequest::new(method.as_str(), &uri, signable_headers.into_iter(), SignableBody::Bytes(request.body())).map_err(|e| SignError(e.to_string()))?;
+    let signable =
+        SignableRequest::new(method.as_str(), &uri, signable_headers.into_iter(), SignableBody::Bytes(request.body())).map_err(|e| SignError(e.to_string()))?;
     let (instructions, _signature) = sign(signable, &params).map_err(|e| SignError(e.to_string()))?.into_parts();
     instructions.apply_to_request_http1x(&mut request);
     Ok(request)
@@ -84,7 +93,10 @@ mod tests {
     #[test]
     fn the_client_signature_goes_and_a_new_one_for_the_endpoint_comes() {
         let mut headers = HeaderMap::new();
-        headers.insert("authorization", HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=dummy/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=abc"));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=dummy/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=abc"),
+        );
         headers.insert("x-amz-target", HeaderValue::from_static("DynamoDB_20120810.ListTables"));
         headers.insert("x-amz-security-token", HeaderValue::from_static("client-token"));
         headers.insert("host", HeaderValue::from_static("127.0.0.1:8000"));
@@ -92,7 +104,8 @@ mod tests {
         let credentials = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", Some("session".into()), None, "test");
         let to = Destination { authority: "dynamodb.us-east-1.amazonaws.com", scheme: "https", region: "us-east-1", signing_name: "dynamodb" };
         let body = Bytes::from_static(b"{}");
-        let request = resign(&Method::POST, "/", &headers, body, &to, &credentials, SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)).unwrap();
+        let request =
+            resign(&Method::POST, "/", &headers, body, &to, &credentials, SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)).unwrap();
         let h = request.headers();
         let auth = h["authorization"].to_str().unwrap();
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20270115/us-east-1/dynamodb/aws4_request"), "{auth}");

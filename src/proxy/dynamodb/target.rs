@@ -97,7 +97,13 @@ mod tests {
     fn other_targets_are_refused() {
         assert_eq!(Target::parse(None), Err(TargetError::Missing));
         assert_eq!(Target::parse(Some("  ")), Err(TargetError::Missing));
-        for bad in ["AWSSecurityTokenServiceV20110615.GetCallerIdentity", "DynamoDB_20120810", "DynamoDB_20120810.", "DynamoDB_20120810.Get Item", "Kinesis_20131202.PutRecord"] {
+        for bad in [
+            "AWSSecurityTokenServiceV20110615.GetCallerIdentity",
+            "DynamoDB_20120810",
+            "DynamoDB_20120810.",
+            "DynamoDB_20120810.Get Item",
+            "Kinesis_20131202.PutRecord",
+        ] {
             assert!(matches!(Target::parse(Some(bad)), Err(TargetError::Unknown(_))), "{bad}");
         }
     }

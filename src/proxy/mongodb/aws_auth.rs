@@ -83,7 +83,13 @@ pub fn sts_region(host: &str) -> String {
 
 /// The signed `GetCallerIdentity` request's parts for the final payload: (Authorization,
 /// X-Amz-Date, session token).
-pub fn sign_caller_identity(host: &str, region: &str, server_nonce: &[u8], credentials: &Credentials, now: SystemTime) -> Result<(String, String, Option<String>), AwsAuthError> {
+pub fn sign_caller_identity(
+    host: &str,
+    region: &str,
+    server_nonce: &[u8],
+    credentials: &Credentials,
+    now: SystemTime,
+) -> Result<(String, String, Option<String>), AwsAuthError> {
     let nonce = base64::engine::general_purpose::STANDARD.encode(server_nonce);
     let headers = [
         ("content-type", "application/x-www-form-urlencoded"),
@@ -103,7 +109,8 @@ pub fn sign_caller_identity(host: &str, region: &str, server_nonce: &[u8], crede
         .map_err(|e| AwsAuthError::Sign(e.to_string()))?
         .into();
     let url = format!("https://{host}/");
-    let signable = SignableRequest::new("POST", &url, headers.into_iter(), SignableBody::Bytes(STS_BODY.as_bytes())).map_err(|e| AwsAuthError::Sign(e.to_string()))?;
+    let signable =
+        SignableRequest::new("POST", &url, headers.into_iter(), SignableBody::Bytes(STS_BODY.as_bytes())).map_err(|e| AwsAuthError::Sign(e.to_string()))?;
     let (instructions, _) = sign(signable, &params).map_err(|e| AwsAuthError::Sign(e.to_string()))?.into_parts();
     let mut authorization = None;
     let mut date = None;
@@ -172,7 +179,9 @@ mod tests {
     #[test]
     fn the_signature_covers_the_nonce_and_the_channel_binding_flag() {
         let creds = Credentials::new("ASIAEXAMPLE", "secret", Some("token".into()), None, "test");
-        let (a, d, t) = sign_caller_identity("sts.amazonaws.com", "us-east-1", &[3u8; 64], &creds, SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)).unwrap();
+        let (a, d, t) =
+            sign_caller_identity("sts.amazonaws.com", "us-east-1", &[3u8; 64], &creds, SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000))
+                .unwrap();
         assert!(a.starts_with("AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20270115/us-east-1/sts/aws4_request"), "{a}");
         assert!(a.contains("x-mongodb-gs2-cb-flag") && a.contains("x-mongodb-server-nonce"), "{a}");
         assert_eq!(d, "20270115T080000Z");

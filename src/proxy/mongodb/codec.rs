@@ -113,7 +113,8 @@ pub fn parse(header: &Header, body: &[u8]) -> Result<Message, CodecError> {
                         rest = &after[n..];
                     }
                     1 => {
-                        let size = after.get(..4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(CodecError::Malformed("OP_MSG document sequence"))?;
+                        let size =
+                            after.get(..4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(CodecError::Malformed("OP_MSG document sequence"))?;
                         if size < 4 || size as usize > after.len() {
                             return Err(CodecError::Malformed("OP_MSG document sequence size"));
                         }
@@ -241,7 +242,12 @@ impl Message {
     pub fn command(&self) -> Option<&str> {
         match self {
             Message::Msg { body, .. } => body.keys().next().map(String::as_str),
-            Message::Query { query, .. } => query.keys().next().map(|k| k.as_str()).filter(|k| *k != "$query").or_else(|| query.get_document("$query").ok().and_then(|q| q.keys().next().map(String::as_str))),
+            Message::Query { query, .. } => query
+                .keys()
+                .next()
+                .map(|k| k.as_str())
+                .filter(|k| *k != "$query")
+                .or_else(|| query.get_document("$query").ok().and_then(|q| q.keys().next().map(String::as_str))),
         }
     }
 
@@ -275,7 +281,8 @@ mod tests {
 
     #[test]
     fn op_query_hello_is_understood_and_answered_with_op_reply() {
-        let message = Message::Query { flags: 0, collection: "admin.$cmd".into(), skip: 0, limit: -1, query: doc! { "isMaster": 1, "client": { "driver": "x" } } };
+        let message =
+            Message::Query { flags: 0, collection: "admin.$cmd".into(), skip: 0, limit: -1, query: doc! { "isMaster": 1, "client": { "driver": "x" } } };
         let wire = encode(3, &message);
         let header = Header::parse(wire[..HEADER].try_into().unwrap()).unwrap();
         let back = parse(&header, &wire[HEADER..]).unwrap();

@@ -18,8 +18,22 @@ const MORE_TO_COME: u32 = 1 << 1;
 /// Commands that are part of running a connection, not data access: allowed on any database and
 /// not audited (drivers send them constantly).
 const HOUSEKEEPING: &[&str] = &[
-    "hello", "isMaster", "ismaster", "ping", "buildInfo", "buildinfo", "endSessions", "hostInfo", "getParameter", "whatsmyuri",
-    "connectionStatus", "getLastError", "getFreeMonitoringStatus", "getLog", "atlasVersion", "getCmdLineOpts",
+    "hello",
+    "isMaster",
+    "ismaster",
+    "ping",
+    "buildInfo",
+    "buildinfo",
+    "endSessions",
+    "hostInfo",
+    "getParameter",
+    "whatsmyuri",
+    "connectionStatus",
+    "getLastError",
+    "getFreeMonitoringStatus",
+    "getLog",
+    "atlasVersion",
+    "getCmdLineOpts",
 ];
 /// Commands by which a client would authenticate itself: refused.
 const AUTHENTICATION: &[&str] = &["saslStart", "saslContinue", "authenticate", "logout", "copydbsaslstart", "getnonce"];
@@ -53,13 +67,19 @@ impl CommandFilter {
         if let Message::Query { collection, .. } = message
             && !(is_hello && collection.ends_with(".$cmd"))
         {
-            return Verdict::Refuse { code: 352, code_name: "UnsupportedOpQueryCommand", message: "OP_QUERY is only accepted for the hello handshake; use OP_MSG (MongoDB drivers 3.6+)".into() };
+            return Verdict::Refuse {
+                code: 352,
+                code_name: "UnsupportedOpQueryCommand",
+                message: "OP_QUERY is only accepted for the hello handshake; use OP_MSG (MongoDB drivers 3.6+)".into(),
+            };
         }
         if AUTHENTICATION.contains(&command.as_str()) {
             return Verdict::Refuse {
                 code: 13,
                 code_name: "Unauthorized",
-                message: format!("{command} is not allowed through Portcullis: the proxy logs in to the database for you with MONGODB-AWS; connect without credentials or authMechanism"),
+                message: format!(
+                    "{command} is not allowed through Portcullis: the proxy logs in to the database for you with MONGODB-AWS; connect without credentials or authMechanism"
+                ),
             };
         }
         if is_hello {
@@ -79,7 +99,9 @@ impl CommandFilter {
         let database = message.database().unwrap_or("").to_owned();
         match (self.check_database)(fields, &database) {
             Ok(()) => Verdict::Forward(None),
-            Err(reason) => Verdict::Refuse { code: 13, code_name: "Unauthorized", message: format!("not authorized on {database} to execute command {command}: {reason}") },
+            Err(reason) => {
+                Verdict::Refuse { code: 13, code_name: "Unauthorized", message: format!("not authorized on {database} to execute command {command}: {reason}") }
+            }
         }
     }
 
@@ -180,7 +202,10 @@ mod tests {
         codec::encode(id, &Message::Msg { flags: 0, body, sequences: vec![] })
     }
 
-    fn run(stream: &[u8], chunk: usize) -> (Vec<u8>, Vec<Vec<u8>>, Vec<(DocumentCommand, Option<String>)>) {
+    /// What the filter made of a stream: bytes forwarded, replies, audited commands.
+    type Outcome = (Vec<u8>, Vec<Vec<u8>>, Vec<(DocumentCommand, Option<String>)>);
+
+    fn run(stream: &[u8], chunk: usize) -> Outcome {
         let check: DatabaseCheck = Box::new(|_, db| if db == "orders" { Ok(()) } else { Err("not in dbNames".into()) });
         let mut filter = CommandFilter::new(true, check);
         let (mut up, mut replies, mut audits) = (Vec::new(), Vec::new(), Vec::new());

@@ -12,15 +12,20 @@ use tracing::{debug, warn};
 use super::aws_auth;
 use super::codec::{self, HEADER, Header};
 use crate::proxy::connect;
-use crate::proxy::tls::UpstreamStream;
 use crate::proxy::session::SessionError;
+use crate::proxy::tls::UpstreamStream;
 use crate::proxy::{ProxyState, Upstream};
 
 /// The largest login reply the proxy reads.
 const MAX_LOGIN_REPLY: usize = 1 << 20;
 
 /// Connects to DocumentDB and logs in with `credentials` (the role's) as `role_arn`.
-pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, role_arn: &str, credentials: &aws_credential_types::Credentials) -> Result<UpstreamStream, SessionError> {
+pub async fn connect_and_login(
+    state: &ProxyState,
+    upstream: &Upstream,
+    role_arn: &str,
+    credentials: &aws_credential_types::Credentials,
+) -> Result<UpstreamStream, SessionError> {
     let tcp = connect::tcp(state, upstream).await?;
     let mut tls = connect::tls(state, upstream, tcp).await?;
     let nonce: [u8; 32] = rand::random();
@@ -106,7 +111,9 @@ fn check_ok(reply: &Document, role_arn: &str) -> Result<(), SessionError> {
         // BadValue / MechanismUnavailable: no MONGODB-AWS before DocumentDB 5.0.
         2 | 334 => Err(SessionError::UpstreamFatal {
             sqlstate: code.to_string(),
-            message: format!("the database does not accept MONGODB-AWS ({message}): IAM authentication needs Amazon DocumentDB 5.0 or later; upgrade the cluster's engine version"),
+            message: format!(
+                "the database does not accept MONGODB-AWS ({message}): IAM authentication needs Amazon DocumentDB 5.0 or later; upgrade the cluster's engine version"
+            ),
             code: u16::try_from(code).ok(),
         }),
         _ => Err(SessionError::UpstreamFatal { sqlstate: code.to_string(), message, code: u16::try_from(code).ok() }),
@@ -123,7 +130,8 @@ mod tests {
         let e = check_ok(&doc! { "ok": 0.0, "code": 18, "errmsg": "Authentication failed." }, "arn:aws:iam::1:role/r").unwrap_err();
         let m = e.client_message(&crate::proxy::mongodb::REMEDY).unwrap();
         assert!(m.hint.unwrap().contains("$external"), "{}", m.message);
-        let e = check_ok(&doc! { "ok": 0, "code": 2, "errmsg": "Received authentication for mechanism MONGODB-AWS which is unknown or not enabled" }, "r").unwrap_err();
+        let e = check_ok(&doc! { "ok": 0, "code": 2, "errmsg": "Received authentication for mechanism MONGODB-AWS which is unknown or not enabled" }, "r")
+            .unwrap_err();
         assert!(e.to_string().contains("DocumentDB 5.0 or later"), "{e}");
     }
 }

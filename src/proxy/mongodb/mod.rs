@@ -42,7 +42,9 @@ pub static REMEDY: Remedy = Remedy {
 };
 
 fn iam_user(u: &str) -> String {
-    format!("the role exists as a user in $external with mechanism MONGODB-AWS: db.getSiblingDB(\"$external\").createUser({{user: \"{u}\", mechanisms: [\"MONGODB-AWS\"], roles: [...]}})")
+    format!(
+        "the role exists as a user in $external with mechanism MONGODB-AWS: db.getSiblingDB(\"$external\").createUser({{user: \"{u}\", mechanisms: [\"MONGODB-AWS\"], roles: [...]}})"
+    )
 }
 
 fn rejected(_: &str, iam_user: &str) -> String {
@@ -73,7 +75,13 @@ impl Engine for MongodbEngine {
         Ok(Some(Login { db_user, db_name: None, detail: first }))
     }
 
-    async fn log_in(&self, context: &Context, upstream: &Arc<Upstream>, identity: &Identity, login: &mut Login<FirstMessage>) -> Result<UpstreamStream, SessionError> {
+    async fn log_in(
+        &self,
+        context: &Context,
+        upstream: &Arc<Upstream>,
+        identity: &Identity,
+        login: &mut Login<FirstMessage>,
+    ) -> Result<UpstreamStream, SessionError> {
         let role = connect::user_role(upstream, &login.db_user).map_err(|e| SessionError::Aws(AwsError::Role(e)))?;
         let credentials = connect::role_credentials(&context.state, upstream, &role, &identity.user).await?;
         login::connect_and_login(&context.state, upstream, &role, &credentials).await
@@ -106,7 +114,17 @@ impl Engine for MongodbEngine {
         let Established { context, identity, upstream, client, server, login, audit_queries } = session;
         let state = context.state;
         let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
-        let session = Session { state, upstream, identity, fields: context.fields, client, server, greeting: Vec::new(), goodbye: |_| None, pending_input: login.detail.raw };
+        let session = Session {
+            state,
+            upstream,
+            identity,
+            fields: context.fields,
+            client,
+            server,
+            greeting: Vec::new(),
+            goodbye: |_| None,
+            pending_input: login.detail.raw,
+        };
         relay::run(session, CommandFilter::new(audit_queries, check), relay::NoObserver).await
     }
 }

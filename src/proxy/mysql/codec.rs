@@ -515,7 +515,13 @@ mod tests {
         for extra in [caps::PLUGIN_AUTH_LENENC_CLIENT_DATA, 0] {
             let response = HandshakeResponse {
                 prefix: SslRequest {
-                    capabilities: caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH | caps::CONNECT_WITH_DB | caps::CONNECT_ATTRS | caps::SSL | extra,
+                    capabilities: caps::PROTOCOL_41
+                        | caps::SECURE_CONNECTION
+                        | caps::PLUGIN_AUTH
+                        | caps::CONNECT_WITH_DB
+                        | caps::CONNECT_ATTRS
+                        | caps::SSL
+                        | extra,
                     max_packet: 1 << 24,
                     collation: 45,
                 },

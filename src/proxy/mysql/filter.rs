@@ -209,8 +209,10 @@ impl ClientFilter for CommandFilter {
                     let head = bytes[..*have].to_vec();
                     let carried = std::mem::take(carried);
                     let cmd = starts_command.then(|| head[4]);
-                    let hold = matches!(cmd, Some(command::INIT_DB | command::CHANGE_USER | command::BINLOG_DUMP | command::BINLOG_DUMP_GTID | command::REGISTER_SLAVE))
-                        || matches!(continuation, Continuation::Discard);
+                    let hold = matches!(
+                        cmd,
+                        Some(command::INIT_DB | command::CHANGE_USER | command::BINLOG_DUMP | command::BINLOG_DUMP_GTID | command::REGISTER_SLAVE)
+                    ) || matches!(continuation, Continuation::Discard);
                     if hold {
                         // Forward what came before this packet; hold (or drop) the packet.
                         if forward_from < head_start {

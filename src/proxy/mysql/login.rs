@@ -7,8 +7,8 @@ use tracing::{debug, warn};
 
 use super::codec::{self, AuthReply, CodecError, Greeting, HandshakeResponse, MAX_LOGIN_PACKET, SslRequest, caps};
 use crate::proxy::connect;
-use crate::proxy::tls::UpstreamStream;
 use crate::proxy::session::SessionError;
+use crate::proxy::tls::UpstreamStream;
 use crate::proxy::{ProxyState, Upstream};
 
 /// The version the proxy's greeting announces.

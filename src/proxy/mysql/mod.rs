@@ -15,11 +15,11 @@ use codec::{CodecError, HandshakeResponse, MAX_LOGIN_PACKET, SslRequest, caps};
 use filter::{CommandFilter, PrepareWatcher, Prepared};
 use login::{client_read_error, expect_seq, read_packet};
 
+use super::Upstream;
 use super::pipeline::{Context, Engine, Established, Facts, Login, Opening, RelayEnd, Stage};
 use super::relay::{self, Session};
 use super::session::{Remedy, SessionError, rds_rejected};
 use super::tls::ClientTls;
-use super::Upstream;
 use crate::authz::Identity;
 use crate::crd::Protocol;
 
@@ -94,7 +94,13 @@ impl Engine for MysqlEngine {
         Ok(Some(Login { db_user: response.user.clone(), db_name: response.database.clone(), detail: response }))
     }
 
-    async fn log_in(&self, context: &Context, upstream: &Arc<Upstream>, identity: &Identity, login: &mut Login<HandshakeResponse>) -> Result<login::Connected, SessionError> {
+    async fn log_in(
+        &self,
+        context: &Context,
+        upstream: &Arc<Upstream>,
+        identity: &Identity,
+        login: &mut Login<HandshakeResponse>,
+    ) -> Result<login::Connected, SessionError> {
         let connected = login::connect_and_login(&context.state, upstream, &login.detail, &identity.user).await?;
         tracing::debug!(server_version = %connected.server_version, "logged in to the database");
         Ok(connected)

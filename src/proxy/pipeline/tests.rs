@@ -85,7 +85,13 @@ impl Engine for LineEngine {
         if client.write_all(b"OK\n").await.is_ok() {
             to_client += 3;
             if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                return RelayEnd { fields: Arc::new(context.fields), bytes_from_client: a, bytes_to_client: to_client + b, reason: "closed".into(), error: None };
+                return RelayEnd {
+                    fields: Arc::new(context.fields),
+                    bytes_from_client: a,
+                    bytes_to_client: to_client + b,
+                    reason: "closed".into(),
+                    error: None,
+                };
             }
         }
         RelayEnd { fields: Arc::new(context.fields), bytes_from_client: 0, bytes_to_client: to_client, reason: "closed".into(), error: None }
@@ -244,7 +250,10 @@ async fn an_allowed_client_logs_in_and_relays_with_start_and_end_audited() {
     let events = h.audit_until(2).await;
     let kinds: Vec<_> = events.iter().map(|e| (e["event"].as_str().unwrap().to_owned(), e["success"].as_bool().unwrap())).collect();
     assert_eq!(kinds, [("db.session.start".to_owned(), true), ("db.session.end".to_owned(), true)], "{events:?}");
-    assert_eq!((events[0]["user"].as_str(), events[0]["db_user"].as_str(), events[0]["db_name"].as_str(), events[0]["protocol"].as_str()), (Some("alice"), Some("app"), Some("orders"), Some("line")));
+    assert_eq!(
+        (events[0]["user"].as_str(), events[0]["db_user"].as_str(), events[0]["db_name"].as_str(), events[0]["protocol"].as_str()),
+        (Some("alice"), Some("app"), Some("orders"), Some("line"))
+    );
     assert_eq!(events[0]["database"], "default/lines");
     assert_eq!(h.count("accepted"), 1);
 }

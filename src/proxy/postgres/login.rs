@@ -9,8 +9,8 @@ use tracing::{debug, info, warn};
 
 use super::codec::{self, MAX_AUTH_PHASE_MESSAGE};
 use crate::proxy::connect;
-use crate::proxy::tls::UpstreamStream;
 use crate::proxy::session::SessionError;
+use crate::proxy::tls::UpstreamStream;
 use crate::proxy::{ProxyState, Upstream};
 
 /// A logged-in upstream connection and what it said up to its first ReadyForQuery.

@@ -11,10 +11,10 @@ use tokio::net::TcpStream;
 
 use codec::{Severity, StartupPacket};
 
+use super::Upstream;
 use super::pipeline::{Context, Engine, Established, Facts, Login, Opening, RelayEnd, Stage};
 use super::session::{Remedy, SessionError, rds_rejected};
 use super::tls::ClientTls;
-use super::Upstream;
 use crate::authz::Identity;
 use crate::crd::Protocol;
 
@@ -93,7 +93,13 @@ impl Engine for PostgresEngine {
         Ok(Some(Login { db_user: user, db_name: Some(db_name), detail: Startup { version, params } }))
     }
 
-    async fn log_in(&self, context: &Context, upstream: &std::sync::Arc<Upstream>, _: &Identity, login: &mut Login<Startup>) -> Result<login::Connected, SessionError> {
+    async fn log_in(
+        &self,
+        context: &Context,
+        upstream: &std::sync::Arc<Upstream>,
+        _: &Identity,
+        login: &mut Login<Startup>,
+    ) -> Result<login::Connected, SessionError> {
         login::connect_and_login(&context.state, upstream, login.detail.version, &login.detail.params, &login.db_user).await
     }
 

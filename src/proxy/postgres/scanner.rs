@@ -142,8 +142,8 @@ impl ClientScanner {
 mod tests {
     use super::*;
     use crate::proxy::audit::MAX_STATEMENT;
-    use sha2::{Digest, Sha256};
     use crate::proxy::postgres::codec::encode_message;
+    use sha2::{Digest, Sha256};
 
     fn parse_msg(name: &str, query: &str) -> Vec<u8> {
         let mut body = Vec::new();

@@ -177,6 +177,7 @@ impl BridgePostgres {
 
 impl Drop for BridgePostgres {
     fn drop(&mut self) {
-        let _ = Command::new("bash").args(["-c", &format!(". scripts/lib/upstream.sh && upstream_pg_stop '{}'", self.dir.display())]).current_dir(repo()).status();
+        let _ =
+            Command::new("bash").args(["-c", &format!(". scripts/lib/upstream.sh && upstream_pg_stop '{}'", self.dir.display())]).current_dir(repo()).status();
     }
 }

@@ -45,12 +45,33 @@ impl ControlPlane {
         let d_owned = dir.path().to_owned();
         let d = d_owned.as_path();
         let started = Instant::now();
-        openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=testenv-client-ca", "-days", "2"], d);
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=testenv-client-ca",
+                "-days",
+                "2",
+            ],
+            d,
+        );
         openssl(&["genrsa", "-out", "sa.key", "2048"], d);
         openssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], d);
         let (etcd_client, etcd_peer, api, kcm) = (free_port(), free_port(), free_port(), free_port());
         let log = |name: &str| std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
-        let spawn = |cmd: &mut Command, name: &str| Proc { child: cmd.stdout(log(name)).stderr(log(&format!("{name}.err"))).spawn().unwrap_or_else(|e| panic!("start {name}: {e}")) };
+        let spawn = |cmd: &mut Command, name: &str| Proc {
+            child: cmd.stdout(log(name)).stderr(log(&format!("{name}.err"))).spawn().unwrap_or_else(|e| panic!("start {name}: {e}")),
+        };
         let mut procs = Vec::new();
         procs.push(spawn(
             Command::new(bin.join("etcd")).args([
@@ -132,7 +153,11 @@ impl ControlPlane {
             if out.is_ok_and(|o| o.status.success()) {
                 return;
             }
-            assert!(start.elapsed() < timeout, "kube-apiserver not ready after {timeout:?}:\n{}", self.log("kube-apiserver.err").lines().rev().take(30).collect::<Vec<_>>().join("\n"));
+            assert!(
+                start.elapsed() < timeout,
+                "kube-apiserver not ready after {timeout:?}:\n{}",
+                self.log("kube-apiserver.err").lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -148,9 +173,45 @@ impl ControlPlane {
         };
         let base = format!("user{n}");
         let subject = std::iter::once(format!("/CN={user}")).chain(groups.iter().map(|g| format!("/O={g}"))).collect::<String>();
-        openssl(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &format!("{base}.key"), "-out", &format!("{base}.csr"), "-subj", &subject], d);
+        openssl(
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{base}.key"),
+                "-out",
+                &format!("{base}.csr"),
+                "-subj",
+                &subject,
+            ],
+            d,
+        );
         std::fs::write(d.join(format!("{base}.ext")), "extendedKeyUsage=clientAuth\n").unwrap();
-        openssl(&["x509", "-req", "-in", &format!("{base}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{base}.crt"), "-days", "2", "-extfile", &format!("{base}.ext")], d);
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{base}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{base}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{base}.ext"),
+            ],
+            d,
+        );
         let path = d.join(format!("{base}.kubeconfig"));
         std::fs::write(
             &path,

@@ -39,7 +39,8 @@ impl Moto {
     /// Creates the `proxy` user and the roles `PREFIX-writer` and `PREFIX-none` it may assume
     /// (tests/support/moto_dynamodb_setup.py), then turns auth on. Returns its JSON (keys, ARNs).
     pub fn setup_roles(&self, prefix: &str) -> serde_json::Value {
-        let out = run_ok(Command::new("python3").arg(repo().join("tests/support/moto_dynamodb_setup.py")).args(["--endpoint", &self.url(), "--prefix", prefix]));
+        let out =
+            run_ok(Command::new("python3").arg(repo().join("tests/support/moto_dynamodb_setup.py")).args(["--endpoint", &self.url(), "--prefix", prefix]));
         serde_json::from_slice(&out.stdout).expect("moto_dynamodb_setup.py prints JSON")
     }
 
@@ -59,11 +60,8 @@ impl Moto {
     /// Creates an IAM user (the proxy's identity) allowed to assume a role whose trust policy
     /// requires `external_id`, then turns moto's auth on. Returns the JSON the script prints.
     pub fn setup_assume_role(&self, external_id: &str) -> serde_json::Value {
-        let out = run_ok(
-            Command::new("python3")
-                .arg(repo().join("tests/support/moto_setup.py"))
-                .args(["--endpoint", &self.url(), "--external-id", external_id]),
-        );
+        let out =
+            run_ok(Command::new("python3").arg(repo().join("tests/support/moto_setup.py")).args(["--endpoint", &self.url(), "--external-id", external_id]));
         serde_json::from_slice(&out.stdout).expect("moto_setup.py prints JSON")
     }
 }

@@ -107,11 +107,7 @@ impl Operator {
 
     /// Sum of every sample of metrics starting with `prefix`.
     pub fn metric_sum(&self, prefix: &str) -> f64 {
-        http_get(self.admin_port, "/metrics")
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        http_get(self.admin_port, "/metrics").lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     }
 
     /// Stops the process (SIGTERM, waits).
@@ -122,4 +118,3 @@ impl Operator {
 
 /// Where the operator's AWS calls go in tests that make none (no RDS host names): nowhere.
 pub const NO_AWS: &str = "http://127.0.0.1:9";
-

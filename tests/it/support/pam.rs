@@ -73,7 +73,12 @@ impl TokenChecker {
 
     /// The PAM `auth` line that runs the checker for tokens to 127.0.0.1:`port`.
     pub fn pam_line(&self, port: u16) -> String {
-        self.exec_line(&format!("{} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}", self.bin.display(), self.keys_file.display(), self.log.display()))
+        self.exec_line(&format!(
+            "{} -keys {} -endpoint 127.0.0.1:{port} -region {REGION} -log {}",
+            self.bin.display(),
+            self.keys_file.display(),
+            self.log.display()
+        ))
     }
 
     /// A PAM `auth` line that runs `command` (space-separated) with the whole token on stdin.

@@ -84,7 +84,9 @@ impl Postgres {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off -c max_connections=1200 -c shared_buffers=64MB",
             socket_dir.display()
         );
-        run_ok(as_postgres(&pg_bin("pg_ctl")).args(["-w", "-t", "30", "-D"]).arg(&data).arg("-l").arg(&log).args(["-o", &options, "start"]).stdout(Stdio::null()));
+        run_ok(
+            as_postgres(&pg_bin("pg_ctl")).args(["-w", "-t", "30", "-D"]).arg(&data).arg("-l").arg(&log).args(["-o", &options, "start"]).stdout(Stdio::null()),
+        );
         std::mem::forget(pam_guard); // from here on, Postgres's Drop removes it
         let pg = Postgres { port, ca_file, secrets_dir, pam_log, pam_service, data, socket_dir, _dir: dir };
         pg.sql("postgres", "CREATE ROLE app LOGIN; CREATE ROLE admin LOGIN; CREATE ROLE nobody LOGIN;");
@@ -94,12 +96,14 @@ impl Postgres {
 
     /// Runs SQL as the superuser over the Unix socket; returns unaligned, tuples-only output.
     pub fn sql(&self, db: &str, sql: &str) -> String {
-        let out = run_ok(
-            Command::new("psql")
-                .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
-                .arg(&self.socket_dir)
-                .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]),
-        );
+        let out = run_ok(Command::new("psql").args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"]).arg(&self.socket_dir).args([
+            "-p",
+            &self.port.to_string(),
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -111,7 +115,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = as_postgres(&pg_bin("pg_ctl")).args(["-D"]).arg(&self.data).args(["-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ =
+            as_postgres(&pg_bin("pg_ctl")).args(["-D"]).arg(&self.data).args(["-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         let _ = std::fs::remove_file(format!("/etc/pam.d/{}", self.pam_service));
     }
 }
@@ -137,12 +142,5 @@ pub fn shared_postgres() -> Arc<Postgres> {
 
 /// Runs `psql` with `args` after the connection string; returns the output.
 pub fn psql(conninfo: &str, args: &[&str]) -> Output {
-    Command::new("psql")
-        .arg("-X")
-        .args(["-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .arg(conninfo)
-        .args(args)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .expect("psql")
+    Command::new("psql").arg("-X").args(["-A", "-t", "-v", "ON_ERROR_STOP=1"]).arg(conninfo).args(args).env("PGCONNECT_TIMEOUT", "10").output().expect("psql")
 }

@@ -118,11 +118,8 @@ impl Proxy {
         let start = Instant::now();
         let mut last = (0usize, Instant::now());
         loop {
-            let events: Vec<serde_json::Value> = std::fs::read_to_string(&self.audit_file)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
+            let events: Vec<serde_json::Value> =
+                std::fs::read_to_string(&self.audit_file).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
             if events.len() != last.0 {
                 last = (events.len(), Instant::now());
             }
@@ -171,7 +168,20 @@ impl Tunnel {
     pub fn start(proxy_port: u16, database: &str, protocol: &str, id: &ClientIdentity, extra: &[&str]) -> Tunnel {
         let log_file = id.files.cert().with_file_name(format!("tunnel-{}.log", free_port()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["db", "proxy", database, "--tunnel", "--port", "0", "--proxy", &format!("127.0.0.1:{proxy_port}"), "--protocol", protocol, "--server-name", "localhost"])
+            .args([
+                "db",
+                "proxy",
+                database,
+                "--tunnel",
+                "--port",
+                "0",
+                "--proxy",
+                &format!("127.0.0.1:{proxy_port}"),
+                "--protocol",
+                protocol,
+                "--server-name",
+                "localhost",
+            ])
             .arg("--cert-dir")
             .arg(id.files.cert().parent().unwrap())
             .args(extra)
@@ -184,9 +194,11 @@ impl Tunnel {
         let mut reader = std::io::BufReader::new(stdout);
         reader.read_line(&mut line).unwrap();
         let proc = Proc { child };
-        let port = line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-            panic!("the tunnel did not start: {line:?}\n{}", std::fs::read_to_string(&log_file).unwrap_or_default())
-        });
+        let port = line
+            .trim()
+            .strip_prefix("listening on 127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the tunnel did not start: {line:?}\n{}", std::fs::read_to_string(&log_file).unwrap_or_default()));
         // Keep draining stdout so the tunnel never blocks on it.
         std::thread::spawn(move || {
             let mut sink = Vec::new();

@@ -74,7 +74,8 @@ fn a_valid_spec_reports_pods_aws_and_the_proxys_own_conditions_in_ready() {
     let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
     assert_eq!(of(&plan, types::READY), ("True", "Ready"));
 
-    d.status = Some(DatabaseStatus { conditions: vec![reported[0].clone(), condition(types::UPSTREAM_REACHABLE, "False", "ConnectTimeout")], ..Default::default() });
+    d.status =
+        Some(DatabaseStatus { conditions: vec![reported[0].clone(), condition(types::UPSTREAM_REACHABLE, "False", "ConnectTimeout")], ..Default::default() });
     let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
     assert_eq!(of(&plan, types::READY), ("False", "ConnectTimeout"));
 }
