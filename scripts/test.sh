@@ -17,8 +17,6 @@ echo "== build" >&2
 cargo build --locked --bins --tests
 echo "== clippy (every target, warnings are errors)" >&2
 cargo clippy --locked --all-targets -- -D warnings
-echo "== release build (the image the test node runs)" >&2
-cargo build --locked --release --bin portcullis
 
 echo "== CRD drift (crds/ must equal 'portcullis crd --out-dir crds')" >&2
 "$CARGO_TARGET_DIR/debug/portcullis" crd --out-dir crds --check

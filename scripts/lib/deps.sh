@@ -35,6 +35,8 @@ portcullis_install_deps() {
   command -v nft >/dev/null || missing+=(nftables)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v conntrack >/dev/null || missing+=(conntrack)
+  # scripts/pack-image.sh strips debug information from the packed binary.
+  command -v objcopy >/dev/null || missing+=(binutils)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq

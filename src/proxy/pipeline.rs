@@ -164,14 +164,7 @@ pub trait Engine: Send + Sync + 'static {
         stage: Stage<'_, Self::LoginDetail>,
         e: &SessionError,
     ) -> impl Future<Output = ()> + Send {
-        let wire = self.refusal(&stage, e);
-        async move {
-            if let Some(wire) = wire {
-                let _ = client.write_all(&wire).await;
-                let _ = client.flush().await;
-            }
-            let _ = client.shutdown().await;
-        }
+        tell(client, self.refusal(&stage, e))
     }
 
     /// Relays the logged-in session to its end.
@@ -298,6 +291,15 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
     if let Some(e) = &end.error {
         info!(error = %e, "session ended with an error");
     }
+}
+
+/// Writes a refusal (if the client can be told anything) and closes the client's side.
+pub async fn tell<S: AsyncWrite + Unpin>(client: &mut S, refusal: Option<Vec<u8>>) {
+    if let Some(wire) = refusal {
+        let _ = client.write_all(&wire).await;
+        let _ = client.flush().await;
+    }
+    let _ = client.shutdown().await;
 }
 
 /// The identity in the client's certificate, verified against the client CA.

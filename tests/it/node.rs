@@ -1,5 +1,5 @@
 //! The install as users do it, on a real node (scripts/cluster.sh: kubelet, containerd,
-//! kube-proxy, scheduler): the image packed from the release binary, `helm install`, the
+//! kube-proxy, scheduler): the image packed from the binary the tests were built with, `helm install`, the
 //! operator and proxy pods running for real with IRSA through moto's STS, psql with a
 //! certificate from `portcullis db login` through the Service and `kubectl port-forward`,
 //! a rolling update with no refused connection, upgrade, uninstall, and a namespace-scoped

@@ -10,14 +10,14 @@ mod login;
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use codec::{HEADER, Header, OP_QUERY};
 use filter::CommandFilter;
 
 use super::Upstream;
 use super::connect;
-use super::pipeline::{Context, Engine, Established, Facts, Login, RelayEnd, Stage};
+use super::pipeline::{Context, Engine, Established, Facts, Login, RelayEnd, Stage, tell};
 use super::relay::{self, Session};
 use super::session::{Remedy, SessionError};
 use super::tls::{ClientTls, UpstreamStream};
@@ -103,11 +103,7 @@ impl Engine for MongodbEngine {
             },
             stage => self.refusal(&stage, e),
         };
-        if let Some(reply) = reply {
-            let _ = client.write_all(&reply).await;
-            let _ = client.flush().await;
-        }
-        let _ = client.shutdown().await;
+        tell(client, reply).await;
     }
 
     async fn relay(&self, session: Established<Self>) -> RelayEnd {

@@ -16,7 +16,7 @@ use filter::{CommandFilter, PrepareWatcher, Prepared};
 use login::{client_read_error, expect_seq, read_packet};
 
 use super::Upstream;
-use super::pipeline::{Context, Engine, Established, Facts, Login, Opening, RelayEnd, Stage};
+use super::pipeline::{Context, Engine, Established, Facts, Login, Opening, RelayEnd, Stage, tell};
 use super::relay::{self, Session};
 use super::session::{Remedy, SessionError, rds_rejected};
 use super::tls::ClientTls;
@@ -117,11 +117,7 @@ impl Engine for MysqlEngine {
         if matches!(stage, Stage::Certificate) {
             let _ = tokio::time::timeout(context.state.limits.handshake_timeout, read_packet(client, MAX_LOGIN_PACKET, "handshake response")).await;
         }
-        if let Some(wire) = self.refusal(&stage, e) {
-            let _ = client.write_all(&wire).await;
-            let _ = client.flush().await;
-        }
-        let _ = client.shutdown().await;
+        tell(client, self.refusal(&stage, e)).await;
     }
 
     async fn relay(&self, session: Established<Self>) -> RelayEnd {

@@ -1,5 +1,5 @@
 //! The one-node cluster of scripts/cluster.sh (kubelet, containerd, kube-proxy and scheduler;
-//! the bridge pcbr0, so one at a time on a machine) with the image packed from the release
+//! the bridge pcbr0, so one at a time on a machine) with the image packed from the tests' own
 //! binary imported, and PostgreSQL on the bridge address for its pods: what the node tests
 //! run on.
 
@@ -37,9 +37,8 @@ impl Cluster {
         let node_ready = started.elapsed();
         let mut pack = Command::new("bash");
         pack.arg(repo().join("scripts/pack-image.sh")).arg(IMAGE).stderr(Stdio::null());
-        if let Some(bin) = fresh_release_binary() {
-            pack.env("PORTCULLIS_RELEASE_BIN", bin);
-        }
+        // The binary these tests were built with: the test command builds one profile only.
+        pack.env("PORTCULLIS_BIN", env!("CARGO_BIN_EXE_portcullis"));
         let tar = run_ok(&mut pack);
         let tar = String::from_utf8_lossy(&tar.stdout).lines().last().unwrap().trim().to_owned();
         let packed = started.elapsed();
@@ -112,16 +111,6 @@ impl Cluster {
         let out = run_ok(Command::new("bash").arg(repo().join("scripts/cluster.sh")).arg("user").arg(self.dir.path()).arg(name).args(groups));
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     }
-}
-
-/// The release binary beside this test's debug one, when it is at least as new (scripts/test.sh
-/// builds it before the tests). Otherwise pack-image.sh builds it. (Run from inside a test, that
-/// cargo build recompiled the crate, about 5 minutes, even right after scripts/test.sh built it.)
-fn fresh_release_binary() -> Option<PathBuf> {
-    let debug = PathBuf::from(env!("CARGO_BIN_EXE_portcullis"));
-    let release = debug.parent()?.parent()?.join("release/portcullis");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (modified(&release)? >= modified(&debug)?).then_some(release)
 }
 
 impl Drop for Cluster {
