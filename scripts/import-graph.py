@@ -56,7 +56,7 @@ def strip(text: str) -> str:
     text = re.sub(r'r#*"(?:.|\n)*?"#*', '""', text)
     text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
     # Test modules sit at the end of a file.
-    m = re.search(r"#\[cfg\(test\)\]\s*(pub\s+)?mod\s+\w+\s*\{", text)
+    m = re.search(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{", text)
     return text[: m.start()] if m else text
 
 
@@ -101,11 +101,12 @@ def paths_in(text: str) -> list:
     return found
 
 
-def resolve(path: str, here: tuple, mods: dict, is_dir_module: bool):
+def resolve(path: str, here: tuple, mods: dict):
     segs = [s for s in path.split("::") if s]
     if not segs:
         return None
-    base = list(here) if is_dir_module else list(here[:-1])
+    # `self` is the module itself (a folder's `mod.rs` is the folder), `super` its parent.
+    base = list(here)
     if segs[0] == "crate":
         base, segs = [], segs[1:]
     elif segs[0] in ("super", "self"):
@@ -130,9 +131,8 @@ def graph(mods: dict) -> dict:
     edges = defaultdict(set)
     for mod, path in mods.items():
         text = strip(path.read_text())
-        is_dir = path.name == "mod.rs"
         for p in paths_in(text):
-            target = resolve(p, mod, mods, is_dir)
+            target = resolve(p, mod, mods)
             if target and target != mod:
                 edges[mod].add(target)
     return edges

@@ -10,6 +10,7 @@ pub mod imds;
 pub mod rds;
 pub mod region;
 mod roles;
+mod services;
 mod token;
 mod web_identity;
 
@@ -17,6 +18,7 @@ pub use cache::CachedCredentials;
 pub use chain::{Attempt, ChainReport, ReportingChain};
 pub use endpoint::{EndpointError, EndpointPolicy, SignedRequestEndpointError, StsHostError};
 pub use roles::{RoleError, partition_of, role_arn, session_name};
+pub use services::Service;
 pub use token::{RdsAuthToken, rds_auth_token};
 
 use std::collections::HashMap;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 
-use super::dynamodb::target::Service;
 use super::ratelimit::RateLimiter;
 use super::tls::{self, TlsError};
+use crate::aws::Service;
 use crate::crd::{Database, FieldError, Protocol, region_from_rds_host, split_endpoint, split_url, validate_database};
 
 /// A database ready for the data path.

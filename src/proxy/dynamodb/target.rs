@@ -1,18 +1,7 @@
 //! Where a DynamoDB request goes: the service named by the `X-Amz-Target` prefix, its SigV4
 //! signing name and its regional endpoint.
 
-use crate::aws::partition_of;
-
-/// The AWS services a DynamoDB client talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    /// DynamoDB itself (`DynamoDB_20120810.*`).
-    DynamoDb,
-    /// DynamoDB Streams (`DynamoDBStreams_20120810.*`).
-    Streams,
-    /// The DAX control plane (`AmazonDAXV3.*`).
-    Dax,
-}
+pub use crate::aws::Service;
 
 /// A parsed `X-Amz-Target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,26 +44,6 @@ impl Target {
             return Err(TargetError::Unknown(name.to_owned()));
         }
         Ok(Target { service, name: name.to_owned(), operation: operation.to_owned() })
-    }
-}
-
-impl Service {
-    /// The SigV4 signing name.
-    pub fn signing_name(self) -> &'static str {
-        match self {
-            Service::DynamoDb | Service::Streams => "dynamodb",
-            Service::Dax => "dax",
-        }
-    }
-
-    /// The regional endpoint host.
-    pub fn host(self, region: &str) -> String {
-        let domain = if partition_of(region) == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" };
-        match self {
-            Service::DynamoDb => format!("dynamodb.{region}.{domain}"),
-            Service::Streams => format!("streams.dynamodb.{region}.{domain}"),
-            Service::Dax => format!("dax.{region}.{domain}"),
-        }
     }
 }
 
