@@ -8,7 +8,7 @@
 # The chart is rendered with its default values as release `portcullis` in namespace
 # portcullis-system, then split by object: deploy/operator.yaml (a Namespace first, then the
 # operator's ServiceAccount, RBAC, ConfigMap, Deployment and PodDisruptionBudget),
-# deploy/proxy-rbac.yaml (ClusterRole portcullis-proxy) and deploy/login-rbac.yaml. The labels
+# deploy/proxy-rbac.yaml (ClusterRole portcullis-proxy) and deploy/login-rbac.yaml and deploy/user-rbac.yaml. The labels
 # that only make sense under helm (helm.sh/chart, app.kubernetes.io/managed-by: Helm) are left
 # out. HELM names the helm binary; by default the one testenv/build.sh builds.
 set -euo pipefail
@@ -50,6 +50,7 @@ FILES = {
                      "# proxy defaults, Deployment, PodDisruptionBudget.",
     "proxy-rbac.yaml": "What proxy pods may do; the operator binds it per Database namespace.",
     "login-rbac.yaml": "Lets every authenticated user request a client certificate (`portcullis login`).",
+    "user-rbac.yaml": "Lets every authenticated user read Databases and AccessRoles (`portcullis db ls`).",
 }
 docs = {name: [] for name in FILES}
 docs["operator.yaml"].append(NAMESPACE)
@@ -59,7 +60,7 @@ for text in re.split(r"^---\s*$\n?", rendered.read_text(), flags=re.M):
     if not obj:
         continue
     kind, name = obj["kind"], obj["metadata"]["name"]
-    target = {"portcullis-proxy": "proxy-rbac.yaml", "portcullis-login": "login-rbac.yaml"}.get(name, "operator.yaml")
+    target = {"portcullis-proxy": "proxy-rbac.yaml", "portcullis-login": "login-rbac.yaml", "portcullis-user": "user-rbac.yaml"}.get(name, "operator.yaml")
     if target != "operator.yaml" and not kind.startswith("ClusterRole"):
         sys.exit(f"render-deploy: unexpected {kind} {name}")
     docs[target].append(HELM_ONLY.sub("", text).strip("\n") + "\n")

@@ -130,9 +130,43 @@ pub struct LoginArgs {
     pub timeout: std::time::Duration,
 }
 
+/// How `db ls` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListOutput {
+    /// A table.
+    Table,
+    /// A table with labels, endpoint, the allowing AccessRoles and what deny rules exclude.
+    Wide,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
 /// `portcullis db …`.
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
+    /// List the Databases you may reach, with the db users and db names your AccessRoles allow
+    /// (for you as the API server sees you). Databases you cannot reach are hidden unless --all.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// The namespace (default: the kubeconfig context's).
+        #[arg(long, short, conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        /// Look in every namespace.
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        /// Also list the Databases you cannot reach (shown as "(no access)").
+        #[arg(long)]
+        all: bool,
+        /// The format: table, wide (adds endpoint, labels, the allowing AccessRoles and what
+        /// deny rules exclude), json or yaml.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: ListOutput,
+        /// The kubeconfig to use (default: KUBECONFIG, then ~/.kube/config).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Get a client certificate limited to one database (and optionally db user and name).
     Login {
         /// The Database's name.

@@ -27,6 +27,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Iam(cmd) => iam(cmd),
         Command::Operator(args) => operator(args).await,
         Command::Login(args) => crate::client::login(None, args).await,
+        Command::Db(DbCommand::Ls { namespace, all_namespaces, all, output, kubeconfig }) => {
+            crate::client::list::run(crate::client::list::ListArgs { namespace, all_namespaces, all, output, kubeconfig }).await
+        }
         Command::Db(DbCommand::Login { database, namespace, db_user, db_name, login }) => {
             crate::client::login(Some(crate::client::DbTarget { database, namespace, db_user, db_name }), login).await
         }

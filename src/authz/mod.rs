@@ -120,6 +120,77 @@ pub fn allow_rules_for<'a>(database: &DatabaseRef<'_>, roles: &'a [AccessRole]) 
         .collect()
 }
 
+/// What a caller may use on one database, as `portcullis db ls` shows it: the db users and db
+/// names its AccessRoles allow, and what their `deny` rules take away. `*` stands for any.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    /// The allowing AccessRoles (`namespace/name`).
+    pub roles: Vec<String>,
+    /// The db users allowed (sorted; `*` for any).
+    pub db_users: Vec<String>,
+    /// The db names allowed (sorted; `*` for any).
+    pub db_names: Vec<String>,
+    /// What a `deny` rule excludes, in words (`db user postgres`, `db name payroll`, …).
+    pub denied: Vec<String>,
+}
+
+/// The [`Grant`] of `identity` on `database`, or `None` when no AccessRole lets it reach the
+/// database at all (none allows it, or a `deny` excludes the whole database or every user or
+/// name). Evaluated with the same rules as [`authorize`].
+pub fn grant(identity: &Identity, database: &DatabaseRef<'_>, roles: &[AccessRole]) -> Option<Grant> {
+    let applicable: Vec<&AccessRole> =
+        roles.iter().filter(|r| r.metadata.namespace.as_deref().unwrap_or("default") == database.namespace).filter(|r| subjects_match(r, identity)).collect();
+    let matches_db = |rules: &RuleSet, omitted_matches: bool| {
+        if rules.database_selector.is_none() && rules.databases.is_empty() {
+            omitted_matches
+        } else {
+            rules.database_selector.as_ref().is_some_and(|s| s.matches(database.labels)) || list_matches(&rules.databases, database.name)
+        }
+    };
+    let allowing: Vec<(&AccessRole, &RuleSet)> =
+        applicable.iter().filter_map(|r| r.spec.allow.as_ref().filter(|a| matches_db(a, false)).map(|a| (*r, a))).collect();
+    let union = |pick: fn(&RuleSet) -> &Vec<String>| {
+        let mut all: Vec<String> = allowing.iter().flat_map(|(_, a)| pick(a).iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        if all.iter().any(|v| v == "*") { vec!["*".to_owned()] } else { all }
+    };
+    let mut grant = Grant {
+        roles: allowing.iter().map(|(r, _)| role_name(r)).collect(),
+        db_users: union(|a| &a.db_users),
+        db_names: union(|a| &a.db_names),
+        denied: Vec::new(),
+    };
+    if grant.db_users.is_empty() {
+        return None;
+    }
+    // Deny rules are shown only where they take away something the allow lists grant.
+    let granted = |list: &[String], value: &String| list.iter().any(|v| v == "*" || v == value);
+    for deny in applicable.iter().filter_map(|r| r.spec.deny.as_ref()).filter(|d| matches_db(d, true)) {
+        let any = |list: &[String]| list.is_empty() || list.iter().any(|v| v == "*");
+        match (any(&deny.db_users), any(&deny.db_names)) {
+            (true, true) => return None,
+            (false, true) => {
+                grant.denied.extend(deny.db_users.iter().filter(|u| granted(&grant.db_users, u)).map(|u| format!("db user {u}")));
+                grant.db_users.retain(|u| !deny.db_users.contains(u));
+            }
+            (true, false) => {
+                grant.denied.extend(deny.db_names.iter().filter(|n| granted(&grant.db_names, n)).map(|n| format!("db name {n}")));
+                grant.db_names.retain(|n| !deny.db_names.contains(n));
+            }
+            (false, false) => {
+                for u in deny.db_users.iter().filter(|u| granted(&grant.db_users, u)) {
+                    grant.denied.extend(deny.db_names.iter().filter(|n| granted(&grant.db_names, n)).map(|n| format!("db user {u} with db name {n}")));
+                }
+            }
+        }
+    }
+    grant.denied.sort();
+    grant.denied.dedup();
+    if grant.db_users.is_empty() { None } else { Some(grant) }
+}
+
 /// `namespace/name` of a role.
 pub fn role_name(role: &AccessRole) -> String {
     format!("{}/{}", role.metadata.namespace.as_deref().unwrap_or("default"), role.metadata.name.as_deref().unwrap_or(""))

@@ -241,3 +241,46 @@ fn route_uri_round_trips_with_odd_characters() {
 }
 
 const ROUTE_URI_PREFIX_FOR_TESTS: &str = identity::ROUTE_URI_PREFIX;
+
+/// Four roles, one with a deny: what `db ls` shows for alice (group dev) on each database, and
+/// every listed pair is what `authorize` allows while every denied one is refused.
+#[test]
+fn the_grant_lists_what_authorize_allows_and_nothing_else() {
+    let roles = vec![
+        role("team", "dev-orders", "subjects: [{kind: Group, name: dev}]\nallow: {databases: [orders], dbUsers: [app, report], dbNames: [orders, stats]}\n"),
+        role(
+            "team",
+            "dev-prod",
+            "subjects: [{kind: Group, name: dev}]\nallow: {databaseSelector: {matchLabels: {env: prod}}, dbUsers: [readonly, postgres], dbNames: ['*']}\ndeny: {dbUsers: [postgres]}\n",
+        ),
+        role("team", "dev-no-payroll", "subjects: [{kind: User, name: alice}]\ndeny: {databases: [orders], dbNames: [stats]}\n"),
+        role("team", "ops-only", "subjects: [{kind: Group, name: ops}]\nallow: {databases: [orders, billing], dbUsers: [admin], dbNames: ['*']}\n"),
+        role("elsewhere", "dev-other-ns", "subjects: [{kind: Group, name: dev}]\nallow: {databases: [billing], dbUsers: [app], dbNames: [billing]}\n"),
+    ];
+    let prod = labels(&[("env", "prod")]);
+    let none = labels(&[]);
+    let db = |name: &'static str, l: &'static BTreeMap<String, String>| DatabaseRef { namespace: "team", name, labels: l };
+    let (prod, none): (&'static _, &'static _) = (Box::leak(Box::new(prod)), Box::leak(Box::new(none)));
+
+    let orders = grant(&alice(), &db("orders", none), &roles).expect("orders is reachable");
+    assert_eq!(orders.roles, ["team/dev-orders"]);
+    assert_eq!((orders.db_users.as_slice(), orders.db_names.as_slice()), (&["app".to_owned(), "report".to_owned()][..], &["orders".to_owned()][..]));
+    assert_eq!(orders.denied, ["db name stats"]);
+    let ledger = grant(&alice(), &db("ledger", prod), &roles).expect("ledger (env=prod) is reachable");
+    assert_eq!((ledger.db_users.as_slice(), ledger.db_names.as_slice()), (&["readonly".to_owned()][..], &["*".to_owned()][..]));
+    assert_eq!(ledger.denied, ["db user postgres"]);
+    assert_eq!(grant(&alice(), &db("billing", none), &roles), None, "only ops, and dev in another namespace");
+    assert_eq!(grant(&Identity { user: "bob".into(), groups: vec!["sales".into()], ..Default::default() }, &db("orders", none), &roles), None);
+
+    // The listing agrees with the decision function, pair by pair.
+    for (name, l, g) in [("orders", none, &orders), ("ledger", prod, &ledger)] {
+        for user in &g.db_users {
+            for db_name in g.db_names.iter().map(|n| if n == "*" { "anything" } else { n }) {
+                assert!(allowed(&decide(&alice(), name, l, user, Some(db_name), &roles)), "{name}: {user}/{db_name} listed but refused");
+            }
+        }
+    }
+    assert!(!allowed(&decide(&alice(), "orders", none, "app", Some("stats"), &roles)));
+    assert!(!allowed(&decide(&alice(), "ledger", prod, "postgres", Some("x"), &roles)));
+    assert!(!allowed(&decide(&alice(), "billing", none, "app", Some("billing"), &roles)));
+}

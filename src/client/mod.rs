@@ -1,7 +1,9 @@
 //! What a user runs: `portcullis login` and `portcullis db login` get a short-lived client
 //! certificate through the Kubernetes CSR API with the user's own kubeconfig;
-//! `portcullis db proxy --tunnel` carries local clients to the proxy ([`tunnel`]).
+//! `portcullis db proxy --tunnel` carries local clients to the proxy ([`tunnel`]); `portcullis
+//! db ls` lists what the caller may reach ([`list`]).
 
+pub mod list;
 pub mod tunnel;
 
 use std::path::PathBuf;

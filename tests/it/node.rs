@@ -347,6 +347,13 @@ fn a_namespace_scoped_install_uses_roles_only_and_ignores_other_namespaces() {
     assert!(can("create", "deployments", "team-a"));
     assert!(!can("create", "deployments", "team-b"), "the operator may write outside its namespace");
     assert!(!can("list", "databases.portcullis.io", "team-b"));
+    // People (`portcullis db ls`) may read Databases and AccessRoles in the watched namespace only.
+    let user_can = |what: &str, ns: &str| {
+        let out = cluster.kubectl().args(["auth", "can-i", "list", what, "-n", ns, "--as", "alice", "--as-group", "system:authenticated"]).output().unwrap();
+        text(&out).trim().starts_with("yes")
+    };
+    assert!(user_can("databases.portcullis.io", "team-a") && user_can("accessroles.portcullis.io", "team-a"));
+    assert!(!user_can("databases.portcullis.io", "team-b"), "people may read Databases outside the watched namespace");
 
     let db = |ns: &str| {
         format!(

@@ -561,3 +561,133 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops
     .await;
     drop(standby);
 }
+
+fn db_ls(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["db", "ls"]).args(args).env("KUBECONFIG", kubeconfig).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_ls_shows_a_plain_user_exactly_what_the_access_roles_allow() {
+    let _machine = machine_shared();
+    // Its Databases must not appear while another test counts an operator's writes.
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane(&CONTROL_PLANE);
+    let admin = install(&cp).await;
+    let ns = namespace(&admin, "ls").await;
+    let other = namespace(&admin, "ls-other").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    for (name, env) in [("orders", "test"), ("ledger", "prod"), ("billing", "test")] {
+        let mut db =
+            database(&ns, name, serde_json::json!({"protocol": "postgres", "endpoint": format!("{name}.example.com:5432"), "aws": {"region": "eu-west-1"}}));
+        db.metadata.labels = Some([("env".to_owned(), env.to_owned())].into());
+        dbs.create(&PostParams::default(), &db).await.unwrap();
+    }
+    let elsewhere =
+        database(&other, "billing", serde_json::json!({"protocol": "postgres", "endpoint": "billing.example.com:5432", "aws": {"region": "eu-west-1"}}));
+    Api::<Database>::namespaced(admin.clone(), &other).create(&PostParams::default(), &elsewhere).await.unwrap();
+    let role = |ns: &str, name: &str, spec: serde_json::Value| -> AccessRole {
+        serde_json::from_value(
+            serde_json::json!({"apiVersion": "portcullis.io/v1alpha1", "kind": "AccessRole", "metadata": {"name": name, "namespace": ns}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let roles = [
+        role(
+            &ns,
+            "dev-orders",
+            serde_json::json!({"subjects": [{"kind": "Group", "name": "dev"}], "allow": {"databases": ["orders"], "dbUsers": ["app", "report"], "dbNames": ["orders", "stats"]}}),
+        ),
+        role(
+            &ns,
+            "dev-prod",
+            serde_json::json!({"subjects": [{"kind": "Group", "name": "dev"}], "allow": {"databaseSelector": {"matchLabels": {"env": "prod"}}, "dbUsers": ["readonly", "postgres"], "dbNames": ["*"]}, "deny": {"dbUsers": ["postgres"]}}),
+        ),
+        role(
+            &ns,
+            "alice-no-stats",
+            serde_json::json!({"subjects": [{"kind": "User", "name": "alice"}], "deny": {"databases": ["orders"], "dbNames": ["stats"]}}),
+        ),
+        role(
+            &ns,
+            "ops-billing",
+            serde_json::json!({"subjects": [{"kind": "Group", "name": "ops"}], "allow": {"databases": ["billing"], "dbUsers": ["admin"], "dbNames": ["*"]}}),
+        ),
+        role(
+            &other,
+            "dev-billing-elsewhere",
+            serde_json::json!({"subjects": [{"kind": "Group", "name": "dev"}], "allow": {"databases": ["billing"], "dbUsers": ["app"], "dbNames": ["billing"]}}),
+        ),
+    ];
+    for r in &roles {
+        Api::<AccessRole>::namespaced(admin.clone(), r.metadata.namespace.as_deref().unwrap()).create(&PostParams::default(), r).await.unwrap();
+    }
+
+    // alice (group dev), a plain user with only the chart's portcullis-user role.
+    let alice = cp.kubeconfig("alice", &["dev"]);
+    let out = db_ls(&alice, &["-n", &ns, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Vec<(String, serde_json::Value)> =
+        rows.as_array().unwrap().iter().map(|r| (r["name"].as_str().unwrap().to_owned(), r["access"].clone())).collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "ledger".to_owned(),
+                serde_json::json!({"roles": [format!("{ns}/dev-prod")], "dbUsers": ["readonly"], "dbNames": ["*"], "denied": ["db user postgres"]})
+            ),
+            (
+                "orders".to_owned(),
+                serde_json::json!({"roles": [format!("{ns}/dev-orders")], "dbUsers": ["app", "report"], "dbNames": ["orders"], "denied": ["db name stats"]})
+            ),
+        ],
+        "{}",
+        text(&out)
+    );
+    // The table, and --all with the Database alice cannot reach.
+    let out = db_ls(&alice, &["-n", &ns, "--all"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["NAME", "PROTOCOL", "READY", "DB", "USERS", "DB", "NAMES"], "{table}");
+    assert_eq!(
+        lines[1..],
+        [
+            vec!["billing", "postgres", "False", "(no", "access)", "-"],
+            vec!["ledger", "postgres", "False", "readonly", "*"],
+            vec!["orders", "postgres", "False", "app,report", "orders"]
+        ],
+        "{table}"
+    );
+    // Wide: endpoint, labels, the allowing roles and what a deny takes away; YAML is the JSON's data.
+    let out = db_ls(&alice, &["-n", &ns, "-o", "wide"]);
+    let wide = String::from_utf8_lossy(&out.stdout).into_owned();
+    let header: Vec<&str> = wide.lines().next().unwrap().split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(header, ["NAME", "PROTOCOL", "READY", "DB USERS", "DB NAMES", "ENDPOINT", "LABELS", "ACCESS ROLES", "DENIED"], "{wide}");
+    let ledger = wide.lines().find(|l| l.starts_with("ledger")).unwrap();
+    for part in ["ledger.example.com:5432", "env=prod", &format!("{ns}/dev-prod"), "db user postgres"] {
+        assert!(ledger.contains(part), "{part:?} in {ledger:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["db", "list", "-n", &ns, "-o", "yaml"]).env("KUBECONFIG", &alice).output().unwrap();
+    let yaml: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(yaml, rows, "-o yaml is the same data as -o json");
+    // Every namespace: the other namespace's billing appears for dev.
+    let out = db_ls(&alice, &["-A", "-o", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<String> = rows.as_array().unwrap().iter().map(|r| format!("{}/{}", r["namespace"].as_str().unwrap(), r["name"].as_str().unwrap())).collect();
+    let expected: std::collections::BTreeSet<String> = [format!("{other}/billing"), format!("{ns}/ledger"), format!("{ns}/orders")].into();
+    assert_eq!(names.iter().cloned().collect::<std::collections::BTreeSet<_>>(), expected, "{rows}");
+    assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted by namespace and name: {names:?}");
+    // bob (group sales) may reach nothing: an empty list and a line saying so.
+    let out = db_ls(&cp.kubeconfig("bob", &["sales"]), &["-n", &ns]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Database in namespace") && text(&out).contains("--all"), "{}", text(&out));
+    // A kubeconfig without credentials: one line naming the fix.
+    let anonymous = alice.with_extension("anonymous");
+    let kc = std::fs::read_to_string(&alice).unwrap();
+    let kc = kc.lines().map(|l| if l.starts_with("users:") { "users: [{name: u, user: {}}]" } else { l }).collect::<Vec<_>>().join("\n");
+    std::fs::write(&anonymous, kc).unwrap();
+    let out = db_ls(&anonymous, &["-n", &ns]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && (err.contains("does not know who you are") || err.contains("may not")), "{err}");
+    assert!(err.trim().lines().count() <= 2, "one clear line: {err}");
+}
