@@ -51,6 +51,20 @@ pub enum Command {
     /// Work with databases as a user.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Print a shell completion script, e.g. `source <(portcullis completion bash)` in
+    /// ~/.bashrc, `portcullis completion zsh > "${fpath[1]}/_portcullis"`, or
+    /// `portcullis completion fish > ~/.config/fish/completions/portcullis.fish`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Whether the binary runs as the kubectl plugin (`kubectl-portcullis`, e.g. a link or copy of
+/// `portcullis` on the PATH, so that `kubectl portcullis …` finds it).
+pub fn invoked_as_kubectl_plugin(argv0: Option<std::ffi::OsString>) -> bool {
+    argv0.as_deref().map(std::path::Path::new).and_then(|p| p.file_stem()).is_some_and(|name| name == "kubectl-portcullis")
 }
 
 /// `portcullis operator`.

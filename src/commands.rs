@@ -27,6 +27,11 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Iam(cmd) => iam(cmd),
         Command::Operator(args) => operator(args).await,
         Command::Login(args) => crate::client::login(None, args).await,
+        Command::Completion { shell } => {
+            let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "portcullis", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Db(DbCommand::Ls { namespace, all_namespaces, all, output, kubeconfig }) => {
             crate::client::list::run(crate::client::list::ListArgs { namespace, all_namespaces, all, output, kubeconfig }).await
         }

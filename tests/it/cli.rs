@@ -119,7 +119,7 @@ fn help_explains_every_subcommand() {
     let _machine = machine_shared();
     let (ok, text) = output(portcullis().arg("--help"));
     assert!(ok);
-    for sub in ["proxy", "crd", "ca", "cert", "operator", "login", "db"] {
+    for sub in ["proxy", "crd", "ca", "cert", "operator", "login", "db", "completion"] {
         assert!(text.contains(sub), "{text}");
     }
     let (_, text) = output(portcullis().args(["cert", "issue", "--help"]));
@@ -128,4 +128,22 @@ fn help_explains_every_subcommand() {
     assert!(text.contains("--db-user") && text.contains("maxSessionTtl") && text.contains("KUBECONFIG"), "{text}");
     let (_, text) = output(portcullis().args(["proxy", "--help"]));
     assert!(text.contains("NAMESPACE/NAME"), "{text}");
+}
+
+#[test]
+fn completion_scripts_load_in_their_shells_and_know_the_subcommands() {
+    let _machine = machine_shared();
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, script) = output(portcullis().args(["completion", shell]));
+        assert!(ok && script.contains("portcullis") && script.contains("login"), "{shell}: {script}");
+    }
+    let (_, bash) = output(portcullis().args(["completion", "bash"]));
+    assert!(bash.contains("portcullis__db__ls") || bash.contains("portcullis__subcmd__db__subcmd__ls"), "bash knows `db ls`");
+    let file = dir.path().join("portcullis.bash");
+    std::fs::write(&file, &bash).unwrap();
+    let out = Command::new("bash").arg("-c").arg(format!("source {} && complete -p portcullis", file.display())).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("portcullis"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, err) = output(portcullis().args(["completion", "tcsh"]));
+    assert!(!ok && err.contains("bash") && err.contains("zsh"), "an unknown shell lists the known ones: {err}");
 }

@@ -677,6 +677,19 @@ async fn db_ls_shows_a_plain_user_exactly_what_the_access_roles_allow() {
     let expected: std::collections::BTreeSet<String> = [format!("{other}/billing"), format!("{ns}/ledger"), format!("{ns}/orders")].into();
     assert_eq!(names.iter().cloned().collect::<std::collections::BTreeSet<_>>(), expected, "{rows}");
     assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted by namespace and name: {names:?}");
+    // The kubectl plugin: the same binary on the PATH as kubectl-portcullis.
+    let plugins = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_portcullis"), plugins.path().join("kubectl-portcullis")).unwrap();
+    let path = format!("{}:{}:{}", plugins.path().display(), crate::support::control_plane::testenv_bin().display(), std::env::var("PATH").unwrap_or_default());
+    let kubectl = |args: &[&str]| Command::new("kubectl").args(args).env("PATH", &path).env("KUBECONFIG", &alice).output().unwrap();
+    let out = kubectl(&["portcullis", "db", "ls", "-n", &ns, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let direct: serde_json::Value = serde_json::from_slice(&db_ls(&alice, &["-n", &ns, "-o", "json"]).stdout).unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), direct, "kubectl portcullis db ls is db ls");
+    let out = kubectl(&["plugin", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kubectl-portcullis"), "{}", text(&out));
+    let out = kubectl(&["portcullis", "db", "ls", "--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: kubectl portcullis db ls"), "{}", text(&out));
     // bob (group sales) may reach nothing: an empty list and a line saying so.
     let out = db_ls(&cp.kubeconfig("bob", &["sales"]), &["-n", &ns]);
     assert!(out.status.success() && out.stdout.is_empty(), "{}", text(&out));
