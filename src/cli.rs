@@ -51,6 +51,13 @@ pub enum Command {
     /// Work with databases as a user.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Show who the API server says you are, and your stored client certificates: their
+    /// routes and when they expire.
+    Status {
+        /// The kubeconfig to use (default: KUBECONFIG, then ~/.kube/config).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Print a shell completion script, e.g. `source <(portcullis completion bash)` in
     /// ~/.bashrc, `portcullis completion zsh > "${fpath[1]}/_portcullis"`, or
     /// `portcullis completion fish > ~/.config/fish/completions/portcullis.fish`.
@@ -160,6 +167,19 @@ pub enum ListOutput {
 /// `portcullis db …`.
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
+    /// Remove a stored client certificate and its key (~/.portcullis/certs/NAMESPACE-DATABASE),
+    /// or all of them.
+    Logout {
+        /// The Database whose certificate goes.
+        #[arg(conflicts_with = "all")]
+        database: Option<String>,
+        /// Its namespace, when certificates for that name are stored for several.
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// Remove every stored certificate.
+        #[arg(long)]
+        all: bool,
+    },
     /// List the Databases you may reach, with the db users and db names your AccessRoles allow
     /// (for you as the API server sees you). Databases you cannot reach are hidden unless --all.
     #[command(visible_alias = "list")]

@@ -27,6 +27,8 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Iam(cmd) => iam(cmd),
         Command::Operator(args) => operator(args).await,
         Command::Login(args) => crate::client::login(None, args).await,
+        Command::Status { kubeconfig } => crate::client::store::status(kubeconfig).await,
+        Command::Db(DbCommand::Logout { database, namespace, all }) => crate::client::store::logout(database, namespace, all),
         Command::Completion { shell } => {
             let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "portcullis", &mut std::io::stdout());

@@ -1,9 +1,11 @@
 //! What a user runs: `portcullis login` and `portcullis db login` get a short-lived client
 //! certificate through the Kubernetes CSR API with the user's own kubeconfig;
 //! `portcullis db proxy --tunnel` carries local clients to the proxy ([`tunnel`]); `portcullis
-//! db ls` lists what the caller may reach ([`list`]).
+//! db ls` lists what the caller may reach ([`list`]); `status` and `db logout` look after the
+//! stored certificates ([`store`]).
 
 pub mod list;
+pub mod store;
 pub mod tunnel;
 
 use std::path::PathBuf;

@@ -147,3 +147,56 @@ fn completion_scripts_load_in_their_shells_and_know_the_subcommands() {
     let (ok, err) = output(portcullis().args(["completion", "tcsh"]));
     assert!(!ok && err.contains("bash") && err.contains("zsh"), "an unknown shell lists the known ones: {err}");
 }
+
+#[test]
+fn status_lists_stored_certificates_and_db_logout_removes_them() {
+    let _machine = machine_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let ca = dir.path().join("ca");
+    assert!(output(portcullis().args(["ca", "init", "--dir"]).arg(&ca)).0);
+    // Certificates where `db login` keeps them: ~/.portcullis/certs/NAMESPACE-DATABASE.
+    let certs = home.join(".portcullis/certs");
+    for (leaf, database, db_user) in
+        [("shop-orders", "shop/orders", "app"), ("team-orders", "team/orders", "report"), ("shop-ledger", "shop/ledger", "readonly")]
+    {
+        let (ok, text) = output(
+            portcullis()
+                .args(["cert", "issue", "--ca-dir"])
+                .arg(&ca)
+                .args(["--user", "alice", "--group", "dev", "--ttl", "2h", "--database", database, "--db-user", db_user, "--out"])
+                .arg(certs.join(leaf)),
+        );
+        assert!(ok, "{text}");
+    }
+    std::fs::write(certs.join("shop-ledger/notes.txt"), "mine").unwrap();
+    let run = |args: &[&str]| output(portcullis().args(args).env("HOME", &home).env("KUBECONFIG", dir.path().join("no-kubeconfig")));
+
+    let (ok, text) = run(&["status"]);
+    assert!(ok, "{text}");
+    assert!(text.lines().next().unwrap().starts_with("Kubernetes user: unknown ("), "no cluster is not a failure: {text}");
+    let rows: Vec<Vec<&str>> = text.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for (row, (database, db_user)) in rows.iter().zip([("shop/ledger", "readonly"), ("shop/orders", "app"), ("team/orders", "report")]) {
+        assert_eq!((row[0], row[1], row[2], row[3]), (database, "alice", db_user, "(any)"), "{text}");
+        assert!(row.contains(&"(in") && row.iter().any(|c| *c == "1h" || *c == "2h"), "expiry in about two hours: {text}");
+    }
+
+    // Two stored for "orders": the namespace decides; an unknown one names what is stored.
+    let (ok, text) = run(&["db", "logout", "orders"]);
+    assert!(!ok && text.contains("several namespaces") && text.contains("-n"), "{text}");
+    let (ok, text) = run(&["db", "logout", "orders", "-n", "team"]);
+    assert!(ok && text.contains("team/orders"), "{text}");
+    assert!(!certs.join("team-orders").exists() && certs.join("shop-orders/client.key").exists());
+    let (ok, text) = run(&["db", "logout", "payroll"]);
+    assert!(!ok && text.contains("no stored certificate for Database \"payroll\"") && text.contains("shop/orders"), "{text}");
+    let (ok, text) = run(&["db", "logout"]);
+    assert!(!ok && text.contains("--all"), "{text}");
+    // --all removes every certificate and key, and leaves the user's own files.
+    let (ok, text) = run(&["db", "logout", "--all"]);
+    assert!(ok, "{text}");
+    assert!(!certs.join("shop-orders").exists(), "{text}");
+    assert!(!certs.join("shop-ledger/client.key").exists() && certs.join("shop-ledger/notes.txt").exists(), "{text}");
+    let (ok, text) = run(&["status"]);
+    assert!(ok && text.contains("no stored certificates"), "{text}");
+}
