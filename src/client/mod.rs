@@ -75,7 +75,8 @@ pub async fn login(target: Option<DbTarget>, args: LoginArgs) -> anyhow::Result<
     write_private(&dir.join("client.key"), &key_pem)?;
     std::fs::write(dir.join("ca.crt"), &ca).with_context(|| format!("writing {}", dir.join("ca.crt").display()))?;
     let identity = crate::authz::identity_from_certificate(&pem_to_der(&leaf)?)?;
-    let expires = time::OffsetDateTime::from_unix_timestamp(identity.not_after).map(|t| t.to_string()).unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let expires = format!("{} ({})", store::utc_time(identity.not_after), store::remaining(identity.not_after, now));
     println!("certificate for user {:?} (groups {:?}) valid until {expires}", identity.user, identity.groups);
     println!("files: {}/{{client.crt,client.key,ca.crt}}", dir.display());
     if let Some(route) = &identity.route {

@@ -356,6 +356,10 @@ async fn the_csr_signer_signs_for_allowed_users_capped_by_max_session_ttl_and_de
     let out_dir = dir.path().join("alice");
     let out = login(&cp, "alice", &["dev"], &["db", "login", "orders", "-n", &ns, "--db-user", "app", "--ttl", "2h"], &out_dir);
     assert!(out.status.success(), "{}", text(&out));
+    // A readable expiry: UTC to the minute, and how long from now.
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    // (The role caps this one at 30 minutes.)
+    assert!(said.contains(" UTC (in 30m)") || said.contains(" UTC (in 29m)"), "{said}");
     let (id, lifetime) = cert_lifetime(&out_dir.join("client.crt"));
     assert_eq!(id.user, "alice");
     assert!(id.groups.contains(&"dev".to_string()), "{:?}", id.groups);
