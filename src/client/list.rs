@@ -57,17 +57,10 @@ pub fn rows(identity: &Identity, databases: &[Database], roles: &[AccessRole], a
         .map(|db| {
             let namespace = db.namespace().unwrap_or_else(|| "default".into());
             let labels = db.labels().clone();
-            let access = grant(identity, &DatabaseRef { namespace: &namespace, name: &db.name_any(), labels: &labels }, roles);
+            let name = db.name_any();
+            let access = grant(identity, &DatabaseRef { namespace: &namespace, name: &name, labels: &labels }, roles);
             let ready = db.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == types::READY && c.status == status::TRUE));
-            Row {
-                name: db.name_any(),
-                namespace,
-                protocol: db.spec.protocol.to_string(),
-                ready,
-                labels,
-                endpoint: db.spec.endpoint.clone().unwrap_or_default(),
-                access,
-            }
+            Row { name, namespace, protocol: db.spec.protocol.to_string(), ready, labels, endpoint: db.spec.endpoint.clone().unwrap_or_default(), access }
         })
         .filter(|r| all || r.access.is_some())
         .collect();
@@ -155,12 +148,5 @@ pub fn table(rows: &[Row], wide: bool, namespaces: bool) -> String {
         }
         lines.push(line);
     }
-    let widths: Vec<usize> = (0..lines[0].len()).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for line in lines {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        out.push_str(cells.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::columns(&lines)
 }

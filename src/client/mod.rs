@@ -36,6 +36,19 @@ pub struct DbTarget {
     pub db_name: Option<String>,
 }
 
+/// Rows of cells as kubectl prints tables: each column padded to its widest cell, three spaces
+/// apart, no trailing blanks.
+pub fn columns(lines: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..lines.first().map_or(0, Vec::len)).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for line in lines {
+        let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Creates a CertificateSigningRequest, waits for the operator's decision, and stores the
 /// certificate, key and CA.
 pub async fn login(target: Option<DbTarget>, args: LoginArgs) -> anyhow::Result<ExitCode> {

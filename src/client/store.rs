@@ -150,11 +150,7 @@ pub async fn status(kubeconfig: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             s.dir.display().to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..lines[0].len()).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
-    for line in lines {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", cells.join("   ").trim_end());
-    }
+    print!("{}", super::columns(&lines));
     Ok(ExitCode::SUCCESS)
 }
 

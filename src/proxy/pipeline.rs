@@ -235,7 +235,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
     context.fields.groups = identity.groups.clone();
 
     let handshake = context.state.limits.handshake_timeout;
-    let login = match tokio::time::timeout(handshake, engine.read_login(&mut context, &mut client, &identity)).await {
+    let mut login = match tokio::time::timeout(handshake, engine.read_login(&mut context, &mut client, &identity)).await {
         Ok(Ok(Some(login))) => login,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -250,7 +250,6 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
     };
     context.fields.db_user = login.db_user.clone();
     context.fields.db_name = login.db_name.clone().unwrap_or_default();
-    let mut login = login;
     let outcome = async {
         let upstream = route(&context.state, fixed_upstream, &identity, facts, &mut context.fields)?;
         let audit_queries = authorize(&context.state, &identity, &upstream, &login)?;

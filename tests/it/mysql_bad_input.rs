@@ -11,13 +11,7 @@ use rustls::pki_types::ServerName;
 use crate::support::mariadb::shared_mariadb;
 use crate::support::*;
 
-const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
-kind: AccessRole
-metadata: {name: developers}
-spec:
-  subjects: [{kind: Group, name: dev}]
-  allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}
-";
+const ROLES: &str = DEV_APP_ON_ORDERS;
 
 const CLIENT_CAPS: u32 = caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH | caps::CONNECT_WITH_DB | caps::SSL | caps::DEPRECATE_EOF;
 

@@ -9,13 +9,7 @@ use rustls::pki_types::ServerName;
 
 use crate::support::*;
 
-const ROLES: &str = "apiVersion: portcullis.io/v1alpha1
-kind: AccessRole
-metadata: {name: developers}
-spec:
-  subjects: [{kind: Group, name: dev}]
-  allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}
-";
+const ROLES: &str = DEV_APP_ON_ORDERS;
 
 /// Reads until EOF or timeout; returns the bytes and whether the peer closed.
 fn read_all(stream: &mut impl Read, limit: Duration) -> (Vec<u8>, bool) {

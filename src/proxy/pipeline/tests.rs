@@ -188,8 +188,6 @@ impl Harness {
             let (stream, peer) = listener.accept().await.unwrap();
             static ENGINE: LineEngine = LineEngine;
             let engine: &'static dyn Serve = &ENGINE;
-            let route = Route { database: Some("lines".into()), ..Default::default() };
-            let _ = &route;
             engine.serve(super::Connection { state, fixed_upstream: None, stream, peer, session_id: "test".into() }).await;
         });
         let route = Route { database: Some("lines".into()), ..Default::default() };

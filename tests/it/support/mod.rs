@@ -157,3 +157,13 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// An AccessRole `developers`: group `dev` may use database `orders` as db user `app` on db name
+/// `orders`.
+pub const DEV_APP_ON_ORDERS: &str = "apiVersion: portcullis.io/v1alpha1
+kind: AccessRole
+metadata: {name: developers}
+spec:
+  subjects: [{kind: Group, name: dev}]
+  allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}
+";
