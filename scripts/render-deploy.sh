@@ -50,7 +50,7 @@ FILES = {
                      "# proxy defaults, Deployment, PodDisruptionBudget.",
     "proxy-rbac.yaml": "What proxy pods may do; the operator binds it per Database namespace.",
     "login-rbac.yaml": "Lets every authenticated user request a client certificate (`portcullis login`).",
-    "user-rbac.yaml": "Lets every authenticated user read Databases and AccessRoles (`portcullis db ls`).",
+    "user-rbac.yaml": "Lets every authenticated user read Databases and AccessRoles (`portcullis db ls`); ClusterRole portcullis-tunnel\n# (port-forward to proxy pods, for `db connect` from outside the cluster) is bound by you, per namespace.",
 }
 docs = {name: [] for name in FILES}
 docs["operator.yaml"].append(NAMESPACE)
@@ -60,7 +60,7 @@ for text in re.split(r"^---\s*$\n?", rendered.read_text(), flags=re.M):
     if not obj:
         continue
     kind, name = obj["kind"], obj["metadata"]["name"]
-    target = {"portcullis-proxy": "proxy-rbac.yaml", "portcullis-login": "login-rbac.yaml", "portcullis-user": "user-rbac.yaml"}.get(name, "operator.yaml")
+    target = {"portcullis-proxy": "proxy-rbac.yaml", "portcullis-login": "login-rbac.yaml", "portcullis-user": "user-rbac.yaml", "portcullis-tunnel": "user-rbac.yaml"}.get(name, "operator.yaml")
     if target != "operator.yaml" and not kind.startswith("ClusterRole"):
         sys.exit(f"render-deploy: unexpected {kind} {name}")
     docs[target].append(HELM_ONLY.sub("", text).strip("\n") + "\n")

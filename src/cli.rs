@@ -54,9 +54,8 @@ pub enum Command {
     /// Show who the API server says you are, and your stored client certificates: their
     /// routes and when they expire.
     Status {
-        /// The kubeconfig to use (default: KUBECONFIG, then ~/.kube/config).
-        #[arg(long, env = "KUBECONFIG")]
-        kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
     /// Print a shell completion script, e.g. `source <(portcullis completion bash)` in
     /// ~/.bashrc, `portcullis completion zsh > "${fpath[1]}/_portcullis"`, or
@@ -133,12 +132,24 @@ pub struct OperatorArgs {
     pub proxy_defaults: Option<PathBuf>,
 }
 
+/// Which cluster and user: kubectl's `--kubeconfig` and `--context` (as a kubectl plugin these
+/// are the same flags kubectl takes).
+#[derive(Debug, Clone, Default, Args)]
+pub struct KubeArgs {
+    /// The kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then the in-cluster
+    /// ServiceAccount).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current-context).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
 /// Where and how a user logs in.
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// The kubeconfig to use (default: KUBECONFIG, then ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Requested certificate lifetime; the operator caps it at the AccessRoles' maxSessionTtl.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ttl: Option<std::time::Duration>,
@@ -197,9 +208,8 @@ pub enum DbCommand {
         /// deny rules exclude), json or yaml.
         #[arg(long, short, value_enum, default_value = "table")]
         output: ListOutput,
-        /// The kubeconfig to use (default: KUBECONFIG, then ~/.kube/config).
-        #[arg(long, env = "KUBECONFIG")]
-        kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
     /// Get a client certificate limited to one database (and optionally db user and name).
     Login {
@@ -219,31 +229,92 @@ pub enum DbCommand {
     },
     /// Open a local tunnel: clients connect in the clear to 127.0.0.1:PORT, the tunnel carries
     /// each connection to the proxy over mTLS with your certificate. For tools that cannot
-    /// present a client certificate (the AWS CLI and SDKs for DynamoDB, GUI tools).
+    /// present a client certificate (the AWS CLI and SDKs for DynamoDB, GUI tools). In a
+    /// cluster it finds the proxy itself (status.externalEndpoint, status.proxyEndpoint, else a
+    /// port-forward to a ready proxy pod) and gets or renews the certificate like `db connect`;
+    /// --proxy, --cert-dir and --protocol are for a standalone proxy.
     Proxy {
         /// The Database's name (checked against your certificate's route).
         database: String,
+        /// The Database's namespace (default: the kubeconfig context's namespace).
+        #[arg(long, short)]
+        namespace: Option<String>,
         /// Run as a local tunnel (the only mode so far).
         #[arg(long)]
         tunnel: bool,
         /// The local port on 127.0.0.1 (0: a free one, printed on start).
         #[arg(long, default_value_t = 0)]
         port: u16,
-        /// The proxy's listener for this database, host:port.
-        #[arg(long)]
-        proxy: String,
-        /// The directory with client.crt, client.key and ca.crt (`portcullis cert issue --out DIR`).
-        #[arg(long)]
-        cert_dir: PathBuf,
-        /// The database's protocol, which decides how the tunnel opens TLS with the proxy.
-        #[arg(long, value_parser = parse_protocol)]
-        protocol: crate::crd::Protocol,
+        /// Standalone: the proxy's listener for this database, host:port.
+        #[arg(long, requires_all = ["cert_dir", "protocol"])]
+        proxy: Option<String>,
+        /// Standalone: the directory with client.crt, client.key and ca.crt
+        /// (`portcullis cert issue --out DIR`).
+        #[arg(long, requires = "proxy")]
+        cert_dir: Option<PathBuf>,
+        /// Standalone: the database's protocol, which decides how the tunnel opens TLS.
+        #[arg(long, value_parser = parse_protocol, requires = "proxy")]
+        protocol: Option<crate::crd::Protocol>,
         /// The db user (DynamoDB: the IAM role) you mean to use; must be your certificate's.
         #[arg(long)]
         db_user: Option<String>,
-        /// The name to verify in the proxy's certificate (default: the host of --proxy).
+        /// The database name (cluster mode: the certificate is limited to it).
         #[arg(long)]
+        db_name: Option<String>,
+        /// Standalone: the name to verify in the proxy's certificate (default: the host of --proxy).
+        #[arg(long, requires = "proxy")]
         server_name: Option<String>,
+        /// DynamoDB: write an AWS CLI/SDK profile NAME (in $AWS_CONFIG_FILE or ~/.aws/config)
+        /// whose endpoint_url is this tunnel, so `aws --profile NAME dynamodb …` and boto3 with
+        /// profile_name=NAME go through it unchanged. Use a fixed --port to keep it valid.
+        #[arg(long, value_name = "NAME")]
+        write_aws_profile: Option<String>,
+        #[command(flatten)]
+        login: LoginArgs,
+    },
+    /// Connect with the database's own client: psql, mariadb (or mysql), mongosh; for DynamoDB
+    /// a local tunnel and the AWS CLI. Gets a certificate through the CSR flow when none is
+    /// stored or the stored one has expired or is for another db user or db name, finds the
+    /// proxy (status.externalEndpoint, status.proxyEndpoint, else a port-forward through the
+    /// API server to a ready proxy pod), and runs the client with the right TLS flags.
+    /// Arguments after `--` go to the client.
+    Connect {
+        /// The Database's name.
+        database: String,
+        /// The Database's namespace (default: the kubeconfig context's namespace).
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// The database user (default: the one your AccessRoles allow, when they allow one).
+        #[arg(long)]
+        db_user: Option<String>,
+        /// The database name (default: the one your AccessRoles allow, when they allow one).
+        #[arg(long)]
+        db_name: Option<String>,
+        /// Run this program instead of the usual client, through a local tunnel, with the
+        /// tunnel in its environment (PGHOST/PGPORT/PGUSER/PGDATABASE, MYSQL_HOST/
+        /// MYSQL_TCP_PORT, AWS_ENDPOINT_URL_DYNAMODB and dummy AWS keys, PORTCULLIS_HOST/
+        /// PORTCULLIS_PORT), e.g. `--exec aws -- dynamodb list-tables`.
+        #[arg(long, value_name = "PROGRAM")]
+        exec: Option<String>,
+        /// Arguments for the client (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        login: LoginArgs,
+    },
+    /// DynamoDB: print the environment for the tunnel of `db proxy DATABASE --tunnel`
+    /// (AWS_ENDPOINT_URL_DYNAMODB and dummy keys), e.g. `eval "$(portcullis db env orders)"`.
+    Env {
+        /// The Database's name.
+        database: String,
+        /// The Database's namespace (default: the kubeconfig context's namespace).
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// The tunnel's port (default: the running tunnel's, as it recorded it).
+        #[arg(long)]
+        port: Option<u16>,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
 }
 

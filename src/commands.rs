@@ -27,25 +27,56 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Iam(cmd) => iam(cmd),
         Command::Operator(args) => operator(args).await,
         Command::Login(args) => crate::client::login(None, args).await,
-        Command::Status { kubeconfig } => crate::client::store::status(kubeconfig).await,
+        Command::Status { kube } => crate::client::store::status(kube).await,
         Command::Db(DbCommand::Logout { database, namespace, all }) => crate::client::store::logout(database, namespace, all),
         Command::Completion { shell } => {
             let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "portcullis", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Db(DbCommand::Ls { namespace, all_namespaces, all, output, kubeconfig }) => {
-            crate::client::list::run(crate::client::list::ListArgs { namespace, all_namespaces, all, output, kubeconfig }).await
+        Command::Db(DbCommand::Ls { namespace, all_namespaces, all, output, kube }) => {
+            crate::client::list::run(crate::client::list::ListArgs { namespace, all_namespaces, all, output, kube }).await
         }
         Command::Db(DbCommand::Login { database, namespace, db_user, db_name, login }) => {
             crate::client::login(Some(crate::client::DbTarget { database, namespace, db_user, db_name }), login).await
         }
-        Command::Db(DbCommand::Proxy { database, tunnel, port, proxy, cert_dir, protocol, db_user, server_name }) => {
+        Command::Db(DbCommand::Connect { database, namespace, db_user, db_name, exec, args, login }) => {
+            crate::client::connect::run(crate::client::connect::Target { database, namespace, db_user, db_name }, login, exec, args).await
+        }
+        Command::Db(DbCommand::Env { database, namespace, port, kube }) => crate::client::aws_profile::env(database, namespace, port, kube).await,
+        Command::Db(DbCommand::Proxy {
+            database,
+            namespace,
+            tunnel,
+            port,
+            proxy,
+            cert_dir,
+            protocol,
+            db_user,
+            db_name,
+            server_name,
+            write_aws_profile,
+            login,
+        }) => {
+            use crate::client::reach::{Dial, Reach};
+            use crate::client::tunnel::{TunnelArgs, run};
             if !tunnel {
                 anyhow::bail!("only the local tunnel exists so far: add --tunnel");
             }
-            let args = crate::client::tunnel::TunnelArgs { database, port, proxy, cert_dir, protocol, db_user, server_name };
-            crate::client::tunnel::run(args).await?;
+            if let (Some(proxy), Some(cert_dir), Some(protocol)) = (proxy, cert_dir, protocol) {
+                // Standalone: everything is given.
+                let host = proxy.rsplit_once(':').map(|(h, _)| h).unwrap_or(&proxy).trim_matches(['[', ']']).to_owned();
+                let reach = Reach { server_name: server_name.unwrap_or(host), dial: Dial::Direct(proxy) };
+                let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+                let key = database.clone();
+                run(TunnelArgs { database, port, reach, cert_dir, protocol, db_user }, &key, write_aws_profile.map(|n| (n, region))).await?;
+            } else {
+                let target = crate::client::connect::Target { database, namespace, db_user, db_name };
+                let p = crate::client::connect::prepare(target, &login, |_| Ok(())).await?;
+                let region = p.region.clone().unwrap_or_else(|| "us-east-1".into());
+                let args = TunnelArgs { database: p.name, port, reach: p.reach, cert_dir: p.cert_dir, protocol: p.protocol, db_user: Some(p.db_user) };
+                run(args, &p.key, write_aws_profile.map(|n| (n, region))).await?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -35,11 +35,14 @@ pub struct Route {
 
 impl Route {
     /// Encodes the route as the SAN URI `portcullis:route?database=…&dbUser=…&dbName=…`.
+    ///
+    /// Values keep `/`, `-`, `.`, `_`, `~`, `:` and `@` as they are: `kubectl describe csr`
+    /// prints the URI through a format string, where `%2F` would read `%!F(MISSING)`.
     pub fn to_uri(&self) -> String {
         let mut parts = Vec::new();
         for (key, value) in [("database", &self.database), ("dbUser", &self.db_user), ("dbName", &self.db_name)] {
             if let Some(v) = value {
-                parts.push(format!("{key}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));
+                parts.push(format!("{key}={}", percent_encoding::utf8_percent_encode(v, ROUTE_VALUE_ESCAPES)));
             }
         }
         format!("{ROUTE_URI_PREFIX}{}", parts.join("&"))
@@ -65,6 +68,11 @@ impl Route {
         Some(Ok(route))
     }
 }
+
+/// What a route value escapes: everything but letters, digits and the characters of names
+/// (`namespace/name`, `user@host`, `a.b-c_d`).
+const ROUTE_VALUE_ESCAPES: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':').remove(b'@');
 
 /// Why a certificate does not yield an identity.
 #[derive(Debug, thiserror::Error)]

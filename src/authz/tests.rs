@@ -240,6 +240,18 @@ fn route_uri_round_trips_with_odd_characters() {
     assert!(Route::from_uri("spiffe://x").is_none());
 }
 
+/// `kubectl describe csr` prints SAN URIs through a format string: names must carry no `%`,
+/// and URIs written by older clients (`%2F`) still parse.
+#[test]
+fn route_uris_of_plain_names_carry_no_percent_sign() {
+    let route = Route { database: Some("shop/orders".into()), db_user: Some("app@x.y-z_1".into()), db_name: Some("orders".into()) };
+    let uri = route.to_uri();
+    assert_eq!(uri, format!("{ROUTE_URI_PREFIX_FOR_TESTS}database=shop/orders&dbUser=app@x.y-z_1&dbName=orders"));
+    assert_eq!(Route::from_uri(&uri).unwrap().unwrap(), route);
+    let old = format!("{ROUTE_URI_PREFIX_FOR_TESTS}database=shop%2Forders&dbUser=app");
+    assert_eq!(Route::from_uri(&old).unwrap().unwrap().database.as_deref(), Some("shop/orders"));
+}
+
 const ROUTE_URI_PREFIX_FOR_TESTS: &str = identity::ROUTE_URI_PREFIX;
 
 /// Four roles, one with a deny: what `db ls` shows for alice (group dev) on each database, and

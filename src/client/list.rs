@@ -26,8 +26,8 @@ pub struct ListArgs {
     pub all: bool,
     /// The format.
     pub output: Output,
-    /// The kubeconfig.
-    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig and context.
+    pub kube: crate::cli::KubeArgs,
 }
 
 /// One Database as `db ls` shows it.
@@ -80,12 +80,17 @@ pub async fn whoami(client: &Client) -> anyhow::Result<Identity> {
         other => anyhow::Error::new(other).context("asking the API server who you are (SelfSubjectReview)"),
     })?;
     let info = review.status.and_then(|s| s.user_info).context("the API server's SelfSubjectReview names no user")?;
+    if info.username.as_deref() == Some("system:anonymous") {
+        anyhow::bail!(
+            "the API server sees you as system:anonymous: your kubeconfig's user has no credentials (add a client certificate, token or exec plugin, e.g. with your cloud's `… update-kubeconfig`)"
+        );
+    }
     Ok(Identity { user: info.username.unwrap_or_default(), groups: info.groups.unwrap_or_default(), ..Default::default() })
 }
 
 /// `portcullis db ls`.
 pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let client = super::client(args.kubeconfig.as_ref()).await?;
+    let client = super::client(&args.kube).await?;
     let identity = whoami(&client).await?;
     let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let (databases, roles): (Api<Database>, Api<AccessRole>) = if args.all_namespaces {

@@ -46,7 +46,8 @@ pub fn stored() -> Vec<Stored> {
     found
 }
 
-fn read(dir: &Path) -> anyhow::Result<Identity> {
+/// What the certificate stored in `dir` says.
+pub fn read(dir: &Path) -> anyhow::Result<Identity> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
     let path = dir.join("client.crt");
     let der = CertificateDer::from_pem_file(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -121,8 +122,8 @@ pub fn logout(database: Option<String>, namespace: Option<String>, all: bool) ->
 }
 
 /// `portcullis status`: who the API server says you are, and the stored certificates.
-pub async fn status(kubeconfig: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let who = match super::client(kubeconfig.as_ref()).await {
+pub async fn status(kube: crate::cli::KubeArgs) -> anyhow::Result<ExitCode> {
+    let who = match super::client(&kube).await {
         Ok(client) => super::list::whoami(&client).await.map(|id| format!("{} (groups: {})", id.user, id.groups.join(", "))),
         Err(e) => Err(e),
     };

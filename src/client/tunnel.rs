@@ -16,41 +16,52 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
+use super::reach::{Dial, Duplex, Reach};
 use crate::authz::identity_from_certificate;
 use crate::crd::Protocol;
 use crate::pki::ClientFiles;
 use crate::proxy::mysql::codec as mysql;
 use crate::proxy::postgres::codec as pg;
 
+type TlsStream = tokio_rustls::client::TlsStream<Box<dyn Duplex>>;
+
 /// What the tunnel needs.
-#[derive(Debug, Clone)]
 pub struct TunnelArgs {
     /// The Database (checked against the certificate's route).
     pub database: String,
     /// The local port (0: any free one).
     pub port: u16,
-    /// The proxy's `host:port`.
-    pub proxy: String,
+    /// Where the proxy is and the name its certificate must carry.
+    pub reach: Reach,
     /// The directory with client.crt, client.key, ca.crt.
     pub cert_dir: PathBuf,
     /// The database's protocol.
     pub protocol: Protocol,
     /// The db user the user means to use (must be the certificate's, when it names one).
     pub db_user: Option<String>,
-    /// The name to verify in the proxy's certificate.
-    pub server_name: Option<String>,
 }
 
 struct Tunnel {
-    proxy: String,
+    dial: Dial,
     protocol: Protocol,
     connector: TlsConnector,
     server_name: ServerName<'static>,
     timeout: Duration,
 }
 
-/// Runs the tunnel until Ctrl-C.
-pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
+/// A tunnel bound to its local port, not yet serving.
+pub struct Bound {
+    tunnel: Arc<Tunnel>,
+    listener: TcpListener,
+    /// The local address clients connect to.
+    pub local: SocketAddr,
+    /// The db user the certificate names, if any.
+    pub db_user: Option<String>,
+}
+
+/// Checks the certificate against the database and db user, prepares TLS and binds
+/// 127.0.0.1:PORT.
+pub async fn bind(args: TunnelArgs) -> anyhow::Result<Bound> {
     let files = ClientFiles::new(&args.cert_dir);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(files.cert())
         .with_context(|| format!("cannot read {}", files.cert().display()))?
@@ -84,35 +95,60 @@ pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
     }
     let config =
         rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(certs, key).context("the certificate and key do not match")?;
-    let host = args.proxy.rsplit_once(':').map(|(h, _)| h).unwrap_or(&args.proxy).trim_matches(['[', ']']).to_owned();
-    let name = args.server_name.clone().unwrap_or(host);
+    let name = args.reach.server_name.clone();
     let server_name = ServerName::try_from(name.clone()).with_context(|| format!("{name:?} is not a valid TLS server name"))?;
-    let tunnel = Arc::new(Tunnel {
-        proxy: args.proxy.clone(),
+    let listener = TcpListener::bind(("127.0.0.1", args.port)).await.with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let local = listener.local_addr()?;
+    info!(%local, via = %args.reach.dial.describe(), protocol = %args.protocol, user = %identity.user, "tunnel ready");
+    let tunnel = Tunnel {
+        dial: args.reach.dial,
         protocol: args.protocol,
         connector: TlsConnector::from(Arc::new(config)),
         server_name,
         timeout: Duration::from_secs(15),
-    });
+    };
+    Ok(Bound { tunnel: Arc::new(tunnel), listener, local, db_user: route.db_user })
+}
 
-    let listener = TcpListener::bind(("127.0.0.1", args.port)).await.with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
-    let local = listener.local_addr()?;
-    println!("listening on {local}");
-    println!("{}", usage(args.protocol, local, route.db_user.as_deref()));
-    info!(%local, proxy = %args.proxy, protocol = %args.protocol, user = %identity.user, "tunnel ready");
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = crate::runtime::wait_for_termination() => return Ok(()),
-        };
-        let Some((stream, peer)) = crate::runtime::accepted(accepted).await else { continue };
-        let tunnel = tunnel.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tunnel.carry(stream, peer).await {
-                warn!(client = %peer, error = format!("{e:#}"), "tunnel connection failed");
-            }
-        });
+impl Bound {
+    /// Carries connections until `stop` resolves.
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = &mut stop => return,
+            };
+            let Some((stream, peer)) = crate::runtime::accepted(accepted).await else { continue };
+            let tunnel = self.tunnel.clone();
+            tokio::spawn(async move {
+                if let Err(e) = tunnel.carry(stream, peer).await {
+                    warn!(client = %peer, error = format!("{e:#}"), "tunnel connection failed");
+                }
+            });
+        }
     }
+}
+
+/// `db proxy --tunnel`: binds, records the port under `~/.portcullis/tunnels/` (for `db env`),
+/// writes the AWS profile when asked, prints how to connect, and runs until Ctrl-C.
+pub async fn run(args: TunnelArgs, key: &str, aws_profile: Option<(String, String)>) -> anyhow::Result<()> {
+    let protocol = args.protocol;
+    if aws_profile.is_some() && protocol != Protocol::Dynamodb {
+        bail!("--write-aws-profile is for DynamoDB; this Database speaks {protocol}");
+    }
+    let via = args.reach.dial.describe();
+    let bound = bind(args).await?;
+    let _record = super::aws_profile::Record::write(key, bound.local)?;
+    println!("listening on {}", bound.local);
+    println!("carrying each connection to {via}");
+    if let Some((name, region)) = aws_profile {
+        let path = super::aws_profile::write_profile(&name, bound.local.port(), &region, key)?;
+        println!("wrote profile {name} to {}: aws --profile {name} dynamodb list-tables", path.display());
+    }
+    println!("{}", usage(protocol, bound.local, bound.db_user.as_deref()));
+    bound.serve(crate::runtime::wait_for_termination()).await;
+    Ok(())
 }
 
 /// How to point a client at the tunnel.
@@ -132,11 +168,8 @@ fn usage(protocol: Protocol, local: SocketAddr, db_user: Option<&str>) -> String
 impl Tunnel {
     async fn carry(&self, mut local: TcpStream, peer: SocketAddr) -> anyhow::Result<()> {
         let _ = local.set_nodelay(true);
-        let mut tcp = tokio::time::timeout(self.timeout, TcpStream::connect(&self.proxy))
-            .await
-            .with_context(|| format!("connecting to the proxy at {} timed out", self.proxy))?
-            .with_context(|| format!("cannot connect to the proxy at {}", self.proxy))?;
-        let _ = tcp.set_nodelay(true);
+        let (mut tcp, via) = self.dial.connect(self.timeout).await?;
+        debug!(client = %peer, %via, "tunnel connection to the proxy");
         let (mut tls, pending) = match self.protocol {
             Protocol::Postgres => {
                 refuse_local_encryption(&mut local).await?;
@@ -161,11 +194,11 @@ impl Tunnel {
         Ok(())
     }
 
-    async fn tls(&self, tcp: TcpStream) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    async fn tls(&self, tcp: Box<dyn Duplex>) -> anyhow::Result<TlsStream> {
         tokio::time::timeout(self.timeout, self.connector.connect(self.server_name.clone(), tcp))
             .await
             .context("the TLS handshake with the proxy timed out")?
-            .context("TLS with the proxy failed (is --proxy right, and does its certificate name --server-name?)")
+            .with_context(|| format!("TLS with the proxy failed (does its certificate name {:?}?)", self.server_name.to_str()))
     }
 
     /// MySQL: the proxy speaks first and the switch to TLS sits inside the login. The local
@@ -173,7 +206,7 @@ impl Tunnel {
     /// SSLRequest, switches to TLS and sends the client's login through it, then shifts the
     /// sequence id of the answer back by the one packet the client never saw. Returns the
     /// answer to hand the client.
-    async fn mysql_login(&self, local: &mut TcpStream, mut tcp: TcpStream) -> anyhow::Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>)> {
+    async fn mysql_login(&self, local: &mut TcpStream, mut tcp: Box<dyn Duplex>) -> anyhow::Result<(TlsStream, Vec<u8>)> {
         let (_, greeting) = read_mysql_packet(&mut tcp).await.context("no greeting from the proxy")?;
         let mut parsed = mysql::Greeting::parse(&greeting).context("the proxy's greeting")?;
         parsed.capabilities &= !mysql::caps::SSL;

@@ -24,6 +24,11 @@ pub fn split_endpoint(endpoint: &str, protocol: Protocol) -> Result<(String, u16
     Ok((host, port))
 }
 
+/// `host:port`, with an IPv6 host in brackets.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
 /// Splits a DynamoDB endpoint override, `[http://|https://]host[:port]`, into (plain HTTP?,
 /// host, port).
 pub fn split_url(endpoint: &str) -> Result<(bool, String, u16), String> {

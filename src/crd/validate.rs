@@ -84,6 +84,9 @@ pub fn validate_for_operator(db: &Database) -> Result<(), FieldError> {
     {
         return Err(FieldError { field: "spec.proxy.service.type", message: format!("{type_:?} is not ClusterIP, NodePort or LoadBalancer") });
     }
+    if let Some(endpoint) = db.spec.proxy.external_endpoint.as_deref() {
+        split_endpoint(endpoint, db.spec.protocol).map_err(|message| FieldError { field: "spec.proxy.externalEndpoint", message })?;
+    }
     if let Some(arn) = db.spec.proxy.iam_role_arn.as_deref()
         && !is_role_arn(arn)
     {

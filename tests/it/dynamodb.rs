@@ -120,6 +120,53 @@ fn the_aws_cli_and_boto3_work_through_the_tunnel_and_moto_accepts_the_resigned_r
     }
 }
 
+/// The AWS CLI as users run it, with nothing of ours in its environment: a profile written by
+/// `--write-aws-profile`, then the variables `db env` prints.
+#[test]
+fn a_written_aws_profile_and_db_env_send_the_unchanged_aws_cli_through_the_tunnel() {
+    let _machine = machine_shared();
+    let db = MotoDynamo::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("dynamo-writer"), Duration::from_secs(3600));
+    let tunnel = Tunnel::start(proxy.port, "orders", "dynamodb", &alice, &["--db-user", "dynamo-writer", "--write-aws-profile", "orders-dev"]);
+    let config_file = tunnel.home.join("aws-config");
+    let config = std::fs::read_to_string(&config_file).unwrap();
+    assert!(config.starts_with("[profile orders-dev]\n") && config.contains(&format!("endpoint_url = http://127.0.0.1:{}\n", tunnel.port)), "{config}");
+    let aws = |args: &[&str], env: &[(String, String)]| {
+        let mut cmd = Command::new("aws");
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", &tunnel.home).env("AWS_CONFIG_FILE", &config_file).env("AWS_SHARED_CREDENTIALS_FILE", tunnel.home.join("no-credentials"));
+        cmd.args(args).envs(env.iter().cloned()).output().unwrap()
+    };
+    let out = aws(&["--profile", "orders-dev", "dynamodb", "list-tables", "--output", "json"], &[]);
+    assert!(out.status.success(), "{}\n{}", text(&out), proxy.log());
+    let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(tables["TableNames"].is_array(), "{tables}");
+    let listed = |events: &[serde_json::Value]| {
+        events_named(events, "db.session.request").iter().filter(|r| r["target"] == "DynamoDB_20120810.ListTables" && r["status"] == 200).count()
+    };
+    assert_eq!(listed(&proxy.audit(1)), 1, "the profile's request went through the proxy");
+
+    // `db env` finds the running tunnel by the name it was started with.
+    let out = run_ok(Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["db", "env", "orders"]).env("HOME", &tunnel.home).env_remove("KUBECONFIG"));
+    let exports: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    assert!(exports.contains(&("AWS_ENDPOINT_URL_DYNAMODB".into(), format!("http://127.0.0.1:{}", tunnel.port))), "{exports:?}");
+    let out = aws(&["dynamodb", "list-tables", "--output", "json"], &exports);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(listed(&proxy.audit(2)), 2, "the env's request went through the proxy");
+
+    // No tunnel by that name: one line saying what to start.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["db", "env", "other", "-n", "shop"]).env("HOME", &tunnel.home).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.trim().lines().count() == 1 && err.contains("portcullis db proxy other --tunnel"), "{err}");
+}
+
 #[test]
 fn roles_the_user_may_not_use_or_that_lack_permissions_get_clean_access_denied() {
     let _machine = machine_shared();

@@ -417,69 +417,9 @@ async fn end_to_end_the_operators_deployment_run_locally_serves_psql_and_revocat
     let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     eventually("the Deployment", Duration::from_secs(30), || async { deps.get_opt("portcullis-orders").await.unwrap().is_some() }).await;
 
-    // What a kubelet would do, locally: mount the ConfigMap and Secrets under a root, map the
-    // paths, resolve the environment, and run the container's command.
-    let dep = deps.get("portcullis-orders").await.unwrap();
-    let pod = dep.spec.unwrap().template.spec.unwrap();
-    let container = &pod.containers[0];
-    let root = dir.path().join("pod");
-    let mut volumes = BTreeMap::new();
-    for v in pod.volumes.as_ref().unwrap() {
-        volumes.insert(v.name.clone(), v.clone());
-    }
-    for m in container.volume_mounts.as_ref().unwrap() {
-        let target = root.join(m.mount_path.trim_start_matches('/'));
-        std::fs::create_dir_all(&target).unwrap();
-        let v = &volumes[&m.name];
-        let files: BTreeMap<String, Vec<u8>> = if let Some(cm) = &v.config_map {
-            let cm = Api::<ConfigMap>::namespaced(admin.clone(), &ns).get(&cm.name).await.unwrap();
-            cm.data.unwrap().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
-        } else if let Some(s) = &v.secret {
-            let s = Api::<Secret>::namespaced(admin.clone(), &ns).get(s.secret_name.as_ref().unwrap()).await.unwrap();
-            s.data.unwrap().into_iter().map(|(k, v)| (k, v.0)).collect()
-        } else {
-            BTreeMap::new()
-        };
-        for (k, bytes) in files {
-            std::fs::write(target.join(k), bytes).unwrap();
-        }
-    }
-    let (port, admin_port) = (free_port(), free_port());
-    let root_s = root.display().to_string();
-    let config_path = root.join("etc/portcullis/config/proxy.yaml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    assert!(config.contains("0.0.0.0:5432") && config.contains("/etc/portcullis/tls/tls.crt"), "{config}");
-    let config = config
-        .replace("/etc/portcullis", &format!("{root_s}/etc/portcullis"))
-        .replace("0.0.0.0:5432", &format!("127.0.0.1:{port}"))
-        .replace("0.0.0.0:9090", &format!("127.0.0.1:{admin_port}"));
-    std::fs::write(&config_path, format!("{config}limits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n")).unwrap();
-    let args: Vec<String> = container.args.clone().unwrap().into_iter().map(|a| a.replace("/etc/portcullis", &format!("{root_s}/etc/portcullis"))).collect();
-    let sa = pod.service_account_name.clone().unwrap();
-    let proxy_kubeconfig = cp.kubeconfig(&format!("system:serviceaccount:{ns}:{sa}"), &["system:serviceaccounts", &format!("system:serviceaccounts:{ns}")]);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for e in container.env.as_ref().unwrap() {
-        let value = match (&e.value, e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).map(|f| f.field_path.as_str())) {
-            (Some(v), _) => v.clone(),
-            (None, Some("metadata.name")) => "portcullis-orders-local".into(),
-            (None, Some("metadata.namespace")) => ns.clone(),
-            other => panic!("unexpected env source {other:?}"),
-        };
-        cmd.env(&e.name, value);
-    }
-    // What the cluster adds: the API server (in-cluster config) and the IRSA webhook's AWS
-    // identity; here a kubeconfig for the proxy's ServiceAccount and the test keys.
-    cmd.env("KUBECONFIG", &proxy_kubeconfig).envs(static_key_env(ACCESS_KEY, SECRET_KEY));
-    let log = dir.path().join("proxy.log");
-    cmd.stdout(std::fs::File::create(dir.path().join("proxy.stdout")).unwrap()).stderr(std::fs::File::create(&log).unwrap());
-    let _proxy = Proc { child: cmd.spawn().unwrap() };
-    let proxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let start = Instant::now();
-    while !(std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok() && http_get(admin_port, "/readyz").contains("200 OK")) {
-        assert!(start.elapsed() < Duration::from_secs(30), "the proxy did not start:\n{}", proxy_log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let port = free_port();
+    let pod = LocalPod::start(&cp, &admin, &ns, "orders", dir.path(), port).await;
+    let proxy_log = || pod.log();
 
     // The proxy reports into the Database status under its own field manager.
     let db = wait_condition(&dbs, "orders", "CredentialsResolved", "True", &op).await;
@@ -707,4 +647,125 @@ async fn db_ls_shows_a_plain_user_exactly_what_the_access_roles_allow() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && (err.contains("does not know who you are") || err.contains("may not")), "{err}");
     assert!(err.trim().lines().count() <= 2, "one clear line: {err}");
+}
+
+/// `portcullis db connect` as users run it, against the operator's proxies (run locally, reached
+/// through the `externalEndpoint` the admin set): psql and mariadb end to end with a
+/// certificate from the CSR flow, reused while valid, renewed when expired, gone after logout;
+/// and each kind of bad input gets one line naming the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_renews() {
+    let _machine = machine_shared();
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane(&CONTROL_PLANE);
+    let admin = install(&cp).await;
+    let (pg, maria) = (shared_postgres(), crate::support::mariadb::shared_mariadb());
+    let dir = scratch();
+    let _op = Operator::start(&cp, dir.path(), NO_AWS, "op-connect");
+    let ns = namespace(&admin, "connect").await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    for (name, file) in [("pg-ca", pg.ca_file.clone()), ("maria-ca", maria.secrets_dir.join("upstream-ca/ca.crt"))] {
+        let secret = serde_json::json!({"metadata": {"name": name}, "stringData": {"ca.crt": std::fs::read_to_string(file).unwrap()}});
+        secrets.create(&PostParams::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
+    }
+    let (pg_port, my_port) = (free_port(), free_port());
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let spec = |protocol: &str, upstream: u16, ca: &str, external: String| {
+        serde_json::json!({"protocol": protocol, "endpoint": format!("127.0.0.1:{upstream}"), "aws": {"region": REGION},
+            "tls": {"mode": "verify-full", "caSecretRef": {"name": ca}}, "proxy": {"externalEndpoint": external}})
+    };
+    dbs.create(&PostParams::default(), &database(&ns, "orders", spec("postgres", pg.port, "pg-ca", format!("127.0.0.1:{pg_port}")))).await.unwrap();
+    dbs.create(&PostParams::default(), &database(&ns, "shop", spec("mysql", maria.port, "maria-ca", format!("127.0.0.1:{my_port}")))).await.unwrap();
+    let idle = serde_json::json!({"protocol": "postgres", "endpoint": format!("127.0.0.1:{}", pg.port), "aws": {"region": REGION}, "proxy": {"replicas": 0}});
+    dbs.create(&PostParams::default(), &database(&ns, "idle", idle)).await.unwrap();
+    apply_yaml(&admin, &format!(
+        "apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {{name: devs, namespace: {ns}}}\nspec: {{subjects: [{{kind: Group, name: dev}}], allow: {{databases: [orders, shop, idle], dbUsers: [app], dbNames: [orders]}}, maxSessionTtl: 1h}}\n"
+    ))
+    .await;
+    let orders_pod = LocalPod::start(&cp, &admin, &ns, "orders", dir.path(), pg_port).await;
+    let shop_pod = LocalPod::start(&cp, &admin, &ns, "shop", dir.path(), my_port).await;
+    let db = wait_condition(&dbs, "orders", "Valid", "True", &_op).await;
+    assert_eq!(db.status.unwrap().external_endpoint, Some(format!("127.0.0.1:{pg_port}")));
+
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let alice = cp.kubeconfig("alice", &["dev"]);
+    let portcullis = |args: &[&str], kubeconfig: &Path, path: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(args).env("HOME", &home).env("KUBECONFIG", kubeconfig).env("PGCONNECT_TIMEOUT", "10");
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        cmd.output().unwrap()
+    };
+    let connect = |args: &[&str]| portcullis(&[&["db", "connect"], args].concat(), &alice, None);
+    let psql_args = ["orders", "-n", &ns, "--", "-X", "-A", "-t", "-c", "select current_user"];
+
+    // The first connect asks for a certificate; psql verifies the proxy and logs in.
+    let out = connect(&psql_args);
+    let logs = || format!("{}\n{}", orders_pod.log(), shop_pod.log());
+    assert!(out.status.success(), "{}\n{}", text(&out), logs());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requested certificate"), "{}", text(&out));
+    let stored = home.join(format!(".portcullis/certs/{ns}-orders"));
+    let (first, _) = cert_lifetime(&stored.join("client.crt"));
+    assert_eq!(first.route.as_ref().and_then(|r| r.db_user.as_deref()), Some("app"), "the default db user is the one the role allows");
+
+    // The second reuses it.
+    let out = connect(&psql_args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("using the stored certificate") && !err.contains("requested certificate"), "{}", text(&out));
+
+    // kubectl describe prints the route in the request faithfully.
+    let describe = Command::new(crate::support::control_plane::testenv_bin().join("kubectl"))
+        .args(["describe", "csr"])
+        .env("KUBECONFIG", cp.kubeconfig("admin", &["system:masters"]))
+        .output()
+        .unwrap();
+    let described = String::from_utf8_lossy(&describe.stdout);
+    assert!(described.contains(&format!("database={ns}/orders&dbUser=app&dbName=orders")) && !described.contains("%!"), "{described}");
+
+    // mariadb, the same way.
+    let out = connect(&["shop", "-n", &ns, "--", "--batch", "--skip-column-names", "-e", "select current_user(), database()"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), logs());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app@%\torders");
+
+    // A certificate at its end (same route; one minute, the shortest the CA issues, is inside
+    // the renewal margin) is renewed.
+    let route = portcullis::authz::Route { database: Some(format!("{ns}/orders")), db_user: Some("app".into()), db_name: Some("orders".into()) };
+    let old = crate::support::pki::ProxyPki::new(&dir.path().join("old")).client("old", "alice", &["dev"], Some(route), Duration::from_secs(60));
+    std::fs::copy(old.files.cert(), stored.join("client.crt")).unwrap();
+    let out = connect(&psql_args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("the stored certificate expires in") && err.contains("requested certificate"), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
+    assert!(cert_lifetime(&stored.join("client.crt")).1 > 600, "the renewed certificate is valid");
+
+    // Logout removes it; the next connect asks again.
+    let out = portcullis(&["db", "logout", "orders", "-n", &ns], &alice, None);
+    assert!(out.status.success() && !stored.exists(), "{}", text(&out));
+    let out = connect(&psql_args);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("requested certificate"), "{}", text(&out));
+
+    // Bad input: one line each, naming the fix.
+    let one_line = |out: &Output, wanted: &[&str]| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{}", text(out));
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        for w in wanted {
+            assert!(err.contains(w), "{w:?} missing from {err}");
+        }
+    };
+    one_line(&connect(&["nope", "-n", &ns]), &["no Database \"nope\"", "portcullis db ls"]);
+    one_line(&connect(&["orders", "-n", &ns, "--db-user", "admin"]), &["admin", "portcullis db ls"]);
+    one_line(&connect(&["idle", "-n", &ns]), &["no ready proxy", "ScaledToZero"]);
+    let empty = dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    one_line(&portcullis(&["db", "connect", "orders", "-n", &ns], &alice, Some(empty.to_str().unwrap())), &["psql is not installed", "postgresql-client"]);
+    let anonymous = dir.path().join("anonymous.kubeconfig");
+    let kc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&alice).unwrap()).unwrap();
+    let mut kc = kc;
+    kc["users"][0]["user"] = serde_yaml::Value::Mapping(Default::default());
+    std::fs::write(&anonymous, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    one_line(&portcullis(&["db", "connect", "orders", "-n", &ns], &anonymous, None), &["credentials"]);
 }

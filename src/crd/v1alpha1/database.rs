@@ -210,6 +210,11 @@ pub struct ProxySpec {
     /// The Service in front of the proxy pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
+    /// `host[:port]` where clients outside the cluster reach the proxy (a load balancer's DNS
+    /// name, a NodePort address): added to the proxy's server certificate and reported as
+    /// `status.externalEndpoint`, which `portcullis db connect` tries before a port-forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_endpoint: Option<String>,
 }
 
 /// The proxy's Service.
@@ -238,9 +243,13 @@ pub struct DatabaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Where clients reach the proxy (`host:port`).
+    /// Where clients in the cluster reach the proxy (`host:port`, the Service's DNS name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_endpoint: Option<String>,
+    /// Where clients outside the cluster reach the proxy (`host:port`, from
+    /// `spec.proxy.externalEndpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_endpoint: Option<String>,
     /// Which AWS credential source the proxy uses (e.g. `WebIdentityToken`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_source: Option<String>,

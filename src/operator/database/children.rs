@@ -70,10 +70,23 @@ pub fn service_port(db: &Database) -> u16 {
     db.spec.proxy.service.as_ref().and_then(|s| s.port).and_then(|p| u16::try_from(p).ok()).unwrap_or(db.spec.protocol.default_port())
 }
 
-/// The DNS names of the proxy's Service, for its server certificate.
+/// The names in the proxy's server certificate: the Service's DNS names and the host of
+/// `spec.proxy.externalEndpoint`.
 pub fn server_names(db: &Database) -> Vec<String> {
     let (name, ns) = (proxy_name(db), db.namespace().unwrap_or_default());
-    vec![name.clone(), format!("{name}.{ns}"), format!("{name}.{ns}.svc"), format!("{name}.{ns}.svc.cluster.local")]
+    let mut names = vec![name.clone(), format!("{name}.{ns}"), format!("{name}.{ns}.svc"), format!("{name}.{ns}.svc.cluster.local")];
+    if let Some((host, _)) = external_endpoint(db) {
+        names.push(host);
+    }
+    names
+}
+
+/// `spec.proxy.externalEndpoint` as (host, port); the Service's port when it names none.
+pub fn external_endpoint(db: &Database) -> Option<(String, u16)> {
+    let endpoint = db.spec.proxy.external_endpoint.as_deref()?;
+    let (host, port) = crate::crd::endpoint::split_endpoint(endpoint, db.spec.protocol).ok()?;
+    let names_a_port = endpoint.rsplit_once(']').map_or(endpoint, |(_, after)| after).contains(':');
+    Some((host, if names_a_port { port } else { service_port(db) }))
 }
 
 /// `host:port` where clients reach the proxy inside the cluster.

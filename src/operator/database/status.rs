@@ -10,7 +10,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
-use super::children::{proxy_endpoint, proxy_name};
+use super::children::{external_endpoint, proxy_endpoint, proxy_name};
 use super::{ReconcileError, key};
 use crate::aws::rds::AwsCheck;
 use crate::crd::conditions::{Observation, find, merge, status, types};
@@ -64,6 +64,7 @@ pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
             aws.engine_version.clone(),
         ),
     };
+    let external = endpoint.as_ref().and(external_endpoint(db)).map(|(host, port)| crate::crd::endpoint::join_host_port(&host, port));
     let mut observations = vec![valid.clone()];
     observations.extend(others.iter().cloned());
     observations.push(ready(&valid, &others, &live.conditions));
@@ -71,15 +72,17 @@ pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
     let unchanged = live.observed_generation == generation
         && conditions.iter().all(|c| find(&live.conditions, &c.type_) == Some(c))
         && live.proxy_endpoint == endpoint
+        && live.external_endpoint == external
         && live.resolved_region == region
         && live.engine_version == engine_version;
     let warnings =
         conditions.iter().filter(|c| warns(c, find(&live.conditions, &c.type_))).map(|c| (c.reason.clone(), format!("{}: {}", c.type_, c.message))).collect();
-    let fingerprint = serde_json::json!([generation, observations, endpoint, region, engine_version]).to_string();
+    let fingerprint = serde_json::json!([generation, observations, endpoint, external, region, engine_version]).to_string();
     let status = DatabaseStatus {
         observed_generation: generation,
         conditions,
         proxy_endpoint: endpoint,
+        external_endpoint: external,
         credential_source: None,
         resolved_region: region,
         engine_version,

@@ -118,3 +118,92 @@ impl Operator {
 
 /// Where the operator's AWS calls go in tests that make none (no RDS host names): nowhere.
 pub const NO_AWS: &str = "http://127.0.0.1:9";
+
+/// A proxy pod run the way a kubelet would run the operator's Deployment, locally: the
+/// ConfigMap and Secrets mounted under a root, the paths mapped, the environment resolved,
+/// the container's command run as the pod's ServiceAccount, listening on 127.0.0.1:`port`.
+pub struct LocalPod {
+    /// The proxy's log.
+    pub log_file: PathBuf,
+    _proc: Proc,
+}
+
+impl LocalPod {
+    /// Starts the pod of Database `ns/name` (its Deployment must exist) and waits until ready.
+    pub async fn start(cp: &ControlPlane, admin: &Client, ns: &str, name: &str, dir: &Path, port: u16) -> LocalPod {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let deps: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+        let deployment = format!("portcullis-{name}");
+        eventually("the Deployment", Duration::from_secs(30), || async { deps.get_opt(&deployment).await.unwrap().is_some() }).await;
+        let dep = deps.get(&deployment).await.unwrap();
+        let pod = dep.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        let root = dir.join(format!("pod-{name}"));
+        let mut volumes = std::collections::BTreeMap::new();
+        for v in pod.volumes.as_ref().unwrap() {
+            volumes.insert(v.name.clone(), v.clone());
+        }
+        for m in container.volume_mounts.as_ref().unwrap() {
+            let target = root.join(m.mount_path.trim_start_matches('/'));
+            std::fs::create_dir_all(&target).unwrap();
+            let v = &volumes[&m.name];
+            let files: std::collections::BTreeMap<String, Vec<u8>> = if let Some(cm) = &v.config_map {
+                let cm = Api::<ConfigMap>::namespaced(admin.clone(), ns).get(&cm.name).await.unwrap();
+                cm.data.unwrap().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+            } else if let Some(s) = &v.secret {
+                let s = Api::<Secret>::namespaced(admin.clone(), ns).get(s.secret_name.as_ref().unwrap()).await.unwrap();
+                s.data.unwrap().into_iter().map(|(k, v)| (k, v.0)).collect()
+            } else {
+                std::collections::BTreeMap::new()
+            };
+            for (k, bytes) in files {
+                std::fs::write(target.join(k), bytes).unwrap();
+            }
+        }
+        let container_port = container.ports.as_ref().unwrap().iter().find(|p| p.name.as_deref() == Some("db")).unwrap().container_port;
+        let listen = format!("0.0.0.0:{container_port}");
+        let admin_port = free_port();
+        let root_s = root.display().to_string();
+        let config_path = root.join("etc/portcullis/config/proxy.yaml");
+        let config = std::fs::read_to_string(&config_path).unwrap();
+        assert!(config.contains(&listen) && config.contains("/etc/portcullis/tls/tls.crt"), "{config}");
+        let config = config
+            .replace("/etc/portcullis", &format!("{root_s}/etc/portcullis"))
+            .replace(&listen, &format!("127.0.0.1:{port}"))
+            .replace("0.0.0.0:9090", &format!("127.0.0.1:{admin_port}"));
+        std::fs::write(&config_path, format!("{config}limits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n")).unwrap();
+        let args: Vec<String> =
+            container.args.clone().unwrap().into_iter().map(|a| a.replace("/etc/portcullis", &format!("{root_s}/etc/portcullis"))).collect();
+        let sa = pod.service_account_name.clone().unwrap();
+        let proxy_kubeconfig = cp.kubeconfig(&format!("system:serviceaccount:{ns}:{sa}"), &["system:serviceaccounts", &format!("system:serviceaccounts:{ns}")]);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for e in container.env.as_ref().unwrap() {
+            let value = match (&e.value, e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).map(|f| f.field_path.as_str())) {
+                (Some(v), _) => v.clone(),
+                (None, Some("metadata.name")) => format!("{deployment}-local"),
+                (None, Some("metadata.namespace")) => ns.to_owned(),
+                other => panic!("unexpected env source {other:?}"),
+            };
+            cmd.env(&e.name, value);
+        }
+        // What the cluster adds: the API server (in-cluster config) and the IRSA webhook's AWS
+        // identity; here a kubeconfig for the proxy's ServiceAccount and the test keys.
+        cmd.env("KUBECONFIG", &proxy_kubeconfig).envs(static_key_env(ACCESS_KEY, SECRET_KEY));
+        let log_file = dir.join(format!("proxy-{name}.log"));
+        cmd.stdout(std::fs::File::create(dir.join(format!("proxy-{name}.stdout"))).unwrap()).stderr(std::fs::File::create(&log_file).unwrap());
+        let pod = LocalPod { log_file, _proc: Proc { child: cmd.spawn().unwrap() } };
+        let start = Instant::now();
+        while !(std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok() && http_get(admin_port, "/readyz").contains("200 OK")) {
+            assert!(start.elapsed() < Duration::from_secs(30), "the proxy did not start:\n{}", pod.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pod
+    }
+
+    /// What the proxy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}

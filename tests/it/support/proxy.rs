@@ -159,6 +159,8 @@ pub struct Tunnel {
     pub port: u16,
     /// Its standard error.
     pub log_file: PathBuf,
+    /// Its HOME (and `aws-config` there, its AWS_CONFIG_FILE).
+    pub home: PathBuf,
     /// The process, stopped on drop.
     _proc: Proc,
 }
@@ -167,6 +169,10 @@ impl Tunnel {
     /// Starts a tunnel to the proxy on 127.0.0.1:`proxy_port` for `database` with `id`'s files.
     pub fn start(proxy_port: u16, database: &str, protocol: &str, id: &ClientIdentity, extra: &[&str]) -> Tunnel {
         let log_file = id.files.cert().with_file_name(format!("tunnel-{}.log", free_port()));
+        // Its own home: the tunnel records its port under ~/.portcullis/tunnels and writes AWS
+        // profiles to $AWS_CONFIG_FILE.
+        let home = id.files.cert().with_file_name(format!("home-{}", free_port()));
+        std::fs::create_dir_all(&home).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args([
                 "db",
@@ -185,6 +191,8 @@ impl Tunnel {
             .arg("--cert-dir")
             .arg(id.files.cert().parent().unwrap())
             .args(extra)
+            .env("HOME", &home)
+            .env("AWS_CONFIG_FILE", home.join("aws-config"))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_file).unwrap())
             .spawn()
@@ -204,6 +212,6 @@ impl Tunnel {
             let mut sink = Vec::new();
             let _ = reader.read_to_end(&mut sink);
         });
-        Tunnel { port, log_file, _proc: proc }
+        Tunnel { port, log_file, home, _proc: proc }
     }
 }

@@ -1,0 +1,319 @@
+//! `portcullis db connect`: finds the Database, picks the db user and db name the caller's
+//! AccessRoles allow, gets or reuses a certificate for exactly that route, finds the way to the
+//! proxy ([`super::reach`]) and runs the database's own client with the right TLS flags, or
+//! through a local tunnel when the proxy is only reachable by port-forward. `db proxy --tunnel`
+//! in cluster mode shares the same preparation ([`prepare`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+
+use super::aws_profile::dynamodb_environment;
+use super::reach::{Dial, Reach, discover};
+use super::tunnel::{self, TunnelArgs};
+use crate::authz::{DatabaseRef, Decision, Request, Route, authorize, grant};
+use crate::cli::LoginArgs;
+use crate::crd::{AccessRole, Database, Protocol};
+use crate::pki::ClientFiles;
+
+/// What the user asked for.
+#[derive(Debug)]
+pub struct Target {
+    /// The Database's name.
+    pub database: String,
+    /// Its namespace (default: the kubeconfig context's).
+    pub namespace: Option<String>,
+    /// The db user, when given.
+    pub db_user: Option<String>,
+    /// The db name, when given.
+    pub db_name: Option<String>,
+}
+
+/// Everything needed to reach one Database as one db user.
+pub struct Prepared {
+    /// `namespace/name`.
+    pub key: String,
+    /// The Database's name.
+    pub name: String,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Its AWS region, when it names one (for the AWS CLI's signature).
+    pub region: Option<String>,
+    /// The db user.
+    pub db_user: String,
+    /// The db name (none for DynamoDB).
+    pub db_name: Option<String>,
+    /// The certificate's directory.
+    pub cert_dir: PathBuf,
+    /// The way to the proxy.
+    pub reach: Reach,
+}
+
+/// Finds the Database, settles the db user and name, makes sure a fitting certificate is
+/// stored and finds the proxy. `client_check` runs once the protocol is known, before a
+/// certificate is requested (`db connect` checks that the client program exists).
+pub async fn prepare(target: Target, login: &LoginArgs, client_check: impl FnOnce(Protocol) -> anyhow::Result<()>) -> anyhow::Result<Prepared> {
+    let client = super::client(&login.kube).await?;
+    let namespace = target.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let identity = super::list::whoami(&client).await?;
+    let db = fetch(&client, &namespace, &target.database, &identity.user).await?;
+    let protocol = db.spec.protocol;
+    client_check(protocol)?;
+    let roles = Api::<AccessRole>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 403 => anyhow::anyhow!(
+            "your Kubernetes user {:?} may not list AccessRoles in namespace {namespace}: ask an admin to bind the ClusterRole portcullis-user to you",
+            identity.user
+        ),
+        other => anyhow::Error::new(other).context(format!("listing AccessRoles in namespace {namespace}")),
+    })?;
+    let labels = db.labels().clone();
+    let reference = DatabaseRef { namespace: &namespace, name: &target.database, labels: &labels };
+    let key = format!("{namespace}/{}", target.database);
+    let Some(allowed) = grant(&identity, &reference, &roles.items) else {
+        bail!(
+            "no AccessRole in namespace {namespace} lets you ({} in groups {}) reach Database {key}: ask its owners for one, or see `portcullis db ls -n {namespace}`",
+            identity.user,
+            identity.groups.join(", ")
+        );
+    };
+    let db_user = match target.db_user.clone() {
+        Some(user) => user,
+        None => only_one(&allowed.db_users)
+            .with_context(|| format!("choose a db user with --db-user: your AccessRoles allow {} on {key}", allowed.db_users.join(", ")))?,
+    };
+    let db_name = match (protocol, target.db_name.clone()) {
+        (Protocol::Dynamodb, _) => None,
+        (_, Some(name)) => Some(name),
+        (_, None) => Some(only_one(&allowed.db_names).with_context(|| {
+            let names = if allowed.db_names.is_empty() { "none".to_owned() } else { allowed.db_names.join(", ") };
+            format!("choose a db name with --db-name: your AccessRoles allow {names} on {key}")
+        })?),
+    };
+    let request = Request { database: reference, db_user: &db_user, db_name: db_name.as_deref() };
+    if let Decision::Deny(reason) = authorize(&identity, &request, &roles.items) {
+        bail!("{reason}: `portcullis db ls -n {namespace}` shows the db users and db names you may use");
+    }
+    let route = Route { database: Some(key.clone()), db_user: Some(db_user.clone()), db_name: db_name.clone() };
+    let cert_dir = login.out.clone().unwrap_or_else(|| super::store::root().join(key.replace('/', "-")));
+    // The way first: a Database nobody can reach gets no certificate.
+    let reach = discover(&client, &db).await?;
+    super::certificate(&client, &identity, &route, login, &cert_dir).await?;
+    Ok(Prepared { key, name: target.database, protocol, region: db.spec.aws.region.clone(), db_user, db_name, cert_dir, reach })
+}
+
+async fn fetch(client: &Client, namespace: &str, name: &str, user: &str) -> anyhow::Result<Database> {
+    let api: Api<Database> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(db)) => Ok(db),
+        Ok(None) => bail!("no Database {name:?} in namespace {namespace}: `portcullis db ls -A` lists the ones you may reach"),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            bail!("your Kubernetes user {user:?} may not read Databases in namespace {namespace}: ask an admin to bind the ClusterRole portcullis-user to you")
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading Database {namespace}/{name}"))),
+    }
+}
+
+/// The single allowed value, when exactly one (not `*`) is allowed.
+fn only_one(values: &[String]) -> Option<String> {
+    match values {
+        [one] if one != "*" => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// A client program and where to get it.
+struct Program {
+    name: &'static str,
+    package: &'static str,
+}
+
+/// The client programs for a protocol, in order of preference.
+fn programs(protocol: Protocol) -> &'static [Program] {
+    match protocol {
+        Protocol::Postgres => {
+            &[Program { name: "psql", package: "the PostgreSQL client: apt install postgresql-client, dnf install postgresql, brew install libpq" }]
+        }
+        Protocol::Mysql => &[
+            Program { name: "mariadb", package: "the MariaDB or MySQL client: apt install mariadb-client, dnf install mariadb, brew install mysql-client" },
+            Program { name: "mysql", package: "" },
+        ],
+        Protocol::Mongodb => {
+            &[Program { name: "mongosh", package: "mongosh: https://www.mongodb.com/try/download/shell, brew install mongosh, npm install -g mongosh" }]
+        }
+        Protocol::Dynamodb => &[Program { name: "aws", package: "the AWS CLI: pip install awscli, brew install awscli" }],
+    }
+}
+
+/// The first of `names` found on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Which program to run: `--exec`'s, or the protocol's client.
+fn find_program(protocol: Protocol, exec: Option<&str>) -> anyhow::Result<PathBuf> {
+    if let Some(exec) = exec {
+        if exec.contains('/') {
+            let path = PathBuf::from(exec);
+            return if is_executable(&path) { Ok(path) } else { bail!("--exec {exec}: no such executable file") };
+        }
+        return on_path(exec).with_context(|| format!("--exec {exec}: not found on PATH"));
+    }
+    let choices = programs(protocol);
+    choices.iter().find_map(|p| on_path(p.name)).with_context(|| format!("{} is not installed (not on PATH): install {}", choices[0].name, choices[0].package))
+}
+
+/// `portcullis db connect`.
+pub async fn run(target: Target, login: LoginArgs, exec: Option<String>, args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut program = None;
+    let prepared = prepare(target, &login, |protocol| {
+        program = Some(find_program(protocol, exec.as_deref())?);
+        Ok(())
+    })
+    .await?;
+    let program = program.expect("the client check ran");
+    let files = ClientFiles::new(&prepared.cert_dir);
+    let direct = match &prepared.reach.dial {
+        Dial::Direct(addr) if exec.is_none() && prepared.protocol != Protocol::Dynamodb => Some(addr.clone()),
+        _ => None,
+    };
+    if let Some(addr) = direct {
+        let (_, port) = addr.rsplit_once(':').context("the proxy endpoint has no port")?;
+        let mut command = std::process::Command::new(&program);
+        client_args(&mut command, &prepared, &program, Local::Tls { host: &prepared.reach.server_name, port, files: &files })?;
+        command.args(&args);
+        eprintln!("connecting to {} as {} through {addr}", prepared.key, prepared.db_user);
+        use std::os::unix::process::CommandExt;
+        let error = command.exec();
+        bail!("cannot run {}: {error}", program.display());
+    }
+    // Through a local tunnel: the client speaks in the clear to 127.0.0.1 only.
+    let bound = tunnel::bind(TunnelArgs {
+        database: prepared.name.clone(),
+        port: 0,
+        reach: prepared.reach,
+        cert_dir: prepared.cert_dir.clone(),
+        protocol: prepared.protocol,
+        db_user: Some(prepared.db_user.clone()),
+    })
+    .await?;
+    let local = bound.local;
+    let port = local.port().to_string();
+    let mut command = tokio::process::Command::new(&program);
+    let shown = Prepared { reach: Reach { dial: Dial::Direct(local.to_string()), server_name: String::new() }, ..prepared };
+    if exec.is_some() {
+        command.envs(environment(&shown, &port));
+    } else {
+        client_args(command.as_std_mut(), &shown, &program, Local::Plain { port: &port })?;
+    }
+    command.args(&args);
+    if shown.protocol == Protocol::Dynamodb {
+        // The dummy keys must be the ones signing: no session token or profile of the user's.
+        command.env_remove("AWS_SESSION_TOKEN").env_remove("AWS_PROFILE");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.serve(async move {
+        let _ = stop_rx.await;
+    }));
+    // Ctrl-C belongs to the client (psql cancels a query with it); the tunnel stays up until
+    // the client exits.
+    let ignore_interrupts = tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
+    let status = command.status().await.with_context(|| format!("cannot run {}", program.display()));
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+    ignore_interrupts.abort();
+    let status = status?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::from(1),
+    })
+}
+
+/// How the client reaches the proxy.
+enum Local<'a> {
+    /// Straight to the proxy with TLS and the certificate.
+    Tls { host: &'a str, port: &'a str, files: &'a ClientFiles },
+    /// To the local tunnel, in the clear.
+    Plain { port: &'a str },
+}
+
+/// The client's connection arguments.
+fn client_args(command: &mut std::process::Command, p: &Prepared, program: &Path, local: Local<'_>) -> anyhow::Result<()> {
+    let db_name = p.db_name.clone().unwrap_or_default();
+    let mariadb = program.file_name().is_some_and(|n| n == "mariadb");
+    match (p.protocol, local) {
+        (Protocol::Postgres, Local::Tls { host, port, files }) => {
+            command.arg(format!(
+                "host={host} port={port} user={} dbname={db_name} sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+                p.db_user,
+                files.ca().display(),
+                files.cert().display(),
+                files.key().display()
+            ));
+        }
+        (Protocol::Postgres, Local::Plain { port }) => {
+            command.arg(format!("host=127.0.0.1 port={port} user={} dbname={db_name} sslmode=disable gssencmode=disable", p.db_user));
+        }
+        (Protocol::Mysql, Local::Tls { host, port, files }) => {
+            command.args(["-h", host, "-P", port, "-u", &p.db_user]);
+            command.arg(format!("--ssl-ca={}", files.ca().display()));
+            command.arg(format!("--ssl-cert={}", files.cert().display()));
+            command.arg(format!("--ssl-key={}", files.key().display()));
+            command.arg(if mariadb { "--ssl-verify-server-cert" } else { "--ssl-mode=VERIFY_IDENTITY" });
+            command.arg(format!("--database={db_name}"));
+        }
+        (Protocol::Mysql, Local::Plain { port }) => {
+            command.args(["-h", "127.0.0.1", "-P", port, "-u", &p.db_user]);
+            command.arg(if mariadb { "--skip-ssl" } else { "--ssl-mode=DISABLED" });
+            command.arg(format!("--database={db_name}"));
+        }
+        (Protocol::Mongodb, Local::Tls { host, port, files }) => {
+            let combined = p.cert_dir.join("client.pem");
+            let pem = format!(
+                "{}{}",
+                std::fs::read_to_string(files.cert()).context("reading the certificate")?,
+                std::fs::read_to_string(files.key()).context("reading the key")?
+            );
+            crate::pki::write_private(&combined, &pem)?;
+            command.arg(format!("mongodb://{host}:{port}/{db_name}?tls=true&directConnection=true"));
+            command.arg(format!("--tlsCAFile={}", files.ca().display()));
+            command.arg(format!("--tlsCertificateKeyFile={}", combined.display()));
+        }
+        (Protocol::Mongodb, Local::Plain { port }) => {
+            command.arg(format!("mongodb://127.0.0.1:{port}/{db_name}?directConnection=true"));
+        }
+        (Protocol::Dynamodb, local) => {
+            let port = match local {
+                Local::Plain { port } => port,
+                Local::Tls { port, .. } => port,
+            };
+            command.envs(environment(p, port));
+        }
+    }
+    Ok(())
+}
+
+/// The environment that points tools at a local tunnel on `port`.
+pub fn environment(p: &Prepared, port: &str) -> Vec<(String, String)> {
+    let mut env = vec![("PORTCULLIS_HOST".to_owned(), "127.0.0.1".to_owned()), ("PORTCULLIS_PORT".to_owned(), port.to_owned())];
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    match p.protocol {
+        Protocol::Postgres => {
+            env.extend([pair("PGHOST", "127.0.0.1"), pair("PGPORT", port), pair("PGUSER", &p.db_user), pair("PGSSLMODE", "disable")]);
+            env.extend(p.db_name.as_deref().map(|n| pair("PGDATABASE", n)));
+        }
+        Protocol::Mysql => env.extend([pair("MYSQL_HOST", "127.0.0.1"), pair("MYSQL_TCP_PORT", port)]),
+        Protocol::Mongodb => {}
+        Protocol::Dynamodb => env.extend(dynamodb_environment(port, p.region.as_deref())),
+    }
+    env
+}
