@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
-
 /// Where running tunnels record their local address, one file per `namespace-name`.
 pub fn tunnels_dir() -> PathBuf {
     super::store::root().parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")).join("tunnels")

@@ -116,6 +116,8 @@ mod tests {
         assert_eq!(validate_for_operator(&db("Orders", "")).unwrap_err().field, "metadata.name");
         assert_eq!(validate_for_operator(&db(&"a".repeat(49), "")).unwrap_err().field, "metadata.name");
         assert_eq!(validate_for_operator(&db("o", "proxy: {service: {type: Headless}}")).unwrap_err().field, "spec.proxy.service.type");
+        assert_eq!(validate_for_operator(&db("o", "proxy: {externalEndpoint: 'lb.example.com:0'}")).unwrap_err().field, "spec.proxy.externalEndpoint");
+        assert!(validate_for_operator(&db("o", "proxy: {externalEndpoint: 'lb.example.com'}")).is_ok());
         assert_eq!(validate_for_operator(&db("o", "proxy: {iamRoleArn: nope}")).unwrap_err().field, "spec.proxy.iamRoleArn");
         assert_eq!(validate_for_operator(&db("o", "aws: {externalId: x}")).unwrap_err().field, "spec.aws.externalId");
     }

@@ -200,3 +200,46 @@ fn status_lists_stored_certificates_and_db_logout_removes_them() {
     let (ok, text) = run(&["status"]);
     assert!(ok && text.contains("no stored certificates"), "{text}");
 }
+
+/// The Krew manifest names archives that exist, with their real checksums, and each archive
+/// holds the binary under the name kubectl runs as the plugin.
+#[test]
+fn the_krew_manifest_matches_the_archives_it_packs() {
+    use sha2::Digest;
+    let _machine = machine_shared();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let dir = crate::support::scratch();
+    // A release binary carries no debug information: the test binary without it packs fast.
+    let binary = dir.path().join("portcullis");
+    assert!(Command::new("objcopy").arg("--strip-debug").arg(env!("CARGO_BIN_EXE_portcullis")).arg(&binary).status().unwrap().success());
+    let out = Command::new("bash")
+        .arg(format!("{repo}/scripts/krew-manifest.sh"))
+        .arg(dir.path().join("dist"))
+        .arg("https://example.invalid/releases/v1/")
+        .arg(format!("linux/amd64={}", binary.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(manifest["metadata"]["name"], "portcullis");
+    assert_eq!(manifest["spec"]["version"].as_str(), Some(format!("v{}", env!("CARGO_PKG_VERSION")).as_str()));
+    let platforms = manifest["spec"]["platforms"].as_sequence().unwrap();
+    assert_eq!(platforms.len(), 1);
+    let p = &platforms[0];
+    assert_eq!((p["selector"]["matchLabels"]["os"].as_str(), p["selector"]["matchLabels"]["arch"].as_str()), (Some("linux"), Some("amd64")));
+    assert_eq!(p["uri"], "https://example.invalid/releases/v1/kubectl-portcullis_linux_amd64.tar.gz");
+    let archive = dir.path().join("dist/kubectl-portcullis_linux_amd64.tar.gz");
+    let sum = hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap()));
+    assert_eq!(p["sha256"].as_str(), Some(sum.as_str()));
+    let unpacked = dir.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpacked).status().unwrap().success());
+    let bin = unpacked.join(p["bin"].as_str().unwrap());
+    let (ok, help) = output(&mut Command::new(&bin).arg("--help"));
+    assert!(ok && help.contains("kubectl portcullis"), "{help}");
+    // Bad input: a platform without a binary.
+    let out =
+        Command::new("bash").arg(format!("{repo}/scripts/krew-manifest.sh")).arg(dir.path().join("x")).arg("u").arg("linux-amd64=/nope").output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not OS/ARCH=EXECUTABLE"));
+}

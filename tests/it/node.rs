@@ -157,6 +157,10 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
         &format!("proxy.env[0].name=AWS_ENDPOINT_URL_STS,proxy.env[0].value={moto}"),
         "proxy.env[1].name=AWS_EC2_METADATA_DISABLED,proxy.env[1].value=true",
     ]);
+    // Users in group dev may port-forward in shop (db connect from outside the cluster).
+    let values =
+        [values, ["login.tunnel.namespaces={shop}", "login.tunnel.group=dev"].iter().flat_map(|s| ["--set".to_owned(), s.to_string()]).collect()].concat();
+    cluster.k(&["create", "namespace", "shop"]);
     let started = Instant::now();
     helm_ok(
         cluster
@@ -178,7 +182,6 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
 
     // A Database and an AccessRole, as users write them.
     let ca = std::fs::read_to_string(pg.dir.join("upstream-ca/ca.crt")).unwrap();
-    cluster.k(&["create", "namespace", "shop"]);
     cluster.k(&["-n", "shop", "create", "secret", "generic", "rds-ca", "--from-literal", &format!("ca.crt={ca}")]);
     let database = |extra: &str| {
         format!(
@@ -253,6 +256,68 @@ fn helm_install_runs_the_operator_and_proxy_pods_and_psql_reaches_postgres_throu
         let kubelet: Vec<&str> = kubelet.lines().filter(|l| l.contains("ortforward") || l.contains("ort-forward")).collect();
         panic!("psql through port-forward: {}\nkubectl port-forward said: {pf_log}\nkubelet: {}", text(&out), kubelet.join("\n"));
     }
+
+    // db connect from the host, where the Service's name does not resolve: through the API
+    // server's port-forward, with a certificate it gets itself.
+    let home = cluster.dir.path().join("alice-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let portcullis = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.env("HOME", &home).env("KUBECONFIG", &alice);
+        cmd
+    };
+    let out = portcullis().args(["db", "connect", "orders", "-n", "shop", "--", "-XAtc", "SELECT id FROM items"]).output().unwrap();
+    assert!(out.status.success() && text(&out).contains("42"), "db connect through the port-forward: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requested certificate"), "{}", text(&out));
+
+    // A tunnel that outlives its proxy pod: the next connection goes to the replacement.
+    let tunnel_log = cluster.dir.path().join("tunnel.log");
+    let mut tunnel = portcullis()
+        .args(["db", "proxy", "orders", "-n", "shop", "--tunnel"])
+        .env("RUST_LOG", "portcullis=debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&tunnel_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut tunnel_out = std::io::BufReader::new(tunnel.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut tunnel_out, &mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut tunnel_out, &mut std::io::sink()));
+    let _tunnel = Proc { child: tunnel };
+    let tunnel_port = line
+        .trim()
+        .strip_prefix("listening on 127.0.0.1:")
+        .unwrap_or_else(|| panic!("the tunnel said {line:?}: {}", std::fs::read_to_string(&tunnel_log).unwrap_or_default()))
+        .to_owned();
+    let through_tunnel = format!("host=127.0.0.1 port={tunnel_port} user=app dbname=orders sslmode=disable");
+    let pod_names = |c: &Cluster| c.k(&["-n", "shop", "get", "pods", "-l", "portcullis.io/database=orders", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let before = pod_names(&cluster);
+    let out = psql(&through_tunnel);
+    assert!(
+        out.status.success() && text(&out).trim() == "42",
+        "psql through the tunnel: {}\n{}",
+        text(&out),
+        std::fs::read_to_string(&tunnel_log).unwrap_or_default()
+    );
+    cluster.k(&["-n", "shop", "delete", "pod", &before, "--wait=false"]);
+    cluster.k(&["-n", "shop", "rollout", "status", "deployment/portcullis-orders", "--timeout=120s"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let out = psql(&through_tunnel);
+        if (out.status.success() && text(&out).trim() == "42") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let after = pod_names(&cluster);
+    let log = std::fs::read_to_string(&tunnel_log).unwrap_or_default();
+    assert!(out.status.success() && text(&out).trim() == "42", "psql through the tunnel after the pod went: {}\n{log}", text(&out));
+    let replacement = after.split_whitespace().find(|p| *p != before).unwrap_or_else(|| panic!("no replacement pod: {after}"));
+    assert!(
+        log.contains(&format!("pod shop/{before}")) && log.contains(&format!("pod shop/{replacement}")),
+        "the tunnel went to {before}, then {replacement}:\n{log}"
+    );
+    drop(_tunnel);
 
     // The audit trail is in the pod's log.
     let logs = cluster.k(&["-n", "shop", "logs", "deployment/portcullis-orders"]);

@@ -725,6 +725,13 @@ async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_
     let described = String::from_utf8_lossy(&describe.stdout);
     assert!(described.contains(&format!("database={ns}/orders&dbUser=app&dbName=orders")) && !described.contains("%!"), "{described}");
 
+    // db login's hint names the real host and port (the external endpoint here).
+    let login_dir = dir.path().join("login-hint");
+    let out = portcullis(&["db", "login", "orders", "-n", &ns, "--db-user", "app", "--out", login_dir.to_str().unwrap()], &alice, None);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && said.contains(&format!("host=127.0.0.1 port={pg_port} sslmode=verify-full")), "{}", text(&out));
+    assert!(said.contains(&format!("portcullis db connect orders -n {ns}")), "{said}");
+
     // mariadb, the same way.
     let out = connect(&["shop", "-n", &ns, "--", "--batch", "--skip-column-names", "-e", "select current_user(), database()"]);
     assert!(out.status.success(), "{}\n{}", text(&out), logs());

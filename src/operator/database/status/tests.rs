@@ -123,3 +123,20 @@ fn warning_events_for_valid_and_iam_auth_turning_false_only() {
         assert!(!warns(&bad, Some(&condition(type_, "True", "PodsAvailable"))), "{type_} True -> False is no Warning");
     }
 }
+
+#[test]
+fn an_external_endpoint_is_reported_with_the_service_port_when_it_names_none() {
+    let check = aws(CheckStatus::True, "Enabled");
+    let deployment = pods(1);
+    let mut d = sample();
+    assert_eq!(conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100)).status.external_endpoint, None);
+    d.spec.proxy.external_endpoint = Some("db.example.com".into());
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    assert_eq!(plan.status.external_endpoint.as_deref(), Some("db.example.com:5432"));
+    d.spec.proxy.external_endpoint = Some("[2001:db8::1]:15432".into());
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    assert_eq!(plan.status.external_endpoint.as_deref(), Some("[2001:db8::1]:15432"));
+    assert!(crate::operator::database::children::server_names(&d).contains(&"2001:db8::1".to_owned()));
+    let invalid = conditions(&d, Findings::Invalid(&crate::crd::validate::FieldError { field: "spec", message: "x".into() }), &at(100));
+    assert_eq!(invalid.status.external_endpoint, None, "an invalid Database reports no endpoints");
+}
