@@ -236,7 +236,7 @@ fn the_krew_manifest_matches_the_archives_it_packs() {
     std::fs::create_dir_all(&unpacked).unwrap();
     assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpacked).status().unwrap().success());
     let bin = unpacked.join(p["bin"].as_str().unwrap());
-    let (ok, help) = output(&mut Command::new(&bin).arg("--help"));
+    let (ok, help) = output(Command::new(&bin).arg("--help"));
     assert!(ok && help.contains("kubectl portcullis"), "{help}");
     // Bad input: a platform without a binary.
     let out =
