@@ -725,6 +725,11 @@ async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_
     let described = String::from_utf8_lossy(&describe.stdout);
     assert!(described.contains(&format!("database={ns}/orders&dbUser=app&dbName=orders")) && !described.contains("%!"), "{described}");
 
+    // --exec runs another program through a local tunnel, with the tunnel in its environment.
+    let out = connect(&["orders", "-n", &ns, "--exec", "psql", "--", "-XAtc", "select current_user || ' ' || current_database()"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), logs());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app orders", "PGHOST/PGPORT/PGUSER/PGDATABASE point at the tunnel");
+
     // db login's hint names the real host and port (the external endpoint here).
     let login_dir = dir.path().join("login-hint");
     let out = portcullis(&["db", "login", "orders", "-n", &ns, "--db-user", "app", "--out", login_dir.to_str().unwrap()], &alice, None);
