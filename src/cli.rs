@@ -291,8 +291,8 @@ pub enum DbCommand {
         #[arg(long)]
         db_name: Option<String>,
         /// Run this program instead of the usual client, through a local tunnel, with the
-        /// tunnel in its environment (PGHOST/PGPORT/PGUSER/PGDATABASE, MYSQL_HOST/
-        /// MYSQL_TCP_PORT, AWS_ENDPOINT_URL_DYNAMODB and dummy AWS keys, PORTCULLIS_HOST/
+        /// tunnel in its environment (PGHOST, PGPORT, PGUSER, PGDATABASE; MYSQL_HOST,
+        /// MYSQL_TCP_PORT; AWS_ENDPOINT_URL_DYNAMODB and dummy AWS keys; PORTCULLIS_HOST,
         /// PORTCULLIS_PORT), e.g. `--exec aws -- dynamodb list-tables`.
         #[arg(long, value_name = "PROGRAM")]
         exec: Option<String>,

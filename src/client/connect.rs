@@ -147,10 +147,9 @@ fn programs(protocol: Protocol) -> &'static [Program] {
     }
 }
 
-/// The first of `names` found on PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+/// `name` in the directories of `path` (a PATH value), if it is an executable file there.
+fn on_path_in(name: &str, path: &str) -> Option<PathBuf> {
+    std::env::split_paths(path).filter(|d| !d.as_os_str().is_empty()).map(|dir| dir.join(name)).find(|p| is_executable(p))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -158,17 +157,24 @@ fn is_executable(path: &Path) -> bool {
     path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Which program to run: `--exec`'s, or the protocol's client.
-fn find_program(protocol: Protocol, exec: Option<&str>) -> anyhow::Result<PathBuf> {
+/// Which program to run: `--exec`'s, or the protocol's client, looked up in `path`.
+fn find_program_in(protocol: Protocol, exec: Option<&str>, path: &str) -> anyhow::Result<PathBuf> {
     if let Some(exec) = exec {
         if exec.contains('/') {
-            let path = PathBuf::from(exec);
-            return if is_executable(&path) { Ok(path) } else { bail!("--exec {exec}: no such executable file") };
+            let file = PathBuf::from(exec);
+            return if is_executable(&file) { Ok(file) } else { bail!("--exec {exec}: no such executable file") };
         }
-        return on_path(exec).with_context(|| format!("--exec {exec}: not found on PATH"));
+        return on_path_in(exec, path).with_context(|| format!("--exec {exec}: not found on PATH"));
     }
     let choices = programs(protocol);
-    choices.iter().find_map(|p| on_path(p.name)).with_context(|| format!("{} is not installed (not on PATH): install {}", choices[0].name, choices[0].package))
+    choices
+        .iter()
+        .find_map(|p| on_path_in(p.name, path))
+        .with_context(|| format!("{} is not installed (not on PATH): install {}", choices[0].name, choices[0].package))
+}
+
+fn find_program(protocol: Protocol, exec: Option<&str>) -> anyhow::Result<PathBuf> {
+    find_program_in(protocol, exec, &std::env::var("PATH").unwrap_or_default())
 }
 
 /// `portcullis db connect`.
@@ -316,4 +322,80 @@ pub fn environment(p: &Prepared, port: &str) -> Vec<(String, String)> {
         Protocol::Dynamodb => env.extend(dynamodb_environment(port, p.region.as_deref())),
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(protocol: Protocol, dir: &Path) -> Prepared {
+        Prepared {
+            key: "shop/orders".into(),
+            name: "orders".into(),
+            protocol,
+            region: Some("eu-west-1".into()),
+            db_user: "app".into(),
+            db_name: (protocol != Protocol::Dynamodb).then(|| "orders".to_owned()),
+            cert_dir: dir.to_owned(),
+            reach: Reach { dial: Dial::Direct("db.example.com:5432".into()), server_name: "db.example.com".into() },
+        }
+    }
+
+    fn args(protocol: Protocol, program: &str, local: Local<'_>, dir: &Path) -> Vec<String> {
+        let mut command = std::process::Command::new(program);
+        client_args(&mut command, &prepared(protocol, dir), Path::new(program), local).unwrap();
+        command.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn each_client_gets_verified_tls_direct_and_plain_through_the_tunnel() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.crt"), "CERT\n").unwrap();
+        std::fs::write(dir.path().join("client.key"), "KEY\n").unwrap();
+        let files = ClientFiles::new(dir.path());
+        let tls = || Local::Tls { host: "db.example.com", port: "5432", files: &files };
+        let d = dir.path().display();
+        let pg = args(Protocol::Postgres, "psql", tls(), dir.path());
+        assert_eq!(
+            pg,
+            [format!(
+                "host=db.example.com port=5432 user=app dbname=orders sslmode=verify-full sslrootcert={d}/ca.crt sslcert={d}/client.crt sslkey={d}/client.key"
+            )]
+        );
+        let pg = args(Protocol::Postgres, "psql", Local::Plain { port: "4000" }, dir.path());
+        assert_eq!(pg, ["host=127.0.0.1 port=4000 user=app dbname=orders sslmode=disable gssencmode=disable"]);
+        let maria = args(Protocol::Mysql, "mariadb", tls(), dir.path());
+        assert!(maria.contains(&"--ssl-verify-server-cert".to_owned()) && maria.contains(&format!("--ssl-cert={d}/client.crt")), "{maria:?}");
+        let mysql = args(Protocol::Mysql, "mysql", tls(), dir.path());
+        assert!(mysql.contains(&"--ssl-mode=VERIFY_IDENTITY".to_owned()), "{mysql:?}");
+        assert!(args(Protocol::Mysql, "mariadb", Local::Plain { port: "4000" }, dir.path()).contains(&"--skip-ssl".to_owned()));
+        let mongo = args(Protocol::Mongodb, "mongosh", tls(), dir.path());
+        assert_eq!(mongo[0], "mongodb://db.example.com:5432/orders?tls=true&directConnection=true");
+        assert_eq!(mongo[2], format!("--tlsCertificateKeyFile={d}/client.pem"));
+        assert_eq!(std::fs::read_to_string(dir.path().join("client.pem")).unwrap(), "CERT\nKEY\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.path().join("client.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_environment_points_tools_at_the_tunnel_with_dummy_keys_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(&prepared(Protocol::Postgres, dir.path()), "4000");
+        for pair in [("PGHOST", "127.0.0.1"), ("PGPORT", "4000"), ("PGUSER", "app"), ("PGDATABASE", "orders"), ("PGSSLMODE", "disable")] {
+            assert!(env.contains(&(pair.0.to_owned(), pair.1.to_owned())), "{env:?}");
+        }
+        let env = environment(&prepared(Protocol::Dynamodb, dir.path()), "4000");
+        assert!(env.contains(&("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), "http://127.0.0.1:4000".to_owned())), "{env:?}");
+        assert!(env.contains(&("AWS_ACCESS_KEY_ID".to_owned(), crate::client::aws_profile::DUMMY_KEY_ID.to_owned())), "{env:?}");
+    }
+
+    #[test]
+    fn a_missing_client_names_its_package() {
+        // An empty PATH for this lookup only.
+        assert!(programs(Protocol::Postgres).iter().find_map(|p| on_path_in(p.name, "")).is_none());
+        let message = format!("{:#}", find_program_in(Protocol::Mongodb, None, "").unwrap_err());
+        assert!(message.contains("mongosh is not installed") && message.contains("npm install -g mongosh"), "{message}");
+        let message = format!("{:#}", find_program_in(Protocol::Mysql, Some("nope-client"), "").unwrap_err());
+        assert!(message.contains("--exec nope-client: not found on PATH"), "{message}");
+    }
 }

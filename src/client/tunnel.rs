@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::reach::{Dial, Duplex, Reach};
 use crate::authz::identity_from_certificate;
@@ -99,7 +99,7 @@ pub async fn bind(args: TunnelArgs) -> anyhow::Result<Bound> {
     let server_name = ServerName::try_from(name.clone()).with_context(|| format!("{name:?} is not a valid TLS server name"))?;
     let listener = TcpListener::bind(("127.0.0.1", args.port)).await.with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let local = listener.local_addr()?;
-    info!(%local, via = %args.reach.dial.describe(), protocol = %args.protocol, user = %identity.user, "tunnel ready");
+    debug!(%local, via = %args.reach.dial.describe(), protocol = %args.protocol, user = %identity.user, "tunnel ready");
     let tunnel = Tunnel {
         dial: args.reach.dial,
         protocol: args.protocol,

@@ -343,6 +343,16 @@ fn authorize<D>(state: &ProxyState, identity: &Identity, upstream: &Upstream, lo
 /// when the client had shown who it is.
 fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
     let state = &context.state;
+    // A client that closed before showing a certificate (TCP health checks, reachability
+    // probes such as `portcullis db connect`'s) is neither a failure nor worth a log line.
+    if let SessionError::ClientIo(io) | SessionError::ClientTls(io) = e
+        && io.kind() == std::io::ErrorKind::UnexpectedEof
+        && context.fields.user.is_empty()
+    {
+        state.metrics.connection(facts.name, "closed");
+        debug!(error = %e, "client closed the connection");
+        return;
+    }
     state.metrics.connection(facts.name, if matches!(e, SessionError::Denied(_)) { "denied" } else { "failed" });
     state.metrics.auth_failure(e.kind());
     match e {

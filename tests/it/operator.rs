@@ -22,6 +22,7 @@ use kube::{Api, Client, ResourceExt};
 use portcullis::crd::{AccessRole, Database};
 
 use crate::support::control_plane::{ControlPlane, namespace, shared_control_plane};
+use crate::support::moto::Moto;
 use crate::support::operator_harness::*;
 use crate::support::*;
 
@@ -686,6 +687,13 @@ async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_
     let shop_pod = LocalPod::start(&cp, &admin, &ns, "shop", dir.path(), my_port).await;
     let db = wait_condition(&dbs, "orders", "Valid", "True", &_op).await;
     assert_eq!(db.status.unwrap().external_endpoint, Some(format!("127.0.0.1:{pg_port}")));
+    // The CSR signer decides from the operator's cache: wait until it has the role.
+    let roles: Api<AccessRole> = Api::namespaced(admin.clone(), &ns);
+    let seen = |name: &'static str, databases: i32| {
+        let roles = roles.clone();
+        async move { roles.get(name).await.unwrap().status.and_then(|s| s.matched_databases) == Some(databases) }
+    };
+    eventually("the operator to see AccessRole devs", Duration::from_secs(30), || seen("devs", 3)).await;
 
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -729,6 +737,39 @@ async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_
     let out = connect(&["orders", "-n", &ns, "--exec", "psql", "--", "-XAtc", "select current_user || ' ' || current_database()"]);
     assert!(out.status.success(), "{}\n{}", text(&out), logs());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app orders", "PGHOST/PGPORT/PGUSER/PGDATABASE point at the tunnel");
+
+    // DynamoDB: the AWS CLI through a local tunnel, with dummy keys (the proxy signs as the
+    // certificate's role, at moto).
+    let moto = Moto::start();
+    let setup = moto.setup_roles("dynamo");
+    let ddb_port = free_port();
+    let ddb = serde_json::json!({"protocol": "dynamodb", "endpoint": moto.url(), "aws": {"region": REGION, "accountId": "123456789012"},
+        "proxy": {"externalEndpoint": format!("127.0.0.1:{ddb_port}")}});
+    dbs.create(&PostParams::default(), &database(&ns, "ddb", ddb)).await.unwrap();
+    apply_yaml(&admin, &format!(
+        "apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {{name: ddb-writers, namespace: {ns}}}\nspec: {{subjects: [{{kind: Group, name: dev}}], allow: {{databases: [ddb], dbUsers: [dynamo-writer]}}}}\n"
+    ))
+    .await;
+    eventually("the operator to see AccessRole ddb-writers", Duration::from_secs(30), || seen("ddb-writers", 1)).await;
+    let ddb_pod = LocalPod::start_with_aws(&cp, &admin, &ns, "ddb", dir.path(), ddb_port, moto.proxy_env(&setup, None)).await;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .args(["db", "connect", "ddb", "-n", &ns, "--exec", "aws", "--", "dynamodb", "list-tables", "--output", "json"])
+        .env("HOME", &home)
+        .env("KUBECONFIG", &alice)
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), ddb_pod.log());
+    let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert!(tables["TableNames"].is_array(), "{tables}");
+    let log = ddb_pod.log();
+    assert!(log.contains("session started") && log.contains("\"db_user\":\"dynamo-writer\""), "the request went through the proxy: {log}");
+    assert!(!log.contains("session refused"), "db connect's reachability probe is no refused session: {log}");
 
     // db login's hint names the real host and port (the external endpoint here).
     let login_dir = dir.path().join("login-hint");

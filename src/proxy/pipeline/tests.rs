@@ -181,6 +181,17 @@ impl Harness {
     /// Accepts one connection through the pipeline with the line engine and connects to it
     /// with a client certificate from `ca`.
     async fn connect(&self, ca: &Ca, groups: &[&str]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let addr = self.serve_one().await;
+        let route = Route { database: Some("lines".into()), ..Default::default() };
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let issued = ca.issue_client("alice", &groups, Some(&route), Duration::from_secs(600)).unwrap();
+        let config = client_config(&self.ca_pem, &issued.cert_pem, &issued.key_pem);
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        TlsConnector::from(Arc::new(config)).connect("localhost".try_into().unwrap(), tcp).await.unwrap()
+    }
+
+    /// A listener whose one connection the pipeline serves with the line engine.
+    async fn serve_one(&self) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = self.state.clone();
@@ -190,12 +201,7 @@ impl Harness {
             let engine: &'static dyn Serve = &ENGINE;
             engine.serve(super::Connection { state, fixed_upstream: None, stream, peer, session_id: "test".into() }).await;
         });
-        let route = Route { database: Some("lines".into()), ..Default::default() };
-        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        let issued = ca.issue_client("alice", &groups, Some(&route), Duration::from_secs(600)).unwrap();
-        let config = client_config(&self.ca_pem, &issued.cert_pem, &issued.key_pem);
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        TlsConnector::from(Arc::new(config)).connect("localhost".try_into().unwrap(), tcp).await.unwrap()
+        addr
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
@@ -275,6 +281,24 @@ async fn a_certificate_of_another_ca_never_reaches_the_login_phases() {
     assert_eq!(failures, 1);
     // No identity, nothing to audit.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.audit().is_empty(), "{:?}", h.audit());
+}
+
+/// TCP health checks and reachability probes connect and close: counted as `closed`, not as
+/// failures, and not audited.
+#[tokio::test]
+async fn a_connection_closed_before_tls_is_counted_as_closed_not_failed() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new().await;
+    drop(TcpStream::connect(h.serve_one().await).await.unwrap());
+    let start = std::time::Instant::now();
+    while h.count("closed") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the closed connection was not counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((h.count("closed"), h.count("failed")), (1, 0));
+    let failures = h.state.metrics.auth_failures.get_or_create(&crate::proxy::metrics::AuthFailLabels { kind: "client_io".into() }).get();
+    assert_eq!(failures, 0);
     assert!(h.audit().is_empty(), "{:?}", h.audit());
 }
 

@@ -129,8 +129,14 @@ pub struct LocalPod {
 }
 
 impl LocalPod {
-    /// Starts the pod of Database `ns/name` (its Deployment must exist) and waits until ready.
+    /// Starts the pod of Database `ns/name` (its Deployment must exist) with the test's static
+    /// AWS keys, and waits until it is ready.
     pub async fn start(cp: &ControlPlane, admin: &Client, ns: &str, name: &str, dir: &Path, port: u16) -> LocalPod {
+        Self::start_with_aws(cp, admin, ns, name, dir, port, static_key_env(ACCESS_KEY, SECRET_KEY)).await
+    }
+
+    /// [`LocalPod::start`] with `aws_env` as what IRSA would give the pod.
+    pub async fn start_with_aws(cp: &ControlPlane, admin: &Client, ns: &str, name: &str, dir: &Path, port: u16, aws_env: Vec<(String, String)>) -> LocalPod {
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::{ConfigMap, Secret};
         let deps: Api<Deployment> = Api::namespaced(admin.clone(), ns);
@@ -190,7 +196,7 @@ impl LocalPod {
         }
         // What the cluster adds: the API server (in-cluster config) and the IRSA webhook's AWS
         // identity; here a kubeconfig for the proxy's ServiceAccount and the test keys.
-        cmd.env("KUBECONFIG", &proxy_kubeconfig).envs(static_key_env(ACCESS_KEY, SECRET_KEY));
+        cmd.env("KUBECONFIG", &proxy_kubeconfig).envs(aws_env);
         let log_file = dir.join(format!("proxy-{name}.log"));
         cmd.stdout(std::fs::File::create(dir.join(format!("proxy-{name}.stdout"))).unwrap()).stderr(std::fs::File::create(&log_file).unwrap());
         let pod = LocalPod { log_file, _proc: Proc { child: cmd.spawn().unwrap() } };
