@@ -273,7 +273,8 @@ pub enum DbCommand {
         login: LoginArgs,
     },
     /// Connect with the database's own client: psql, mariadb (or mysql), mongosh; for DynamoDB
-    /// a local tunnel and the AWS CLI. Gets a certificate through the CSR flow when none is
+    /// a local tunnel and the AWS CLI (`-- dynamodb list-tables` runs `aws` with those
+    /// arguments; with none, the tunnel runs until Ctrl-C and prints how to use it). Gets a certificate through the CSR flow when none is
     /// stored or the stored one has expired or is for another db user or db name, finds the
     /// proxy (status.externalEndpoint, status.proxyEndpoint, else a port-forward through the
     /// API server to a ready proxy pod), and runs the client with the right TLS flags.

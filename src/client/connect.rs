@@ -181,11 +181,26 @@ fn find_program(protocol: Protocol, exec: Option<&str>) -> anyhow::Result<PathBu
 pub async fn run(target: Target, login: LoginArgs, exec: Option<String>, args: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut program = None;
     let prepared = prepare(target, &login, |protocol| {
-        program = Some(find_program(protocol, exec.as_deref())?);
+        // DynamoDB without a command: the tunnel alone, for whatever the user runs next.
+        if !(protocol == Protocol::Dynamodb && exec.is_none() && args.is_empty()) {
+            program = Some(find_program(protocol, exec.as_deref())?);
+        }
         Ok(())
     })
     .await?;
-    let program = program.expect("the client check ran");
+    let Some(program) = program else {
+        let args = TunnelArgs {
+            database: prepared.name,
+            port: 0,
+            reach: prepared.reach,
+            cert_dir: prepared.cert_dir,
+            protocol: prepared.protocol,
+            db_user: Some(prepared.db_user),
+        };
+        eprintln!("no command given: running the tunnel until Ctrl-C (or: portcullis db connect NAME --exec aws -- dynamodb list-tables)");
+        tunnel::run(args, &prepared.key, None).await?;
+        return Ok(ExitCode::SUCCESS);
+    };
     let files = ClientFiles::new(&prepared.cert_dir);
     let direct = match &prepared.reach.dial {
         Dial::Direct(addr) if exec.is_none() && prepared.protocol != Protocol::Dynamodb => Some(addr.clone()),

@@ -140,10 +140,14 @@ pub async fn run(args: TunnelArgs, key: &str, aws_profile: Option<(String, Strin
     let via = args.reach.dial.describe();
     let bound = bind(args).await?;
     let _record = super::aws_profile::Record::write(key, bound.local)?;
+    // Everything is in place before the first line: whoever reads it may use the profile.
+    let profile = match aws_profile {
+        Some((name, region)) => Some((super::aws_profile::write_profile(&name, bound.local.port(), &region, key)?, name)),
+        None => None,
+    };
     println!("listening on {}", bound.local);
     println!("carrying each connection to {via}");
-    if let Some((name, region)) = aws_profile {
-        let path = super::aws_profile::write_profile(&name, bound.local.port(), &region, key)?;
+    if let Some((path, name)) = profile {
         println!("wrote profile {name} to {}: aws --profile {name} dynamodb list-tables", path.display());
     }
     println!("{}", usage(protocol, bound.local, bound.db_user.as_deref()));

@@ -752,21 +752,25 @@ async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_
     .await;
     eventually("the operator to see AccessRole ddb-writers", Duration::from_secs(30), || seen("ddb-writers", 1)).await;
     let ddb_pod = LocalPod::start_with_aws(&cp, &admin, &ns, "ddb", dir.path(), ddb_port, moto.proxy_env(&setup, None)).await;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
-        cmd.env_remove(var);
+    let aws_through_connect = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
+            cmd.env_remove(var);
+        }
+        cmd.args([&["db", "connect", "ddb", "-n", &ns], args].concat())
+            .env("HOME", &home)
+            .env("KUBECONFIG", &alice)
+            .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+            .output()
+            .unwrap()
+    };
+    for args in [&["--exec", "aws", "--", "dynamodb", "list-tables", "--output", "json"][..], &["--", "dynamodb", "list-tables", "--output", "json"]] {
+        let out = aws_through_connect(args);
+        assert!(out.status.success(), "{args:?}: {}\n{}", text(&out), ddb_pod.log());
+        let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        assert!(tables["TableNames"].is_array(), "{tables}");
     }
-    let out = cmd
-        .args(["db", "connect", "ddb", "-n", &ns, "--exec", "aws", "--", "dynamodb", "list-tables", "--output", "json"])
-        .env("HOME", &home)
-        .env("KUBECONFIG", &alice)
-        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", text(&out), ddb_pod.log());
-    let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
-    assert!(tables["TableNames"].is_array(), "{tables}");
     let log = ddb_pod.log();
     assert!(log.contains("session started") && log.contains("\"db_user\":\"dynamo-writer\""), "the request went through the proxy: {log}");
     assert!(!log.contains("session refused"), "db connect's reachability probe is no refused session: {log}");
