@@ -92,7 +92,17 @@ async fn handle(csr: &CertificateSigningRequest, ctx: &Context) -> Result<(), Cs
     let requested = csr.spec.expiration_seconds.and_then(|s| u64::try_from(s).ok()).map(Duration::from_secs);
     let roles = ctx.access_roles.state();
     let databases = ctx.databases.state();
-    match decide(&identity, requested, &roles, &databases, &ctx.settings) {
+    let mut verdict = decide(&identity, requested, &roles, &databases, &ctx.settings);
+    if matches!(verdict, Verdict::Deny { .. }) {
+        // A denial is final, and the cache may not have seen an AccessRole or Database created
+        // a moment ago (`kubectl apply` then `db connect`): decide again on what the API server
+        // holds now.
+        match current_state(ctx).await {
+            Ok((roles, databases)) => verdict = decide(&identity, requested, &roles, &databases, &ctx.settings),
+            Err(e) => warn!(csr = %name, error = %e, "cannot re-read AccessRoles and Databases before denying; deciding from the cache"),
+        }
+    }
+    match verdict {
         Verdict::Deny { reason, message } => deny(&api, csr, ctx, reason, &message).await,
         Verdict::Approve { ttl, roles } => {
             let already_approved = conditions(csr).iter().any(|c| c.type_ == "Approved");
@@ -112,6 +122,14 @@ async fn handle(csr: &CertificateSigningRequest, ctx: &Context) -> Result<(), Cs
             Ok(())
         }
     }
+}
+
+/// The AccessRoles and Databases the operator may read, straight from the API server.
+async fn current_state(ctx: &Context) -> Result<(Vec<Arc<AccessRole>>, Vec<Arc<crate::crd::Database>>), kube::Error> {
+    let scope = ctx.settings.watch_namespace.as_deref();
+    let roles = super::scoped_api::<AccessRole>(&ctx.client, scope).list(&Default::default()).await?;
+    let databases = super::scoped_api::<crate::crd::Database>(&ctx.client, scope).list(&Default::default()).await?;
+    Ok((roles.items.into_iter().map(Arc::new).collect(), databases.items.into_iter().map(Arc::new).collect()))
 }
 
 async fn deny(api: &Api<CertificateSigningRequest>, csr: &CertificateSigningRequest, ctx: &Context, reason: &str, message: &str) -> Result<(), CsrError> {
