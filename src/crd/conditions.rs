@@ -11,6 +11,9 @@ pub mod types {
     pub const VALID: &str = "Valid";
     /// At least one proxy pod is available.
     pub const PROXY_AVAILABLE: &str = "ProxyAvailable";
+    /// The proxy may log in upstream as written: the endpoint passes the admin's allow-list and
+    /// the upstream CA Secret holds a CA.
+    pub const UPSTREAM_CONFIGURED: &str = "UpstreamConfigured";
     /// IAM database authentication is on for the instance or cluster (checked with AWS).
     pub const IAM_AUTH_ENABLED: &str = "IamAuthEnabled";
     /// The proxy obtained AWS credentials (reported by the proxy).

@@ -196,6 +196,59 @@ async fn an_invalid_database_gets_valid_false_a_warning_event_and_no_children() 
     eventually("children after the fix", Duration::from_secs(30), || async { child_names(&admin, &ns).await["Deployment"].len() == 1 }).await;
 }
 
+/// What the proxy could not get past is in the status, not only in its refusals: an endpoint
+/// outside the admin's allow-list, a CA Secret that is missing or holds no CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_outside_the_allow_list_or_a_missing_ca_secret_is_upstream_configured_false() {
+    let _machine = machine_shared();
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane(&CONTROL_PLANE);
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let op = Operator::start(&cp, dir.path(), NO_AWS, "op-upstream");
+    let ns = namespace(&admin, "upstream").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    let private = serde_json::json!({"protocol": "postgres", "endpoint": "db.internal:5432", "aws": {"region": "eu-west-1"}});
+    dbs.create(&PostParams::default(), &database(&ns, "private", private)).await.unwrap();
+    let noca = serde_json::json!({"protocol": "postgres", "endpoint": "127.0.0.1:5432", "aws": {"region": "eu-west-1"},
+        "tls": {"mode": "verify-full", "caSecretRef": {"name": "rds-ca"}}});
+    dbs.create(&PostParams::default(), &database(&ns, "noca", noca)).await.unwrap();
+
+    let db = wait_condition(&dbs, "private", "UpstreamConfigured", "False", &op).await;
+    let (_, reason, message) = condition(&db, "UpstreamConfigured").unwrap();
+    assert_eq!(reason, "EndpointNotAllowed");
+    assert!(
+        message.contains("\"db.internal\"") && message.contains("--allowed-endpoint db.internal") && message.contains("operator.allowedEndpoints"),
+        "{message}"
+    );
+    assert_eq!(condition(&db, "Ready").map(|c| (c.0, c.1)), Some(("False".into(), "EndpointNotAllowed".into())));
+    eventually("a Warning Event", Duration::from_secs(10), || async {
+        warning_events(&admin, &ns, "private").await.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("--allowed-endpoint db.internal")))
+    })
+    .await;
+
+    let db = wait_condition(&dbs, "noca", "UpstreamConfigured", "False", &op).await;
+    let (_, reason, message) = condition(&db, "UpstreamConfigured").unwrap();
+    assert_eq!(reason, "CaSecretMissing");
+    assert!(message.contains(&format!("kubectl -n {ns} create secret generic rds-ca")), "{message}");
+    // A Secret without the key, then with a CA: the condition follows (the next reconcile is
+    // nudged with an annotation instead of waiting the 30 s re-check).
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let secret = serde_json::json!({"metadata": {"name": "rds-ca"}, "stringData": {"bundle.pem": "x"}});
+    secrets.create(&PostParams::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
+    let nudge = |n: u32| serde_json::json!({"metadata": {"annotations": {"test/nudge": n.to_string()}}});
+    dbs.patch("noca", &PatchParams::default(), &Patch::Merge(nudge(1))).await.unwrap();
+    eventually("CaSecretKeyMissing", Duration::from_secs(20), || async {
+        condition(&dbs.get("noca").await.unwrap(), "UpstreamConfigured").is_some_and(|c| c.1 == "CaSecretKeyMissing" && c.2.contains("bundle.pem"))
+    })
+    .await;
+    let pg = shared_postgres();
+    let fixed = serde_json::json!({"stringData": {"ca.crt": std::fs::read_to_string(&pg.ca_file).unwrap()}});
+    secrets.patch("rds-ca", &PatchParams::default(), &Patch::Merge(fixed)).await.unwrap();
+    dbs.patch("noca", &PatchParams::default(), &Patch::Merge(nudge(2))).await.unwrap();
+    wait_condition(&dbs, "noca", "UpstreamConfigured", "True", &op).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_operator_with_nothing_changed_writes_nothing() {
     let _machine = machine_shared();

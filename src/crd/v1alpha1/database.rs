@@ -238,7 +238,7 @@ pub struct DatabaseStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions keyed on `type`: Ready, Valid, ProxyAvailable, IamAuthEnabled,
+    /// Conditions keyed on `type`: Ready, Valid, UpstreamConfigured, ProxyAvailable, IamAuthEnabled,
     /// CredentialsResolved, UpstreamReachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -9,6 +9,7 @@ pub mod children;
 pub mod fetch;
 pub mod proxy_config;
 mod status;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub enum ReconcileError {
     /// The children could not be built.
     #[error("cannot build the proxy's objects")]
     Build(#[source] BuildError),
+    /// The API server refused a read.
+    #[error("cannot read {0}")]
+    Read(String, #[source] kube::Error),
     /// The object has no namespace or uid (not from the API server).
     #[error("the Database has no namespace or uid")]
     Incomplete,
@@ -64,7 +68,7 @@ impl ReconcileError {
     /// How soon to try again.
     pub fn category(&self) -> Category {
         match self {
-            ReconcileError::Write { source, .. } => retry::category_of(source),
+            ReconcileError::Write { source, .. } | ReconcileError::Read(_, source) => retry::category_of(source),
             ReconcileError::Certificate(_) => Category::Transient,
             ReconcileError::Build(_) | ReconcileError::Incomplete => Category::Permanent,
             ReconcileError::AwsThrottled => Category::Throttled,
@@ -124,11 +128,23 @@ async fn stages(db: &Database, ctx: &Context) -> Result<Action, ReconcileError> 
     let children = build::build(db, &ctx.settings, &certificate, ctx.ca.cert_pem()).map_err(ReconcileError::Build)?;
     apply(db, ctx, &children, &observed).await?;
     let aws = check_aws(db, ctx).await;
-    report(db, ctx, Findings::Valid { deployment: observed.deployment.as_deref(), aws: &aws }).await?;
+    let upstream = check_upstream(db, ctx).await?;
+    report(db, ctx, Findings::Valid { deployment: observed.deployment.as_deref(), aws: &aws, upstream: upstream.as_ref() }).await?;
     if aws.throttled {
         return Err(ReconcileError::AwsThrottled);
     }
-    Ok(Action::requeue(if aws.retry_soon { RETRY_SOON.min(ctx.settings.aws_recheck) } else { RESYNC }))
+    // A missing CA Secret is not watched: look again soon.
+    let soon = aws.retry_soon || upstream.is_some();
+    Ok(Action::requeue(if soon { RETRY_SOON.min(ctx.settings.aws_recheck) } else { RESYNC }))
+}
+
+/// Upstream: the admin's endpoint allow-list and the CA Secret (see [`upstream`]).
+async fn check_upstream(db: &Database, ctx: &Context) -> Result<Option<upstream::Problem>, ReconcileError> {
+    if let Some(problem) = upstream::endpoint_problem(db, &ctx.settings.allowed_endpoints) {
+        return Ok(Some(problem));
+    }
+    let secret = db.spec.tls.ca_secret_ref.as_ref().map(|r| format!("Secret {}/{}", db.namespace().unwrap_or_default(), r.name)).unwrap_or_default();
+    upstream::ca_problem(db, &ctx.client).await.map_err(|e| ReconcileError::Read(secret, e))
 }
 
 /// Validate: the spec as `crd` checks it for an operator-run proxy.

@@ -1,6 +1,6 @@
-//! The operator's part of a Database's status (Ready, Valid, ProxyAvailable, IamAuthEnabled
+//! The operator's part of a Database's status (Ready, Valid, UpstreamConfigured, ProxyAvailable, IamAuthEnabled
 //! and the endpoint fields): [`conditions`] computes it from what was observed (pure), [`write`]
-//! applies it only when it differs, and [`events`] publishes a Warning Event whenever Valid or
+//! applies it only when it differs, and [`events`] publishes a Warning Event whenever Valid, UpstreamConfigured or
 //! IamAuthEnabled turns `False` (see [`warns`]). The proxy reports CredentialsResolved and
 //! UpstreamReachable itself.
 
@@ -33,6 +33,8 @@ pub enum Findings<'a> {
         deployment: Option<&'a Deployment>,
         /// The AWS side.
         aws: &'a AwsCheck,
+        /// What would stop the proxy from logging in upstream (endpoint policy, CA Secret).
+        upstream: Option<&'a super::upstream::Problem>,
     },
 }
 
@@ -56,9 +58,9 @@ pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
     let generation = db.metadata.generation;
     let (valid, others, endpoint, region, engine_version) = match findings {
         Findings::Invalid(error) => (Observation::failed(types::VALID, "InvalidSpec", format!("{}: {}", error.field, error.message)), vec![], None, None, None),
-        Findings::Valid { deployment, aws } => (
+        Findings::Valid { deployment, aws, upstream } => (
             Observation::ok(types::VALID, "SpecValid", "the spec is complete; the proxy's objects are in place"),
-            vec![proxy_available(db, deployment), iam_auth(aws)],
+            vec![upstream_configured(upstream), proxy_available(db, deployment), iam_auth(aws)],
             Some(proxy_endpoint(db)),
             resolved_region(&db.spec),
             aws.engine_version.clone(),
@@ -109,6 +111,13 @@ fn proxy_available(db: &Database, deployment: Option<&Deployment>) -> Observatio
             proxy_name(db)
         ),
     )
+}
+
+fn upstream_configured(problem: Option<&super::upstream::Problem>) -> Observation {
+    match problem {
+        Some(p) => Observation::failed(types::UPSTREAM_CONFIGURED, p.reason, p.message.clone()),
+        None => Observation::ok(types::UPSTREAM_CONFIGURED, "Configured", "the endpoint is one proxies may log in to, and the upstream CA is in place"),
+    }
 }
 
 fn iam_auth(aws: &AwsCheck) -> Observation {

@@ -60,7 +60,7 @@ fn a_valid_spec_reports_pods_aws_and_the_proxys_own_conditions_in_ready() {
     let check = aws(CheckStatus::True, "Enabled");
     let deployment = pods(1);
     let mut d = sample();
-    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100));
     assert_eq!(of(&plan, types::VALID), ("True", "SpecValid"));
     assert_eq!(of(&plan, types::PROXY_AVAILABLE), ("True", "PodsAvailable"));
     assert_eq!(of(&plan, types::IAM_AUTH_ENABLED), ("True", "Enabled"));
@@ -71,19 +71,19 @@ fn a_valid_spec_reports_pods_aws_and_the_proxys_own_conditions_in_ready() {
 
     let reported = vec![condition(types::CREDENTIALS_RESOLVED, "True", "Resolved"), condition(types::UPSTREAM_REACHABLE, "True", "Reachable")];
     d.status = Some(DatabaseStatus { conditions: reported.clone(), ..Default::default() });
-    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100));
     assert_eq!(of(&plan, types::READY), ("True", "Ready"));
 
     d.status =
         Some(DatabaseStatus { conditions: vec![reported[0].clone(), condition(types::UPSTREAM_REACHABLE, "False", "ConnectTimeout")], ..Default::default() });
-    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100));
     assert_eq!(of(&plan, types::READY), ("False", "ConnectTimeout"));
 }
 
 #[test]
 fn the_first_problem_is_readys_reason() {
     let off = aws(CheckStatus::False, "Disabled");
-    let plan = conditions(&sample(), Findings::Valid { deployment: None, aws: &off }, &at(100));
+    let plan = conditions(&sample(), Findings::Valid { deployment: None, aws: &off, upstream: None }, &at(100));
     assert_eq!(of(&plan, types::PROXY_AVAILABLE), ("False", "NoPodsAvailable"));
     assert_eq!(of(&plan, types::READY), ("False", "NoPodsAvailable"));
     assert_eq!(of(&plan, types::IAM_AUTH_ENABLED), ("False", "Disabled"));
@@ -95,14 +95,14 @@ fn an_unchanged_world_plans_no_write_and_keeps_transition_times() {
     let check = aws(CheckStatus::Unknown, "NotChecked");
     let deployment = pods(2);
     let mut d = sample();
-    let first = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    let first = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100));
     d.status = Some(first.status.clone());
-    let again = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(500));
+    let again = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(500));
     assert!(again.unchanged, "{:?}", again.status);
     assert_eq!(again.status, first.status);
     assert!(again.status.conditions.iter().all(|c| c.last_transition_time == at(100)));
     d.metadata.generation = Some(4);
-    assert!(!conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(500)).unchanged, "a new generation is written");
+    assert!(!conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(500)).unchanged, "a new generation is written");
 }
 
 #[test]
@@ -129,14 +129,28 @@ fn an_external_endpoint_is_reported_with_the_service_port_when_it_names_none() {
     let check = aws(CheckStatus::True, "Enabled");
     let deployment = pods(1);
     let mut d = sample();
-    assert_eq!(conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100)).status.external_endpoint, None);
+    assert_eq!(conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100)).status.external_endpoint, None);
     d.spec.proxy.external_endpoint = Some("db.example.com".into());
-    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100));
     assert_eq!(plan.status.external_endpoint.as_deref(), Some("db.example.com:5432"));
     d.spec.proxy.external_endpoint = Some("[2001:db8::1]:15432".into());
-    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check }, &at(100));
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100));
     assert_eq!(plan.status.external_endpoint.as_deref(), Some("[2001:db8::1]:15432"));
     assert!(crate::operator::database::children::server_names(&d).contains(&"2001:db8::1".to_owned()));
     let invalid = conditions(&d, Findings::Invalid(&crate::crd::validate::FieldError { field: "spec", message: "x".into() }), &at(100));
     assert_eq!(invalid.status.external_endpoint, None, "an invalid Database reports no endpoints");
+}
+
+#[test]
+fn an_endpoint_outside_the_allow_list_or_a_missing_ca_is_upstream_configured_false_and_not_ready() {
+    let check = aws(CheckStatus::True, "Enabled");
+    let deployment = pods(1);
+    let d = sample();
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: None }, &at(100));
+    assert_eq!(of(&plan, types::UPSTREAM_CONFIGURED), ("True", "Configured"));
+    let problem = crate::operator::database::upstream::Problem { reason: "CaSecretMissing", message: "Secret \"rds-ca\" … does not exist".into() };
+    let plan = conditions(&d, Findings::Valid { deployment: Some(&deployment), aws: &check, upstream: Some(&problem) }, &at(100));
+    assert_eq!(of(&plan, types::UPSTREAM_CONFIGURED), ("False", "CaSecretMissing"));
+    assert_eq!(of(&plan, types::READY), ("False", "CaSecretMissing"));
+    assert!(!plan.warnings.is_empty(), "a Warning Event goes with it");
 }
