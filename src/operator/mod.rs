@@ -90,7 +90,8 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     let ready = Arc::new(AtomicBool::new(false));
     let admin = crate::runtime::admin::bind(options.admin_address).await.map_err(|e| OperatorError::Admin(options.admin_address, e))?;
     info!(address = %options.admin_address, "admin endpoint (/metrics, /healthz, /readyz)");
-    let admin_task = tokio::spawn(crate::runtime::admin::serve(admin, registry, ready.clone(), shutdown.clone()));
+    let detail = crate::runtime::admin::Detail::default();
+    let admin_task = tokio::spawn(crate::runtime::admin::serve(admin, registry, ready.clone(), detail.clone(), shutdown.clone()));
 
     // A standby is ready: it is up and can take over. (Were it not, a rolling update of a
     // leader-elected Deployment would wait forever for the new pod, a standby, to be Ready.)
@@ -113,7 +114,15 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     });
 
     let ca = ca::ensure(&client, &options.settings.namespace).await?;
-    let aws_sdk = if options.settings.aws_checks { Some(crate::aws::AwsContext::load().await.sdk_config().clone()) } else { None };
+    let aws_sdk = if options.settings.aws_checks {
+        let aws = crate::aws::AwsContext::load().await;
+        let identity = own_aws_identity(&aws).await;
+        *detail.write().unwrap_or_else(|p| p.into_inner()) = format!("{identity}\n");
+        Some(aws.sdk_config().clone())
+    } else {
+        *detail.write().unwrap_or_else(|p| p.into_inner()) = "aws credentials: not used (--aws-checks=false)\n".into();
+        None
+    };
     let stop_controllers = CancellationToken::new();
     let scope = options.settings.watch_namespace.clone();
     match &scope {
@@ -217,6 +226,30 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// Resolves the operator's own AWS credentials once at start, logs where they came from (or
+/// why there are none, with what the chain tried: environment, web identity, IMDS …) and
+/// returns the line `/readyz` shows.
+async fn own_aws_identity(aws: &crate::aws::AwsContext) -> String {
+    let resolved = tokio::time::timeout(std::time::Duration::from_secs(10), aws.base().get()).await;
+    let report = aws.chain_report().unwrap_or_default();
+    let tried = report.describe();
+    match resolved {
+        Ok(Ok(_)) => {
+            let source = report.source.unwrap_or("the default chain");
+            info!(source, tried = %tried, "the operator's AWS identity: credentials from {source}");
+            format!("aws credentials: {source}")
+        }
+        Ok(Err(e)) => {
+            warn!(error = %crate::telemetry::chain(&e), tried = %tried, "the operator has no AWS credentials, so its IAM-authentication checks fail: give its ServiceAccount an IAM role (IRSA: serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn in the Helm chart) or an EKS Pod Identity association; or run it with --aws-checks=false");
+            format!("aws credentials: none ({tried})")
+        }
+        Err(_) => {
+            warn!(tried = %tried, "resolving the operator's AWS credentials took over 10 s (an unreachable IMDS or STS?); the IAM-authentication checks will try again");
+            format!("aws credentials: unresolved after 10 s ({tried})")
+        }
     }
 }
 

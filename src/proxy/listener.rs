@@ -124,7 +124,7 @@ pub(super) async fn serve(
         info!(address = %admin.address, "admin endpoint (/metrics, /healthz, /readyz)");
         let (ready, shutdown) = (ready.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = admin::serve(socket, registry, ready, shutdown).await {
+            if let Err(e) = admin::serve(socket, registry, ready, Default::default(), shutdown).await {
                 warn!(error = %e, "admin endpoint stopped");
             }
         });

@@ -12,15 +12,25 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+/// Lines `/readyz` adds after `ready` / `not ready` (e.g. the process's AWS identity).
+pub type Detail = Arc<std::sync::RwLock<String>>;
+
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    detail: Detail,
 }
 
 /// Serves the admin endpoint until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, registry: Registry, ready: Arc<AtomicBool>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let state = AdminState { registry: Arc::new(registry), ready };
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+    detail: Detail,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = AdminState { registry: Arc::new(registry), ready, detail };
     let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(state);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
@@ -39,5 +49,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+    let detail = state.detail.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let (code, word) = if state.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") };
+    (code, format!("{word}\n{detail}"))
 }

@@ -175,6 +175,10 @@ async fn an_invalid_database_gets_valid_false_a_warning_event_and_no_children() 
     let admin = install(&cp).await;
     let dir = scratch();
     let op = Operator::start(&cp, dir.path(), NO_AWS, "op-invalid");
+    // Its own AWS identity, resolved at start: in /readyz and in one log line.
+    let readyz = http_get(op.admin_port, "/readyz");
+    assert!(readyz.contains("ready\naws credentials: environment"), "{readyz}");
+    assert!(op.log().contains("the operator's AWS identity: credentials from environment"), "{}", op.log());
     let ns = namespace(&admin, "invalid").await;
     let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
     let spec = serde_json::json!({"protocol": "postgres", "endpoint": "localhost:5432", "aws": {"region": "eu-west-1", "externalId": "x"}});
