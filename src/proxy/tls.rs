@@ -38,10 +38,14 @@ pub enum TlsError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientCertError {
     /// The client sent none.
-    #[error("a client certificate is required: connect with sslcert and sslkey from `portcullis cert issue` or `portcullis login`")]
+    #[error(
+        "a client certificate is required: present client.crt and client.key from `portcullis db login` (or `portcullis cert issue`) with your client's TLS options, or let `portcullis db connect` or the local tunnel `portcullis db proxy --tunnel` do it"
+    )]
     Missing,
     /// It has expired.
-    #[error("your client certificate has expired: get a new one with `portcullis cert issue` or `portcullis login`")]
+    #[error(
+        "your client certificate has expired: get a new one with `portcullis db login` (or `portcullis cert issue`); `portcullis db connect` renews it by itself"
+    )]
     Expired,
     /// It is not yet valid.
     #[error("your client certificate is not valid yet: check the clock of the machine that issued it")]

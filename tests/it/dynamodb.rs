@@ -297,6 +297,19 @@ fn bad_requests_get_dynamodb_shaped_errors_and_the_proxy_keeps_serving() {
     // Others are still served.
     let ok = client(&tunnel, "denied");
     assert_eq!(ok["ok"], true, "{ok}\n{}", proxy.log());
+    // Invented operation names do not each become a metric series: they count as `other`.
+    for i in 0..200 {
+        let request = format!("POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.MadeUp{i}\r\nContent-Length: 2\r\n\r\n{{}}");
+        raw_http(tunnel.port, request.as_bytes(), wait).unwrap_or_else(|| panic!("invented target {i}: no answer"));
+    }
+    let metrics = proxy.metrics();
+    assert!(!metrics.contains("MadeUp"), "an invented target became a series");
+    let other: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("portcullis_api_requests_total{") && l.contains("target=\"other\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(other >= 200.0, "{other} requests counted as other:\n{metrics}");
     assert!(!proxy.log().contains("panicked"));
 }
 

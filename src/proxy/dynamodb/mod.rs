@@ -212,7 +212,7 @@ impl Session {
 
     fn record(&self, call: ApiCall, error: Option<&ApiError>) {
         let state = &self.state;
-        let known = Target::parse(Some(&call.target)).is_ok() && call.target.len() <= 64;
+        let known = Target::parse(Some(&call.target)).is_ok_and(|t| t.is_known());
         state.metrics.api_request(known.then_some(call.target.as_str()), call.status);
         let success = error.is_none() && call.status < 400;
         let message = error.map(|e| format!("{}: {}", e.code, e.message));

@@ -45,11 +45,92 @@ impl Target {
         }
         Ok(Target { service, name: name.to_owned(), operation: operation.to_owned() })
     }
+
+    /// Whether this is an operation AWS defines (so it may name a metric series; invented ones
+    /// are counted as `other`, keeping the label set bounded).
+    pub fn is_known(&self) -> bool {
+        match self.service {
+            Service::DynamoDb => DYNAMODB_OPERATIONS.contains(&self.operation.as_str()),
+            Service::Streams => STREAMS_OPERATIONS.contains(&self.operation.as_str()),
+            _ => false,
+        }
+    }
 }
+
+/// The DynamoDB API's operations (2012-08-10).
+const DYNAMODB_OPERATIONS: &[&str] = &[
+    "BatchExecuteStatement",
+    "BatchGetItem",
+    "BatchWriteItem",
+    "CreateBackup",
+    "CreateGlobalTable",
+    "CreateTable",
+    "DeleteBackup",
+    "DeleteItem",
+    "DeleteResourcePolicy",
+    "DeleteTable",
+    "DescribeBackup",
+    "DescribeContinuousBackups",
+    "DescribeContributorInsights",
+    "DescribeEndpoints",
+    "DescribeExport",
+    "DescribeGlobalTable",
+    "DescribeGlobalTableSettings",
+    "DescribeImport",
+    "DescribeKinesisStreamingDestination",
+    "DescribeLimits",
+    "DescribeTable",
+    "DescribeTableReplicaAutoScaling",
+    "DescribeTimeToLive",
+    "DisableKinesisStreamingDestination",
+    "EnableKinesisStreamingDestination",
+    "ExecuteStatement",
+    "ExecuteTransaction",
+    "ExportTableToPointInTime",
+    "GetItem",
+    "GetResourcePolicy",
+    "ImportTable",
+    "ListBackups",
+    "ListContributorInsights",
+    "ListExports",
+    "ListGlobalTables",
+    "ListImports",
+    "ListTables",
+    "ListTagsOfResource",
+    "PutItem",
+    "PutResourcePolicy",
+    "Query",
+    "RestoreTableFromBackup",
+    "RestoreTableToPointInTime",
+    "Scan",
+    "TagResource",
+    "TransactGetItems",
+    "TransactWriteItems",
+    "UntagResource",
+    "UpdateContinuousBackups",
+    "UpdateContributorInsights",
+    "UpdateGlobalTable",
+    "UpdateGlobalTableSettings",
+    "UpdateItem",
+    "UpdateKinesisStreamingDestination",
+    "UpdateTable",
+    "UpdateTableReplicaAutoScaling",
+    "UpdateTimeToLive",
+];
+
+/// The DynamoDB Streams API's operations.
+const STREAMS_OPERATIONS: &[&str] = &["DescribeStream", "GetRecords", "GetShardIterator", "ListStreams"];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_operations_aws_defines_are_known() {
+        let known = |t: &str| Target::parse(Some(t)).unwrap().is_known();
+        assert!(known("DynamoDB_20120810.PutItem") && known("DynamoDBStreams_20120810.GetRecords"));
+        assert!(!known("DynamoDB_20120810.MadeUpOperation1") && !known("DynamoDBStreams_20120810.PutItem"));
+    }
 
     #[test]
     fn targets_pick_service_signing_name_and_host() {
