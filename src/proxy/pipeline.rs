@@ -80,6 +80,14 @@ pub struct Context {
     pub fields: SessionFields,
 }
 
+impl Context {
+    /// The one deadline from accept to a login request, across every phase and engine
+    /// (`limits.handshakeTimeout`): a client cannot restart it by finishing a phase.
+    pub fn handshake_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.started + self.state.limits.handshake_timeout)
+    }
+}
+
 /// A logged-in session, handed to the engine's relay phase.
 pub struct Established<E: Engine + ?Sized> {
     /// The connection.
@@ -219,7 +227,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         }
     }
     let acceptor = TlsAcceptor::from(context.state.server_tls.config.clone());
-    let mut client = match tokio::time::timeout(context.state.limits.handshake_timeout, acceptor.accept(stream)).await {
+    let mut client = match tokio::time::timeout_at(context.handshake_deadline(), acceptor.accept(stream)).await {
         Err(_) => return record_refusal(&context, facts, &SessionError::Timeout("in the TLS handshake")),
         Ok(Err(e)) => return record_refusal(&context, facts, &SessionError::ClientTls(e)),
         Ok(Ok(tls)) => tls,
@@ -234,8 +242,8 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
     context.fields.user = identity.user.clone();
     context.fields.groups = identity.groups.clone();
 
-    let handshake = context.state.limits.handshake_timeout;
-    let mut login = match tokio::time::timeout(handshake, engine.read_login(&mut context, &mut client, &identity)).await {
+    let deadline = context.handshake_deadline();
+    let mut login = match tokio::time::timeout_at(deadline, engine.read_login(&mut context, &mut client, &identity)).await {
         Ok(Ok(Some(login))) => login,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {

@@ -121,6 +121,19 @@ fn malformed_traffic_gets_an_error_or_a_close_and_the_proxy_keeps_serving() {
     let (_, closed) = read_all(&mut slow, Duration::from_secs(8));
     assert!(closed && started.elapsed() >= Duration::from_secs(2), "slow client: closed={closed} after {:?}", started.elapsed());
 
+    // One deadline from accept to the login (3 s here): an SSLRequest sent after 2 s does not
+    // restart it, so the stalled client is closed at 3 s, not at 2 + 3.
+    let mut late = raw(port);
+    let connected = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    late.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut answer = [0u8; 1];
+    late.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"S");
+    let (_, closed) = read_all(&mut late, Duration::from_secs(8));
+    let took = connected.elapsed();
+    assert!(closed && took < Duration::from_millis(4500), "the late client was closed={closed} after {took:?} (deadline 3 s from accept)");
+
     // SSLRequest, then garbage instead of a TLS ClientHello.
     let mut s = raw(port);
     s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();

@@ -97,7 +97,7 @@ impl Engine for MongodbEngine {
     /// The answer must be a reply to a message: a refused certificate waits for the first one.
     async fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send>(&self, context: &Context, client: &mut S, stage: Stage<'_, FirstMessage>, e: &SessionError) {
         let reply = match stage {
-            Stage::Certificate => match tokio::time::timeout(context.state.limits.handshake_timeout, first_message(client)).await {
+            Stage::Certificate => match tokio::time::timeout_at(context.handshake_deadline(), first_message(client)).await {
                 Ok(Ok(first)) => error_reply(&first.header, e),
                 _ => None,
             },

@@ -59,7 +59,7 @@ impl Engine for MysqlEngine {
     /// The proxy's greeting; before TLS only an SSLRequest is acceptable.
     async fn open(&self, context: &mut Context, stream: &mut TcpStream) -> Result<Opening, SessionError> {
         stream.write_all(&codec::packet(0, &login::greeting().encode())).await.map_err(SessionError::ClientIo)?;
-        let (seq, payload) = tokio::time::timeout(context.state.limits.handshake_timeout, read_packet(stream, MAX_LOGIN_PACKET, "handshake response"))
+        let (seq, payload) = tokio::time::timeout_at(context.handshake_deadline(), read_packet(stream, MAX_LOGIN_PACKET, "handshake response"))
             .await
             .map_err(|_| SessionError::Timeout("waiting for the client's handshake response"))?
             .map_err(client_read_error)?;
@@ -115,7 +115,7 @@ impl Engine for MysqlEngine {
     /// so it is read first (and dropped), and the answer carries the sequence id it expects.
     async fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send>(&self, context: &Context, client: &mut S, stage: Stage<'_, HandshakeResponse>, e: &SessionError) {
         if matches!(stage, Stage::Certificate) {
-            let _ = tokio::time::timeout(context.state.limits.handshake_timeout, read_packet(client, MAX_LOGIN_PACKET, "handshake response")).await;
+            let _ = tokio::time::timeout_at(context.handshake_deadline(), read_packet(client, MAX_LOGIN_PACKET, "handshake response")).await;
         }
         tell(client, self.refusal(&stage, e)).await;
     }

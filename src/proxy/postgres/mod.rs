@@ -59,7 +59,7 @@ impl Engine for PostgresEngine {
 
     /// Plaintext: only SSLRequest (or a CancelRequest) is acceptable.
     async fn open(&self, context: &mut Context, stream: &mut TcpStream) -> Result<Opening, SessionError> {
-        let first = tokio::time::timeout(context.state.limits.handshake_timeout, read_startup(stream))
+        let first = tokio::time::timeout_at(context.handshake_deadline(), read_startup(stream))
             .await
             .map_err(|_| SessionError::Timeout("waiting for the startup packet"))??;
         match first {
