@@ -5,17 +5,17 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
 use tracing::{instrument, warn};
 
 use super::apply::apply_status;
 use super::context::Context;
 use super::retry::{self, Category};
 use crate::authz::{DatabaseRef, allow_rules_for};
-use crate::crd::AccessRole;
 use crate::crd::conditions::{Observation, access_role_types, find, merge};
 use crate::crd::v1alpha1::AccessRoleStatus;
+use crate::crd::{AccessRole, Database};
 
 /// Why an AccessRole reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +23,16 @@ pub enum AccessRoleError {
     /// The status write was refused.
     #[error("cannot write the status of AccessRole {0}")]
     Write(String, #[source] kube::Error),
+    /// The Databases of its namespace could not be listed.
+    #[error("cannot list the Databases of namespace {0}")]
+    List(String, #[source] kube::Error),
 }
 
 impl AccessRoleError {
     /// How soon to try again.
     pub fn category(&self) -> Category {
         match self {
-            AccessRoleError::Write(_, source) => retry::category_of(source),
+            AccessRoleError::Write(_, source) | AccessRoleError::List(_, source) => retry::category_of(source),
         }
     }
 }
@@ -61,13 +64,12 @@ pub fn error_policy(role: Arc<AccessRole>, error: &AccessRoleError, ctx: Arc<Con
     Action::requeue(delay)
 }
 
-/// The number of Databases in the role's namespace that its `allow` rules match.
-pub fn matched_databases(role: &AccessRole, ctx: &Context) -> i32 {
+/// The number of `databases` (those of the role's namespace count) that its `allow` rules
+/// match.
+pub fn matched_databases(role: &AccessRole, databases: &[Database]) -> i32 {
     let ns = role.namespace().unwrap_or_default();
     let one = std::slice::from_ref(role);
-    let count = ctx
-        .databases
-        .state()
+    let count = databases
         .iter()
         .filter(|db| db.namespace().as_deref() == Some(ns.as_str()))
         .filter(|db| !allow_rules_for(&DatabaseRef { namespace: &ns, name: &db.name_any(), labels: db.labels() }, one).is_empty())
@@ -102,12 +104,16 @@ async fn write_status(role: &AccessRole, ctx: &Context) -> Result<(), AccessRole
     let live = role.status.clone().unwrap_or_default();
     let generation = role.metadata.generation;
     let condition = merge(&live.conditions, &validity(role), generation, &Time(Timestamp::now()));
-    let matched = matched_databases(role, ctx);
+    let (ns, name) = (role.namespace().unwrap_or_default(), role.name_any());
+    // Counted from the API server, not the Database cache: this reconcile is triggered by a
+    // Database watch of its own, which can be ahead of the cache (a deletion the cache has not
+    // seen yet would otherwise be counted for good).
+    let databases = Api::<Database>::namespaced(ctx.client.clone(), &ns).list(&Default::default()).await.map_err(|e| AccessRoleError::List(ns.clone(), e))?;
+    let matched = matched_databases(role, &databases.items);
     if live.observed_generation == generation && live.matched_databases == Some(matched) && find(&live.conditions, access_role_types::VALID) == Some(&condition)
     {
         return Ok(());
     }
-    let (ns, name) = (role.namespace().unwrap_or_default(), role.name_any());
     let status = AccessRoleStatus { observed_generation: generation, conditions: vec![condition], matched_databases: Some(matched) };
     apply_status::<AccessRole, _>(&ctx.client, &ns, &name, &status, &ctx.metrics).await.map_err(|e| AccessRoleError::Write(format!("{ns}/{name}"), e))
 }

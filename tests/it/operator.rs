@@ -323,6 +323,16 @@ async fn a_restarted_operator_with_nothing_changed_writes_nothing() {
     eprintln!("restart: {} reconciles, {writes} writes", second.metric_sum("portcullis_operator_reconciles_total"));
     assert_eq!(writes, 0.0, "a restart with nothing changed must not write:\n{}", http_get(second.admin_port, "/metrics"));
     assert_eq!(before, versions().await, "no object changed");
+
+    // Right after the restart, a Database goes: the AccessRole's count follows, whichever of
+    // its watch and the operator's cache sees the deletion first.
+    let name = dbs.list(&ListParams::default()).await.unwrap().items[0].name_any();
+    dbs.delete(&name, &DeleteParams::default()).await.unwrap();
+    let roles: Api<AccessRole> = Api::namespaced(admin.clone(), &ns);
+    eventually("matchedDatabases to drop to 5", Duration::from_secs(20), || async {
+        roles.list(&ListParams::default()).await.unwrap().items.iter().all(|r| r.status.as_ref().and_then(|s| s.matched_databases) == Some(5))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
