@@ -41,7 +41,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             crate::client::login(Some(crate::client::DbTarget { database, namespace, db_user, db_name }), login).await
         }
         Command::Db(DbCommand::Connect { database, namespace, db_user, db_name, exec, args, login }) => {
-            crate::client::connect::run(crate::client::connect::Target { database, namespace, db_user, db_name }, login, exec, args).await
+            crate::client::connect::run(crate::client::DbTarget { database, namespace, db_user, db_name }, login, exec, args).await
         }
         Command::Db(DbCommand::Env { database, namespace, port, kube }) => crate::client::aws_profile::env(database, namespace, port, kube).await,
         Command::Db(DbCommand::Proxy {
@@ -65,17 +65,15 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             if let (Some(proxy), Some(cert_dir), Some(protocol)) = (proxy, cert_dir, protocol) {
                 // Standalone: everything is given.
-                let host = proxy.rsplit_once(':').map(|(h, _)| h).unwrap_or(&proxy).trim_matches(['[', ']']).to_owned();
-                let reach = Reach { server_name: server_name.unwrap_or(host), dial: Dial::Direct(proxy) };
+                let reach = Reach { server_name: server_name.unwrap_or_else(|| crate::client::reach::host_of(&proxy)), dial: Dial::Direct(proxy) };
                 let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
                 let key = database.clone();
                 run(TunnelArgs { database, port, reach, cert_dir, protocol, db_user }, &key, write_aws_profile.map(|n| (n, region))).await?;
             } else {
-                let target = crate::client::connect::Target { database, namespace, db_user, db_name };
-                let p = crate::client::connect::prepare(target, &login, |_| Ok(())).await?;
-                let region = p.region.clone().unwrap_or_else(|| "us-east-1".into());
-                let args = TunnelArgs { database: p.name, port, reach: p.reach, cert_dir: p.cert_dir, protocol: p.protocol, db_user: Some(p.db_user) };
-                run(args, &p.key, write_aws_profile.map(|n| (n, region))).await?;
+                let target = crate::client::DbTarget { database, namespace, db_user, db_name };
+                let (args, session) = crate::client::connect::prepare(target, &login, |_| Ok(())).await?.into_tunnel(port);
+                let region = session.region.clone().unwrap_or_else(|| "us-east-1".into());
+                run(args, &session.key, write_aws_profile.map(|n| (n, region))).await?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -74,6 +74,17 @@ impl Route {
 const ROUTE_VALUE_ESCAPES: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':').remove(b'@');
 
+/// Groups every authenticated user has: the CSR signer leaves them out of certificates, and a
+/// stored certificate is compared with the caller without them.
+pub const IMPLICIT_GROUPS: &[&str] = &["system:authenticated"];
+
+/// The groups that a certificate carries for someone in `groups`, sorted.
+pub fn certificate_groups(groups: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = groups.iter().filter(|g| !IMPLICIT_GROUPS.contains(&g.as_str())).cloned().collect();
+    kept.sort();
+    kept
+}
+
 /// Why a certificate does not yield an identity.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

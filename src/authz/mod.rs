@@ -2,7 +2,7 @@
 
 mod identity;
 
-pub use identity::{GROUP_URI_PREFIX, Identity, IdentityError, Route, identity_from_certificate};
+pub use identity::{GROUP_URI_PREFIX, IMPLICIT_GROUPS, Identity, IdentityError, Route, certificate_groups, identity_from_certificate};
 
 use std::collections::BTreeMap;
 

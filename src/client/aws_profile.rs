@@ -3,14 +3,14 @@
 //! records its port under `~/.portcullis/tunnels/` while it runs, and `db env` prints the
 //! environment for it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
 /// Where running tunnels record their local address, one file per `namespace-name`.
 pub fn tunnels_dir() -> PathBuf {
-    super::store::root().parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")).join("tunnels")
+    super::store::portcullis_dir().join("tunnels")
 }
 
 /// Records a running tunnel; the file goes when the value is dropped.

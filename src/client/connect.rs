@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+use super::DbTarget;
 use super::aws_profile::dynamodb_environment;
 use super::reach::{Dial, Reach, discover};
 use super::tunnel::{self, TunnelArgs};
@@ -19,21 +20,8 @@ use crate::cli::LoginArgs;
 use crate::crd::{AccessRole, Database, Protocol};
 use crate::pki::ClientFiles;
 
-/// What the user asked for.
-#[derive(Debug)]
-pub struct Target {
-    /// The Database's name.
-    pub database: String,
-    /// Its namespace (default: the kubeconfig context's).
-    pub namespace: Option<String>,
-    /// The db user, when given.
-    pub db_user: Option<String>,
-    /// The db name, when given.
-    pub db_name: Option<String>,
-}
-
-/// Everything needed to reach one Database as one db user.
-pub struct Prepared {
+/// One Database as one db user: what the client is started with.
+pub struct Session {
     /// `namespace/name`.
     pub key: String,
     /// The Database's name.
@@ -48,14 +36,36 @@ pub struct Prepared {
     pub db_name: Option<String>,
     /// The certificate's directory.
     pub cert_dir: PathBuf,
+}
+
+/// A session and the way to its proxy.
+pub struct Prepared {
+    /// The Database, db user and certificate.
+    pub session: Session,
     /// The way to the proxy.
     pub reach: Reach,
+}
+
+impl Prepared {
+    /// A tunnel on 127.0.0.1:`port` (0: any) for this session, and the session.
+    pub fn into_tunnel(self, port: u16) -> (TunnelArgs, Session) {
+        let s = self.session;
+        let args = TunnelArgs {
+            database: s.name.clone(),
+            port,
+            reach: self.reach,
+            cert_dir: s.cert_dir.clone(),
+            protocol: s.protocol,
+            db_user: Some(s.db_user.clone()),
+        };
+        (args, s)
+    }
 }
 
 /// Finds the Database, settles the db user and name, makes sure a fitting certificate is
 /// stored and finds the proxy. `client_check` runs once the protocol is known, before a
 /// certificate is requested (`db connect` checks that the client program exists).
-pub async fn prepare(target: Target, login: &LoginArgs, client_check: impl FnOnce(Protocol) -> anyhow::Result<()>) -> anyhow::Result<Prepared> {
+pub async fn prepare(target: DbTarget, login: &LoginArgs, client_check: impl FnOnce(Protocol) -> anyhow::Result<()>) -> anyhow::Result<Prepared> {
     let client = super::client(&login.kube).await?;
     let namespace = target.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let identity = super::list::whoami(&client).await?;
@@ -101,7 +111,8 @@ pub async fn prepare(target: Target, login: &LoginArgs, client_check: impl FnOnc
     // The way first: a Database nobody can reach gets no certificate.
     let reach = discover(&client, &db).await?;
     super::certificate(&client, &identity, &route, login, &cert_dir).await?;
-    Ok(Prepared { key, name: target.database, protocol, region: db.spec.aws.region.clone(), db_user, db_name, cert_dir, reach })
+    let session = Session { key, name: target.database, protocol, region: db.spec.aws.region.clone(), db_user, db_name, cert_dir };
+    Ok(Prepared { session, reach })
 }
 
 async fn fetch(client: &Client, namespace: &str, name: &str, user: &str) -> anyhow::Result<Database> {
@@ -178,7 +189,7 @@ fn find_program(protocol: Protocol, exec: Option<&str>) -> anyhow::Result<PathBu
 }
 
 /// `portcullis db connect`.
-pub async fn run(target: Target, login: LoginArgs, exec: Option<String>, args: Vec<String>) -> anyhow::Result<ExitCode> {
+pub async fn run(target: DbTarget, login: LoginArgs, exec: Option<String>, args: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut program = None;
     let prepared = prepare(target, &login, |protocol| {
         // DynamoDB without a command: the tunnel alone, for whatever the user runs next.
@@ -189,54 +200,39 @@ pub async fn run(target: Target, login: LoginArgs, exec: Option<String>, args: V
     })
     .await?;
     let Some(program) = program else {
-        let args = TunnelArgs {
-            database: prepared.name,
-            port: 0,
-            reach: prepared.reach,
-            cert_dir: prepared.cert_dir,
-            protocol: prepared.protocol,
-            db_user: Some(prepared.db_user),
-        };
+        let (args, session) = prepared.into_tunnel(0);
         eprintln!("no command given: running the tunnel until Ctrl-C (or: portcullis db connect NAME --exec aws -- dynamodb list-tables)");
-        tunnel::run(args, &prepared.key, None).await?;
+        tunnel::run(args, &session.key, None).await?;
         return Ok(ExitCode::SUCCESS);
     };
-    let files = ClientFiles::new(&prepared.cert_dir);
-    let direct = match &prepared.reach.dial {
-        Dial::Direct(addr) if exec.is_none() && prepared.protocol != Protocol::Dynamodb => Some(addr.clone()),
+    let (session, reach) = (&prepared.session, &prepared.reach);
+    let direct = match &reach.dial {
+        Dial::Direct(addr) if exec.is_none() && session.protocol != Protocol::Dynamodb => Some(addr.clone()),
         _ => None,
     };
     if let Some(addr) = direct {
         let (_, port) = addr.rsplit_once(':').context("the proxy endpoint has no port")?;
+        let files = ClientFiles::new(&session.cert_dir);
         let mut command = std::process::Command::new(&program);
-        client_args(&mut command, &prepared, &program, Local::Tls { host: &prepared.reach.server_name, port, files: &files })?;
+        client_args(&mut command, session, &program, Local::Tls { host: &reach.server_name, port, files: &files })?;
         command.args(&args);
-        eprintln!("connecting to {} as {} through {addr}", prepared.key, prepared.db_user);
+        eprintln!("connecting to {} as {} through {addr}", session.key, session.db_user);
         use std::os::unix::process::CommandExt;
         let error = command.exec();
         bail!("cannot run {}: {error}", program.display());
     }
     // Through a local tunnel: the client speaks in the clear to 127.0.0.1 only.
-    let bound = tunnel::bind(TunnelArgs {
-        database: prepared.name.clone(),
-        port: 0,
-        reach: prepared.reach,
-        cert_dir: prepared.cert_dir.clone(),
-        protocol: prepared.protocol,
-        db_user: Some(prepared.db_user.clone()),
-    })
-    .await?;
-    let local = bound.local;
-    let port = local.port().to_string();
+    let (tunnel_args, session) = prepared.into_tunnel(0);
+    let bound = tunnel::bind(tunnel_args).await?;
+    let port = bound.local.port().to_string();
     let mut command = tokio::process::Command::new(&program);
-    let shown = Prepared { reach: Reach { dial: Dial::Direct(local.to_string()), server_name: String::new() }, ..prepared };
     if exec.is_some() {
-        command.envs(environment(&shown, &port));
+        command.envs(environment(&session, &port));
     } else {
-        client_args(command.as_std_mut(), &shown, &program, Local::Plain { port: &port })?;
+        client_args(command.as_std_mut(), &session, &program, Local::Plain { port: &port })?;
     }
     command.args(&args);
-    if shown.protocol == Protocol::Dynamodb {
+    if session.protocol == Protocol::Dynamodb {
         // The dummy keys must be the ones signing: no session token or profile of the user's.
         command.env_remove("AWS_SESSION_TOKEN").env_remove("AWS_PROFILE");
     }
@@ -268,7 +264,7 @@ enum Local<'a> {
 }
 
 /// The client's connection arguments.
-fn client_args(command: &mut std::process::Command, p: &Prepared, program: &Path, local: Local<'_>) -> anyhow::Result<()> {
+fn client_args(command: &mut std::process::Command, p: &Session, program: &Path, local: Local<'_>) -> anyhow::Result<()> {
     let db_name = p.db_name.clone().unwrap_or_default();
     let mariadb = program.file_name().is_some_and(|n| n == "mariadb");
     match (p.protocol, local) {
@@ -324,7 +320,7 @@ fn client_args(command: &mut std::process::Command, p: &Prepared, program: &Path
 }
 
 /// The environment that points tools at a local tunnel on `port`.
-pub fn environment(p: &Prepared, port: &str) -> Vec<(String, String)> {
+pub fn environment(p: &Session, port: &str) -> Vec<(String, String)> {
     let mut env = vec![("PORTCULLIS_HOST".to_owned(), "127.0.0.1".to_owned()), ("PORTCULLIS_PORT".to_owned(), port.to_owned())];
     let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
     match p.protocol {
@@ -343,8 +339,8 @@ pub fn environment(p: &Prepared, port: &str) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
-    fn prepared(protocol: Protocol, dir: &Path) -> Prepared {
-        Prepared {
+    fn session(protocol: Protocol, dir: &Path) -> Session {
+        Session {
             key: "shop/orders".into(),
             name: "orders".into(),
             protocol,
@@ -352,13 +348,12 @@ mod tests {
             db_user: "app".into(),
             db_name: (protocol != Protocol::Dynamodb).then(|| "orders".to_owned()),
             cert_dir: dir.to_owned(),
-            reach: Reach { dial: Dial::Direct("db.example.com:5432".into()), server_name: "db.example.com".into() },
         }
     }
 
     fn args(protocol: Protocol, program: &str, local: Local<'_>, dir: &Path) -> Vec<String> {
         let mut command = std::process::Command::new(program);
-        client_args(&mut command, &prepared(protocol, dir), Path::new(program), local).unwrap();
+        client_args(&mut command, &session(protocol, dir), Path::new(program), local).unwrap();
         command.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
     }
 
@@ -395,11 +390,11 @@ mod tests {
     #[test]
     fn the_environment_points_tools_at_the_tunnel_with_dummy_keys_only() {
         let dir = tempfile::tempdir().unwrap();
-        let env = environment(&prepared(Protocol::Postgres, dir.path()), "4000");
+        let env = environment(&session(Protocol::Postgres, dir.path()), "4000");
         for pair in [("PGHOST", "127.0.0.1"), ("PGPORT", "4000"), ("PGUSER", "app"), ("PGDATABASE", "orders"), ("PGSSLMODE", "disable")] {
             assert!(env.contains(&(pair.0.to_owned(), pair.1.to_owned())), "{env:?}");
         }
-        let env = environment(&prepared(Protocol::Dynamodb, dir.path()), "4000");
+        let env = environment(&session(Protocol::Dynamodb, dir.path()), "4000");
         assert!(env.contains(&("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), "http://127.0.0.1:4000".to_owned())), "{env:?}");
         assert!(env.contains(&("AWS_ACCESS_KEY_ID".to_owned(), crate::client::aws_profile::DUMMY_KEY_ID.to_owned())), "{env:?}");
     }

@@ -27,7 +27,8 @@ use crate::authz::{Identity, Route};
 use crate::cli::{KubeArgs, LoginArgs};
 use crate::pki::{CSR_SIGNER_NAME as SIGNER_NAME, new_client_request, write_private};
 
-/// `db login`'s target.
+/// The Database a user names to `db login`, `db connect` and `db proxy`, with the db user and db
+/// name they ask for.
 #[derive(Debug, Clone)]
 pub struct DbTarget {
     /// The Database's name.
@@ -100,13 +101,7 @@ pub async fn certificate(client: &Client, caller: &Identity, route: &Route, args
     let stale = match store::read(dir) {
         Err(_) => None,
         Ok(stored) => {
-            // The signer leaves out the groups every user has.
-            let comparable = |groups: &[String]| {
-                let mut g: Vec<String> = groups.iter().filter(|g| *g != "system:authenticated").cloned().collect();
-                g.sort();
-                g
-            };
-            let groups = (comparable(&stored.groups), comparable(&caller.groups));
+            let groups = (crate::authz::certificate_groups(&stored.groups), crate::authz::certificate_groups(&caller.groups));
             if stored.not_after <= now + RENEW_MARGIN_SECONDS {
                 Some(format!("the stored certificate {}", store::remaining(stored.not_after, now).replace("in ", "expires in ")))
             } else if stored.route.as_ref() != Some(route) {

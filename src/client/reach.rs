@@ -152,7 +152,8 @@ async fn answers(addr: &str) -> bool {
     matches!(tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await, Ok(Ok(_)))
 }
 
-fn host_of(endpoint: &str) -> String {
+/// The host of `host[:port]` (an IPv6 address without its brackets).
+pub fn host_of(endpoint: &str) -> String {
     match endpoint.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => host.trim_matches(['[', ']']).to_owned(),
         _ => endpoint.trim_matches(['[', ']']).to_owned(),

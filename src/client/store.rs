@@ -11,9 +11,14 @@ use crate::authz::{Identity, identity_from_certificate};
 /// The files of one stored certificate.
 const FILES: [&str; 3] = ["client.crt", "client.key", "ca.crt"];
 
+/// `~/.portcullis`: the client's own files.
+pub fn portcullis_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".portcullis")
+}
+
 /// Where certificates are kept.
 pub fn root() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".portcullis").join("certs")
+    portcullis_dir().join("certs")
 }
 
 /// One stored certificate.

@@ -23,9 +23,6 @@ use crate::pki::{PkiError, parse_client_request};
 /// The signer name handled here.
 pub use crate::pki::CSR_SIGNER_NAME as SIGNER_NAME;
 
-/// Groups every authenticated user has; not worth carrying in a certificate.
-const IMPLICIT_GROUPS: &[&str] = &["system:authenticated"];
-
 /// Why handling a request failed (retried).
 #[derive(Debug, thiserror::Error)]
 pub enum CsrError {
@@ -82,7 +79,7 @@ async fn handle(csr: &CertificateSigningRequest, ctx: &Context) -> Result<(), Cs
         _ => return Ok(()),
     };
     let user = csr.spec.username.clone().unwrap_or_default();
-    let groups: Vec<String> = csr.spec.groups.clone().unwrap_or_default().into_iter().filter(|g| !IMPLICIT_GROUPS.contains(&g.as_str())).collect();
+    let groups: Vec<String> = csr.spec.groups.clone().unwrap_or_default().into_iter().filter(|g| !authz::IMPLICIT_GROUPS.contains(&g.as_str())).collect();
     let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
     let request = match parse_client_request(&pem) {
         Ok(r) => r,

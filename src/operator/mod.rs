@@ -116,8 +116,15 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
     let ca = ca::ensure(&client, &options.settings.namespace).await?;
     let aws_sdk = if options.settings.aws_checks {
         let aws = crate::aws::AwsContext::load().await;
-        let identity = own_aws_identity(&aws).await;
-        *detail.write().unwrap_or_else(|p| p.into_inner()) = format!("{identity}\n");
+        // In the background: an unreachable IMDS or STS must not hold up the controllers.
+        *detail.write().unwrap_or_else(|p| p.into_inner()) = "aws credentials: resolving\n".into();
+        tokio::spawn({
+            let (aws, detail) = (aws.clone(), detail.clone());
+            async move {
+                let identity = own_aws_identity(&aws).await;
+                *detail.write().unwrap_or_else(|p| p.into_inner()) = format!("{identity}\n");
+            }
+        });
         Some(aws.sdk_config().clone())
     } else {
         *detail.write().unwrap_or_else(|p| p.into_inner()) = "aws credentials: not used (--aws-checks=false)\n".into();
@@ -229,9 +236,9 @@ where
     }
 }
 
-/// Resolves the operator's own AWS credentials once at start, logs where they came from (or
-/// why there are none, with what the chain tried: environment, web identity, IMDS …) and
-/// returns the line `/readyz` shows.
+/// Resolves the operator's own AWS credentials once (at start, beside the controllers), logs
+/// where they came from (or why there are none, with what the chain tried: environment, web
+/// identity, IMDS …) and returns the line `/readyz` shows.
 async fn own_aws_identity(aws: &crate::aws::AwsContext) -> String {
     let resolved = tokio::time::timeout(std::time::Duration::from_secs(10), aws.base().get()).await;
     let report = aws.chain_report().unwrap_or_default();

@@ -135,9 +135,7 @@ fn a_written_aws_profile_and_db_env_send_the_unchanged_aws_cli_through_the_tunne
     assert!(config.starts_with("[profile orders-dev]\n") && config.contains(&format!("endpoint_url = http://127.0.0.1:{}\n", tunnel.port)), "{config}");
     let aws = |args: &[&str], env: &[(String, String)]| {
         let mut cmd = Command::new("aws");
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
-            cmd.env_remove(var);
-        }
+        without_aws_env(&mut cmd);
         cmd.env("HOME", &tunnel.home).env("AWS_CONFIG_FILE", &config_file).env("AWS_SHARED_CREDENTIALS_FILE", tunnel.home.join("no-credentials"));
         cmd.args(args).envs(env.iter().cloned()).output().unwrap()
     };

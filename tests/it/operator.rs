@@ -176,8 +176,10 @@ async fn an_invalid_database_gets_valid_false_a_warning_event_and_no_children() 
     let dir = scratch();
     let op = Operator::start(&cp, dir.path(), NO_AWS, "op-invalid");
     // Its own AWS identity, resolved at start: in /readyz and in one log line.
-    let readyz = http_get(op.admin_port, "/readyz");
-    assert!(readyz.contains("ready\naws credentials: environment"), "{readyz}");
+    eventually("the operator's AWS identity in /readyz", Duration::from_secs(15), || async {
+        http_get(op.admin_port, "/readyz").contains("ready\naws credentials: environment")
+    })
+    .await;
     assert!(op.log().contains("the operator's AWS identity: credentials from environment"), "{}", op.log());
     let ns = namespace(&admin, "invalid").await;
     let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
@@ -813,9 +815,7 @@ async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_
     let ddb_pod = LocalPod::start_with_aws(&cp, &admin, &ns, "ddb", dir.path(), ddb_port, moto.proxy_env(&setup, None)).await;
     let aws_through_connect = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
-            cmd.env_remove(var);
-        }
+        without_aws_env(&mut cmd);
         cmd.args([&["db", "connect", "ddb", "-n", &ns], args].concat())
             .env("HOME", &home)
             .env("KUBECONFIG", &alice)

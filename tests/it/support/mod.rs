@@ -130,6 +130,15 @@ pub fn static_key_env(access: &str, secret: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// `cmd` without any AWS credential, profile, region or endpoint of the environment the tests
+/// run in: the AWS CLI then has only what the test gives it.
+pub fn without_aws_env(cmd: &mut Command) -> &mut Command {
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// A minimal HTTP/1.0 GET against 127.0.0.1.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::Write;
