@@ -7,6 +7,7 @@ mod chain;
 mod endpoint;
 pub mod iam;
 pub mod imds;
+pub mod inventory;
 pub mod rds;
 pub mod region;
 mod roles;
@@ -74,7 +75,7 @@ pub struct Hop {
     pub session_name: String,
 }
 
-/// Describes an SDK error by HTTP status, error code and message (never credentials).
+/// Describes an SDK error by error code and message (never credentials).
 pub fn describe_sdk_error<E, R>(e: &aws_sdk_sts::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
@@ -82,12 +83,41 @@ where
 {
     use aws_sdk_sts::error::SdkError;
     match e {
-        SdkError::ServiceError(ctx) => {
-            let err = ctx.err();
-            format!("{}: {}", err.code().unwrap_or("service error"), err.message().unwrap_or("no message"))
+        SdkError::ServiceError(_) => {
+            let (code, message) = error_code_and_message(e);
+            format!("{}: {}", code.as_deref().unwrap_or("service error"), message.as_deref().unwrap_or("no message"))
         }
         other => cache::error_chain(other),
     }
+}
+
+/// The error code and message of a service error. When the SDK could not read them (an error
+/// document in another shape, as moto writes for denied calls: `<ErrorResponse><Errors><Error>`),
+/// they are taken from the raw XML body, and a 403 without a code counts as `AccessDenied`.
+pub fn error_code_and_message<E, R>(e: &aws_sdk_sts::error::SdkError<E, R>) -> (Option<String>, Option<String>)
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata,
+    R: 'static,
+{
+    let aws_sdk_sts::error::SdkError::ServiceError(ctx) = e else {
+        return (None, None);
+    };
+    let (code, message) = (ctx.err().code().map(str::to_owned), ctx.err().message().map(str::to_owned));
+    if code.is_some() {
+        return (code, message);
+    }
+    let Some(raw) = (ctx.raw() as &dyn std::any::Any).downcast_ref::<aws_sdk_sts::config::http::HttpResponse>() else {
+        return (code, message);
+    };
+    let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+    let element = |name: &str| {
+        let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&close)? + start;
+        Some(body[start..end].trim().to_owned()).filter(|v| !v.is_empty())
+    };
+    let code = element("Code").or_else(|| (raw.status().as_u16() == 403).then(|| "AccessDenied".to_owned()));
+    (code, message.or_else(|| element("Message")))
 }
 
 /// Error codes with which AWS says "too many requests" (the SDK's standard retry classifier
@@ -118,11 +148,9 @@ pub fn is_throttling_code(code: Option<&str>) -> bool {
 pub fn is_throttling<E, R>(e: &aws_sdk_sts::error::SdkError<E, R>) -> bool
 where
     E: aws_sdk_sts::error::ProvideErrorMetadata,
+    R: 'static,
 {
-    match e {
-        aws_sdk_sts::error::SdkError::ServiceError(ctx) => is_throttling_code(ctx.err().code()),
-        _ => false,
-    }
+    is_throttling_code(error_code_and_message(e).0.as_deref())
 }
 
 /// Process-wide AWS state: the SDK configuration loaded once, the default chain behind a

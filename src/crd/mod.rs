@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use endpoint::{region_from_rds_host, resolved_region, split_endpoint, split_url};
-pub use v1alpha1::{AccessRole, AccessRoleSpec, Database, DatabaseSpec, Protocol};
+pub use v1alpha1::{AccessRole, AccessRoleSpec, Database, DatabaseDiscovery, DatabaseSpec, Protocol};
 pub use validate::{FieldError, validate_database, validate_for_operator};
 
 /// The API group of every Portcullis resource.
@@ -19,7 +19,7 @@ pub const GROUP: &str = "portcullis.io";
 
 /// Every CRD as applied: descriptions reflowed to one line per paragraph, for `kubectl explain`.
 pub fn crds() -> Result<Vec<CustomResourceDefinition>, serde_json::Error> {
-    [Database::crd(), AccessRole::crd()].into_iter().map(descriptions::reflow_crd).collect()
+    [Database::crd(), AccessRole::crd(), DatabaseDiscovery::crd()].into_iter().map(descriptions::reflow_crd).collect()
 }
 
 /// The file name under `crds/` for each CRD, with its YAML.

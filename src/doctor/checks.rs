@@ -155,13 +155,12 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             format!("checked for postgres and mysql only in this release (protocol {})", upstream.protocol),
         ));
     }
-    checks.push(iam_auth_check(aws, db, &upstream, &label("IAM authentication")).await);
+    checks.push(iam_auth_check(aws, db, &label("IAM authentication")).await);
     checks
 }
 
-async fn iam_auth_check(aws: &AwsContext, db: &Database, upstream: &Upstream, label: &str) -> Check {
-    let creds = aws.credentials_for(upstream.assume_role_arn.as_deref(), upstream.external_id.as_deref(), &upstream.region);
-    let check = rds::check_database(&db.spec, &aws.sdk_config_with(creds), rds::Caller::Doctor).await;
+async fn iam_auth_check(aws: &AwsContext, db: &Database, label: &str) -> Check {
+    let check = rds::check_database(&db.spec, aws, rds::Caller::Doctor).await;
     iam_auth_line(label, &check)
 }
 
@@ -228,6 +227,7 @@ mod tests {
             enable_command: None,
             retry_soon: false,
             throttled: false,
+            identity: None,
         }
     }
 

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_types::SdkConfig;
 use kube::ResourceExt;
 
+use crate::aws::AwsContext;
 use crate::aws::rds::{AwsCheck, Caller, check_database};
 use crate::crd::Database;
 
@@ -19,15 +19,21 @@ pub const THROTTLED_HOLD: Duration = Duration::from_secs(120);
 
 /// Cached AWS-side checks.
 pub struct AwsCheckCache {
-    sdk: Option<SdkConfig>,
+    aws: Option<AwsContext>,
     recheck: Duration,
     entries: Mutex<HashMap<String, (i64, Instant, AwsCheck)>>,
 }
 
 impl AwsCheckCache {
-    /// A cache; `sdk` is `None` when AWS checks are off.
-    pub fn new(sdk: Option<SdkConfig>, recheck: Duration) -> Self {
-        Self { sdk, recheck, entries: Mutex::default() }
+    /// A cache; `aws` is `None` when AWS checks are off. Each Database's calls use its own
+    /// assume-role chain, cached in `aws` (the same cache as the proxy's).
+    pub fn new(aws: Option<AwsContext>, recheck: Duration) -> Self {
+        Self { aws, recheck, entries: Mutex::default() }
+    }
+
+    /// The operator's AWS state (credential chains), unless AWS calls are off.
+    pub fn context(&self) -> Option<&AwsContext> {
+        self.aws.as_ref()
     }
 
     /// How long `check` stays fresh.
@@ -43,7 +49,7 @@ impl AwsCheckCache {
 
     /// The current check for `db`, calling AWS when nothing fresh is cached.
     pub async fn check(&self, db: &Database) -> AwsCheck {
-        let Some(sdk) = &self.sdk else {
+        let Some(aws) = &self.aws else {
             return AwsCheck::not_checked("AWS-side checks are turned off for this operator (--aws-checks=false)");
         };
         let (uid, generation) = (db.uid().unwrap_or_default(), db.metadata.generation.unwrap_or(0));
@@ -53,7 +59,7 @@ impl AwsCheckCache {
         {
             return check.clone();
         }
-        let check = check_database(&db.spec, sdk, Caller::Operator).await;
+        let check = check_database(&db.spec, aws, Caller::Operator).await;
         self.lock().insert(uid, (generation, Instant::now(), check.clone()));
         check
     }

@@ -45,6 +45,15 @@ pub struct OperatorMetrics {
     pub csrs: Family<CsrLabels, Counter>,
     /// 1 while this instance holds the leader Lease.
     pub leader: Gauge,
+    /// AWS API calls by caller (`discovery`).
+    pub aws_calls: Family<CallerLabels, Counter>,
+}
+
+/// Labels of the AWS call counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerLabels {
+    /// Which part of the operator made the calls.
+    pub caller: String,
 }
 
 impl Default for OperatorMetrics {
@@ -55,6 +64,7 @@ impl Default for OperatorMetrics {
             writes: Family::default(),
             csrs: Family::default(),
             leader: Gauge::default(),
+            aws_calls: Family::default(),
         }
     }
 }
@@ -68,11 +78,17 @@ impl OperatorMetrics {
         r.register("api_writes", "Writes to the Kubernetes API by kind and verb (Lease renewals excluded)", self.writes.clone());
         r.register("csr_decisions", "CertificateSigningRequest decisions by result", self.csrs.clone());
         r.register("leader", "1 while this instance holds the leader Lease", self.leader.clone());
+        r.register("aws_calls", "AWS API calls by the part of the operator that made them", self.aws_calls.clone());
     }
 
     /// Counts one write.
     pub fn write(&self, kind: &str, verb: &str) {
         self.writes.get_or_create(&WriteLabels { kind: kind.to_owned(), verb: verb.to_owned() }).inc();
+    }
+
+    /// Counts `n` AWS API calls.
+    pub fn aws_calls(&self, caller: &str, n: u64) {
+        self.aws_calls.get_or_create(&CallerLabels { caller: caller.to_owned() }).inc_by(n);
     }
 
     /// Records one reconcile.

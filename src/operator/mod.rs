@@ -8,6 +8,7 @@ pub mod ca;
 pub mod context;
 pub mod csr;
 pub mod database;
+pub mod discovery;
 pub mod leader;
 pub mod metrics;
 pub mod proxy_defaults;
@@ -32,7 +33,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::crd::{AccessRole, Database};
+use crate::crd::{AccessRole, Database, DatabaseDiscovery};
 use context::{ChildStores, Context, MANAGED_BY, Settings};
 
 /// Options of `portcullis operator` that are not reconciler settings.
@@ -125,7 +126,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
                 *detail.write().unwrap_or_else(|p| p.into_inner()) = format!("{identity}\n");
             }
         });
-        Some(aws.sdk_config().clone())
+        Some(aws)
     } else {
         *detail.write().unwrap_or_else(|p| p.into_inner()) = "aws credentials: not used (--aws-checks=false)\n".into();
         None
@@ -185,6 +186,20 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
         .run(access_role::reconcile, access_role::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
+    // DatabaseDiscoveries: a spec change, then every spec.interval (their status writes and the
+    // Databases they own do not trigger a sync: each sync calls AWS).
+    let (disc_reader, disc_writer) = reflector::store::<DatabaseDiscovery>();
+    let disc_stream = watcher(scoped_api::<DatabaseDiscovery>(&client, scope.as_deref()), watcher::Config::default())
+        .default_backoff()
+        .reflect(disc_writer)
+        .touched_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    let discoveries = Controller::for_stream(disc_stream, disc_reader)
+        .with_config(config.clone())
+        .graceful_shutdown_on(cancelled(stop_controllers.clone()))
+        .run(discovery::reconcile, discovery::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
     let csrs = if options.csr_signer {
         let csr_api = Api::<CertificateSigningRequest>::all(client.clone());
         futures::future::Either::Left(
@@ -214,7 +229,7 @@ pub async fn run(options: RunOptions) -> Result<(), OperatorError> {
             stop.cancel();
         }
     };
-    futures::join!(databases, roles, csrs, watchdog);
+    futures::join!(databases, roles, discoveries, csrs, watchdog);
     info!("controllers stopped");
     metrics.leader.set(0);
     shutdown.cancel();

@@ -11,6 +11,7 @@ mod support;
 
 mod aws_identity;
 mod cli;
+mod discovery;
 mod dynamodb;
 mod kube_harness;
 mod mongodb;

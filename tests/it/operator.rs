@@ -27,12 +27,12 @@ use crate::support::operator_harness::*;
 use crate::support::*;
 
 /// This group's control plane (see `shared_control_plane`).
-static CONTROL_PLANE: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
+pub(crate) static CONTROL_PLANE: Mutex<Weak<ControlPlane>> = Mutex::new(Weak::new());
 
 /// One operator (and one Lease holder) at a time.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn database(ns: &str, name: &str, spec: serde_json::Value) -> Database {
+pub(crate) fn database(ns: &str, name: &str, spec: serde_json::Value) -> Database {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "portcullis.io/v1alpha1", "kind": "Database",
         "metadata": {"name": name, "namespace": ns, "labels": {"env": "test"}},
@@ -41,12 +41,12 @@ fn database(ns: &str, name: &str, spec: serde_json::Value) -> Database {
     .unwrap()
 }
 
-fn condition(db: &Database, type_: &str) -> Option<(String, String, String)> {
+pub(crate) fn condition(db: &Database, type_: &str) -> Option<(String, String, String)> {
     let c = db.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn wait_condition(api: &Api<Database>, name: &str, type_: &str, status: &str, op: &Operator) -> Database {
+pub(crate) async fn wait_condition(api: &Api<Database>, name: &str, type_: &str, status: &str, op: &Operator) -> Database {
     let start = Instant::now();
     loop {
         let db = api.get(name).await.unwrap();

@@ -76,18 +76,23 @@ own defaults apply to the rest. Its sha256 rolls the operator on change.
 
 {{/*
 What the operator does in a namespace it watches (the ClusterRole's rules, or a Role's in
-the namespace it is limited to): read its two resources and write their status; the
+the namespace it is limited to): read its three resources and write their status; create,
+patch and delete the Databases a DatabaseDiscovery owns; the
 proxy's ServiceAccount, ConfigMap, Secret, Service, Deployment and RoleBinding; `bind` on
 ClusterRole portcullis-proxy only (to bind proxies to it without holding its permissions);
 Warning Events.
 */}}
 {{- define "portcullis.namespacedRules" -}}
 - apiGroups: ["portcullis.io"]
-  resources: ["databases", "accessroles"]
+  resources: ["databases", "accessroles", "databasediscoveries"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["portcullis.io"]
-  resources: ["databases/status", "accessroles/status"]
+  resources: ["databases/status", "accessroles/status", "databasediscoveries/status"]
   verbs: ["get", "patch", "update"]
+# The Databases a DatabaseDiscovery owns.
+- apiGroups: ["portcullis.io"]
+  resources: ["databases"]
+  verbs: ["create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts", "configmaps", "secrets", "services"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

@@ -22,6 +22,8 @@ pub(super) struct Rds {
     /// Turn IAM authentication on when it is off (the operator, when the spec asks).
     pub(super) enable_iam_auth: bool,
     pub(super) caller: Caller,
+    /// The role assumed for the database (`spec.aws.assumeRoleArn`), whose policy must allow the calls.
+    pub(super) role: Option<String>,
 }
 
 impl Rds {
@@ -31,14 +33,28 @@ impl Rds {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        let check = AwsCheck::failed(format!(
-            "{action} in {} failed: {}. Check that {} has AWS credentials (IRSA or EKS Pod Identity) and that its IAM \
-             policy allows {DESCRIBE_PERMISSIONS}",
-            self.region,
-            describe_sdk_error(e),
-            self.caller.name()
-        ));
+        let check = AwsCheck::failed(format!("{action} in {} failed: {}. {}", self.region, describe_sdk_error(e), self.whose_policy(DESCRIBE_PERMISSIONS)));
         AwsCheck { throttled: is_throttling(e), ..check }
+    }
+
+    /// "Check that … allows ACTIONS", naming the identity that made the calls.
+    fn whose_policy(&self, actions: &str) -> String {
+        match &self.role {
+            Some(role) => format!(
+                "{} assumes {role} for this database (spec.aws.assumeRoleArn): check that it may (trust policy, external ID) and that \
+                 the role's IAM policy allows {actions}",
+                capitalised(self.caller.name())
+            ),
+            None => format!("Check that {} has AWS credentials (IRSA or EKS Pod Identity) and that its IAM policy allows {actions}", self.caller.name()),
+        }
+    }
+
+    /// Whose IAM identity needs a permission, in words.
+    fn identity_name(&self) -> String {
+        match &self.role {
+            Some(role) => format!("role {role} (spec.aws.assumeRoleArn)"),
+            None => format!("{}'s IAM identity", self.caller.name()),
+        }
     }
 
     /// The database named in spec.aws.rds (the one whose endpoints include an RDS host; the first
@@ -89,9 +105,9 @@ impl Rds {
             CheckStatus::False,
             "NotFound",
             format!(
-                "{what} {id:?} was not found in {}. Check spec.aws.rds.{field} and spec.aws.region; {}'s IAM identity needs {action} to see it",
+                "{what} {id:?} was not found in {}. Check spec.aws.rds.{field} and spec.aws.region; {} needs {action} to see it",
                 self.region,
-                self.caller.name()
+                self.identity_name()
             ),
         )
     }
@@ -128,18 +144,16 @@ impl Rds {
                 return Ok(Found::from_cluster(&cluster));
             }
         }
-        let who = self.caller.name();
         Err(AwsCheck::new(
             CheckStatus::False,
             "NotFound",
             format!(
                 "no RDS instance, Aurora or DocumentDB cluster in {} has the endpoint {}. Check spec.endpoint and spec.aws.region, or name \
-                 the database in spec.aws.rds.instanceId or clusterId. {}{}'s IAM identity needs rds:DescribeDBInstances and \
+                 the database in spec.aws.rds.instanceId or clusterId. {} needs rds:DescribeDBInstances and \
                  rds:DescribeDBClusters to find it",
                 self.region,
                 self.host,
-                who[..1].to_ascii_uppercase(),
-                &who[1..]
+                capitalised(&self.identity_name())
             ),
         ))
     }
@@ -188,9 +202,10 @@ impl Rds {
         };
         result.map_err(|(detail, throttled)| {
             let check = AwsCheck::failed(format!(
-                "{action} on {id} in {} failed: {detail}. The operator's IAM identity needs rds:{action} on it; or turn IAM authentication on \
+                "{action} on {id} in {} failed: {detail}. {} needs rds:{action} on it; or turn IAM authentication on \
                  yourself: `{}`",
                 self.region,
+                capitalised(&self.identity_name()),
                 enable_command(kind, id, &self.region)
             ));
             AwsCheck { throttled, ..check }
@@ -235,4 +250,10 @@ impl Rds {
         }
         Ok(None)
     }
+}
+
+/// `text` with its first letter in upper case.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }

@@ -15,7 +15,7 @@ use aws_sdk_rds::Client;
 use aws_sdk_rds::config::Region;
 use aws_types::SdkConfig;
 
-use super::EndpointPolicy;
+use super::{AwsContext, EndpointPolicy};
 use crate::crd::{DatabaseSpec, Protocol, region_from_rds_host, split_endpoint};
 use api::Rds;
 use found::Found;
@@ -64,6 +64,9 @@ pub struct AwsCheck {
     pub retry_soon: bool,
     /// AWS throttled a call (after the SDK's own retries): check again after a longer pause.
     pub throttled: bool,
+    /// Whose credentials made the calls: the role assumed for the database
+    /// (`spec.aws.assumeRoleArn`), or `None` for the caller's own.
+    pub identity: Option<String>,
 }
 
 /// The status of a condition.
@@ -101,6 +104,7 @@ impl AwsCheck {
             enable_command: None,
             retry_soon: false,
             throttled: false,
+            identity: None,
         }
     }
 
@@ -121,18 +125,38 @@ impl AwsCheck {
     }
 }
 
-/// Checks the AWS side of `spec` with the credentials in `sdk` (the caller picks them, e.g. after
-/// `spec.aws.assumeRoleArn`): finds the database, checks IAM authentication and, when the
-/// caller is the operator and `spec.aws.enableIamAuth` asks for it, turns it on. Never fails:
-/// problems become the verdict.
-pub async fn check_database(spec: &DatabaseSpec, sdk: &SdkConfig, caller: Caller) -> AwsCheck {
-    match run(spec, sdk, caller).await {
+/// Checks the AWS side of `spec` under the database's own identity: the caller's credentials,
+/// or the role in `spec.aws.assumeRoleArn` assumed from them (with `spec.aws.externalId`),
+/// cached in `aws` like the proxy's. Finds the database, checks IAM authentication and, when
+/// the caller is the operator and `spec.aws.enableIamAuth` asks for it, turns it on. Never
+/// fails: problems become the verdict, which names the identity that made the calls.
+pub async fn check_database(spec: &DatabaseSpec, aws: &AwsContext, caller: Caller) -> AwsCheck {
+    let role = spec.aws.assume_role_arn.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let region = database_region(spec, aws.sdk_config());
+    let sdk = match &region {
+        Some(region) => aws.sdk_config_with(aws.credentials_for(role, spec.aws.external_id.as_deref(), region)),
+        None => aws.sdk_config().clone(),
+    };
+    let check = match run(spec, &sdk, caller, role).await {
         Ok(check) | Err(check) => check,
-    }
+    };
+    AwsCheck { identity: role.map(str::to_owned), ..check }
+}
+
+/// The region of a database: spec.aws.region, else the one in an RDS host name, else the
+/// caller's default.
+pub fn database_region(spec: &DatabaseSpec, sdk: &SdkConfig) -> Option<String> {
+    let host = spec.endpoint.as_deref().and_then(|e| split_endpoint(e, spec.protocol).ok()).map(|(h, _)| h);
+    spec.aws
+        .region
+        .clone()
+        .filter(|r| !r.trim().is_empty())
+        .or_else(|| host.as_deref().and_then(region_from_rds_host))
+        .or_else(|| sdk.region().map(|r| r.to_string()))
 }
 
 /// The check; `Err` carries an early verdict.
-async fn run(spec: &DatabaseSpec, sdk: &SdkConfig, caller: Caller) -> Result<AwsCheck, AwsCheck> {
+async fn run(spec: &DatabaseSpec, sdk: &SdkConfig, caller: Caller, role: Option<&str>) -> Result<AwsCheck, AwsCheck> {
     if spec.protocol == Protocol::Dynamodb {
         return Ok(AwsCheck::not_checked("DynamoDB has no IAM database authentication setting; access is by IAM role"));
     }
@@ -150,7 +174,7 @@ async fn run(spec: &DatabaseSpec, sdk: &SdkConfig, caller: Caller) -> Result<Aws
     let region = pick_region(spec, &host, sdk)?;
     let client = Client::from_conf(aws_sdk_rds::config::Builder::from(sdk).region(Region::new(region.clone())).build());
     let enable_iam_auth = caller == Caller::Operator && spec.aws.enable_iam_auth;
-    let rds = Rds { client, region, host, aws_host, enable_iam_auth, caller };
+    let rds = Rds { client, region, host, aws_host, enable_iam_auth, caller, role: role.map(str::to_owned) };
     let db = rds.locate(&ids).await?;
     match spec.protocol {
         Protocol::Mongodb => rds.check_documentdb(db).await,
@@ -197,4 +221,10 @@ impl<'a> Ids<'a> {
     fn is_empty(&self) -> bool {
         self.instance.is_none() && self.cluster.is_none()
     }
+}
+
+/// Why a DocumentDB engine version cannot log in with IAM (older than 5.0), for discovery.
+pub fn documentdb_version_blocker(version: Option<&str>) -> Option<String> {
+    let version = version.filter(|v| found::version_below(v, DOCDB_MIN_VERSION))?;
+    Some(format!("DocumentDB {version} has no IAM authentication (MONGODB-AWS needs 5.0 or later)"))
 }

@@ -124,7 +124,7 @@ fn region_comes_from_spec_then_host_then_sdk() {
 
 #[tokio::test]
 async fn dynamodb_and_unknown_hosts_are_not_checked() {
-    let sdk = SdkConfig::builder().build();
+    let sdk = crate::aws::AwsContext::from_sdk_config(SdkConfig::builder().build());
     let dynamo = DatabaseSpec { endpoint: None, ..spec(Protocol::Dynamodb, "", AwsSpec::default()) };
     let check = check_database(&dynamo, &sdk, Caller::Operator).await;
     assert_eq!((check.status, check.reason), (CheckStatus::Unknown, "NotChecked"));

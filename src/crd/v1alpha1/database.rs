@@ -259,4 +259,24 @@ pub struct DatabaseStatus {
     /// The engine version reported by AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_version: Option<String>,
+    /// What the operator's AWS check found, and whose credentials made the calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsObserved>,
+}
+
+/// The AWS side as the operator last saw it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsObserved {
+    /// The resource ID (`db-…` of an instance, `cluster-…` of a cluster) that `rds-db:connect`
+    /// policy ARNs name; `portcullis iam policy` uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// The RDS instance or cluster found behind the endpoint, e.g. `cluster orders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Whose credentials the operator's AWS calls for this database used: the role of
+    /// `spec.aws.assumeRoleArn`, or `operator` (its own identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }

@@ -2,10 +2,16 @@
 
 mod access_role;
 mod database;
+mod discovery;
 mod selector;
 
 pub use access_role::{AccessRole, AccessRoleSpec, AccessRoleStatus, AuditSpec, RuleSet, Subject, SubjectKind};
-pub use database::{AwsSpec, Database, DatabaseSpec, DatabaseStatus, Protocol, ProxySpec, RdsRef, SecretKeyRef, ServiceSpec, UpstreamTls, UpstreamTlsMode};
+pub use database::{
+    AwsObserved, AwsSpec, Database, DatabaseSpec, DatabaseStatus, Protocol, ProxySpec, RdsRef, SecretKeyRef, ServiceSpec, UpstreamTls, UpstreamTlsMode,
+};
+pub use discovery::{
+    AwsMatcher, DatabaseDiscovery, DatabaseDiscoverySpec, DatabaseDiscoveryStatus, DatabaseTemplate, DiscoveryType, MatcherIdentity, MatcherStatus, Skipped,
+};
 pub use selector::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
 
 /// Strips `additionalProperties: false` (which `deny_unknown_fields` produces and which a

@@ -14,7 +14,7 @@ use super::children::{external_endpoint, proxy_endpoint, proxy_name};
 use super::{ReconcileError, key};
 use crate::aws::rds::AwsCheck;
 use crate::crd::conditions::{Observation, find, merge, status, types};
-use crate::crd::v1alpha1::DatabaseStatus;
+use crate::crd::v1alpha1::{AwsObserved, DatabaseStatus};
 use crate::crd::{Database, FieldError, resolved_region};
 use crate::operator::apply::apply_status;
 use crate::operator::context::Context;
@@ -56,14 +56,17 @@ pub struct Plan {
 pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
     let live = db.status.clone().unwrap_or_default();
     let generation = db.metadata.generation;
-    let (valid, others, endpoint, region, engine_version) = match findings {
-        Findings::Invalid(error) => (Observation::failed(types::VALID, "InvalidSpec", format!("{}: {}", error.field, error.message)), vec![], None, None, None),
+    let (valid, others, endpoint, region, engine_version, aws_observed) = match findings {
+        Findings::Invalid(error) => {
+            (Observation::failed(types::VALID, "InvalidSpec", format!("{}: {}", error.field, error.message)), vec![], None, None, None, None)
+        }
         Findings::Valid { deployment, aws, upstream } => (
             Observation::ok(types::VALID, "SpecValid", "the spec is complete; the proxy's objects are in place"),
             vec![upstream_configured(upstream), proxy_available(db, deployment), iam_auth(aws)],
             Some(proxy_endpoint(db)),
             resolved_region(&db.spec),
             aws.engine_version.clone(),
+            aws_observed(aws),
         ),
     };
     let external = endpoint.as_ref().and(external_endpoint(db)).map(|(host, port)| crate::crd::endpoint::join_host_port(&host, port));
@@ -76,10 +79,11 @@ pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
         && live.proxy_endpoint == endpoint
         && live.external_endpoint == external
         && live.resolved_region == region
-        && live.engine_version == engine_version;
+        && live.engine_version == engine_version
+        && live.aws == aws_observed;
     let warnings =
         conditions.iter().filter(|c| warns(c, find(&live.conditions, &c.type_))).map(|c| (c.reason.clone(), format!("{}: {}", c.type_, c.message))).collect();
-    let fingerprint = serde_json::json!([generation, observations, endpoint, external, region, engine_version]).to_string();
+    let fingerprint = serde_json::json!([generation, observations, endpoint, external, region, engine_version, aws_observed]).to_string();
     let status = DatabaseStatus {
         observed_generation: generation,
         conditions,
@@ -88,8 +92,21 @@ pub fn conditions(db: &Database, findings: Findings<'_>, now: &Time) -> Plan {
         credential_source: None,
         resolved_region: region,
         engine_version,
+        aws: aws_observed,
     };
     Plan { status, unchanged, warnings, fingerprint }
+}
+
+/// `status.aws`: what the check found and whose credentials it used (nothing when AWS was not asked).
+fn aws_observed(aws: &AwsCheck) -> Option<AwsObserved> {
+    if aws.reason == "NotChecked" {
+        return None;
+    }
+    Some(AwsObserved {
+        resource_id: aws.resource_id.clone(),
+        database: aws.database.as_ref().map(|d| d.to_string()),
+        identity: Some(aws.identity.clone().unwrap_or_else(|| "operator".into())),
+    })
 }
 
 fn proxy_available(db: &Database, deployment: Option<&Deployment>) -> Observation {

@@ -72,7 +72,12 @@ pub struct Operator {
 impl Operator {
     /// Starts `portcullis operator` (PORTCULLIS_BIN overrides the binary) and waits for /readyz.
     pub fn start(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str) -> Operator {
-        let op = Operator::spawn(cp, dir, aws_endpoint, name);
+        Operator::start_with_env(cp, dir, aws_endpoint, name, static_key_env(ACCESS_KEY, SECRET_KEY))
+    }
+
+    /// [`Operator::start`] with this AWS environment (keys of a moto user, extra endpoints).
+    pub fn start_with_env(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str, aws_env: Vec<(String, String)>) -> Operator {
+        let op = Operator::spawn_with_env(cp, dir, aws_endpoint, name, aws_env);
         let start = Instant::now();
         while !(std::net::TcpStream::connect(("127.0.0.1", op.admin_port)).is_ok() && http_get(op.admin_port, "/readyz").contains("200 OK")) {
             assert!(start.elapsed() < Duration::from_secs(60), "the operator did not become ready:\n{}", op.log());
@@ -83,6 +88,10 @@ impl Operator {
 
     /// Starts `portcullis operator` as its ServiceAccount without waiting (a standby is never ready).
     pub fn spawn(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str) -> Operator {
+        Operator::spawn_with_env(cp, dir, aws_endpoint, name, static_key_env(ACCESS_KEY, SECRET_KEY))
+    }
+
+    fn spawn_with_env(cp: &ControlPlane, dir: &Path, aws_endpoint: &str, name: &str, aws_env: Vec<(String, String)>) -> Operator {
         let kubeconfig = cp.kubeconfig(OPERATOR_USER, OPERATOR_GROUPS);
         let admin_port = free_port();
         let log = dir.join(format!("{name}.log"));
@@ -94,7 +103,7 @@ impl Operator {
             .env("KUBECONFIG", &kubeconfig)
             .env("PORTCULLIS_LOG", std::env::var("TEST_OPERATOR_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()))
             .env("AWS_ENDPOINT_URL", aws_endpoint)
-            .envs(static_key_env(ACCESS_KEY, SECRET_KEY))
+            .envs(aws_env)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         Operator { admin_port, log, proc: Some(Proc { child: cmd.spawn().expect("start the operator") }) }
