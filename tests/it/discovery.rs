@@ -186,3 +186,117 @@ async fn discovery_follows_rds_and_aurora_across_regions_and_accounts() {
     assert_eq!(writes(), before.0, "a sync with nothing changed wrote Databases");
     assert!(op.metric_sum("portcullis_operator_aws_calls_total{caller=\"discovery\"}") > 0.0);
 }
+
+/// The DocumentDB management API stand-in (tests/support/docdb_api_standin.py) on a free port.
+struct DocDbApi {
+    port: u16,
+    _proc: Proc,
+}
+
+impl DocDbApi {
+    fn start(state: &std::path::Path, key: &str) -> DocDbApi {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/support/docdb_api_standin.py"))
+            .arg("--state")
+            .arg(state)
+            .args(["--key", key])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the DocumentDB API stand-in");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("stand-in: {line:?}"));
+        DocDbApi { port, _proc: Proc { child } }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documentdb_clusters_are_discovered_and_checked_through_the_docdb_api() {
+    let _machine = machine_shared();
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane(&CONTROL_PLANE);
+    let admin = install(&cp).await;
+    let dir = scratch();
+    let state = dir.path().join("docdb.json");
+    let cluster = |id: &str, version: &str, group: &str, env: &str| serde_json::json!({"id": id, "engine": "docdb", "version": version, "parameterGroup": group, "tags": {"env": env}, "members": [format!("{id}-1")]});
+    let world = |extra: Vec<serde_json::Value>| {
+        let mut clusters = vec![
+            cluster("docs", "5.0.0", "tls-on", "prod"),
+            cluster("old", "4.0.0", "tls-on", "prod"),
+            cluster("notls", "5.0.0", "tls-off", "prod"),
+            cluster("scratch", "5.0.0", "tls-on", "dev"),
+            serde_json::json!({"id": "aurora-one", "engine": "aurora-postgresql", "version": "15.4", "tags": {"env": "prod"}}),
+        ];
+        clusters.extend(extra);
+        serde_json::json!({"account": "123456789012", "region": "us-east-1", "clusters": clusters,
+            "parameterGroups": {"tls-on": {"tls": "enabled", "audit_logs": "disabled"}, "tls-off": {"tls": "disabled"}}})
+    };
+    std::fs::write(&state, world(vec![]).to_string()).unwrap();
+    let api = DocDbApi::start(&state, &format!("{ACCESS_KEY}:{SECRET_KEY}"));
+    let mut env = static_key_env(ACCESS_KEY, SECRET_KEY);
+    env.push(("AWS_ENDPOINT_URL_DOCDB".into(), format!("http://127.0.0.1:{}", api.port)));
+    let op = Operator::start_with_env(&cp, dir.path(), NO_AWS, "op-docdb", env);
+    let ns = namespace(&admin, "docdisc").await;
+    let dbs: Api<Database> = Api::namespaced(admin.clone(), &ns);
+    // By hand, by endpoint only: the check finds the cluster behind it and its version.
+    let old_host = "old.cluster-c0ffee.us-east-1.docdb.amazonaws.com";
+    dbs.create(
+        &PostParams::default(),
+        &database(
+            &ns,
+            "old-by-hand",
+            serde_json::json!({"protocol": "mongodb", "endpoint": format!("{old_host}:27017"), "aws": {"accountId": "123456789012"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let discoveries: Api<DatabaseDiscovery> = Api::namespaced(admin.clone(), &ns);
+    let spec: DatabaseDiscovery = serde_json::from_value(serde_json::json!({
+        "apiVersion": "portcullis.io/v1alpha1", "kind": "DatabaseDiscovery",
+        "metadata": {"name": "docs", "namespace": ns},
+        "spec": {"interval": "10s", "aws": [{"name": "docdb", "types": ["docdb"], "regions": ["us-east-1"], "tags": {"env": "prod"}}]},
+    }))
+    .unwrap();
+    discoveries.create(&PostParams::default(), &spec).await.unwrap();
+
+    let expected: BTreeSet<String> = ["docs", "docs-reader", "notls", "notls-reader"].map(String::from).into();
+    eventually("the discovered DocumentDB Databases", Duration::from_secs(40), || async {
+        discovered(&dbs, "docs").await.keys().cloned().collect::<BTreeSet<_>>() == expected
+    })
+    .await;
+    let found = discovered(&dbs, "docs").await;
+    let docs = &found["docs"];
+    assert_eq!(docs.spec.protocol, portcullis::crd::Protocol::Mongodb);
+    assert_eq!(docs.spec.endpoint.as_deref(), Some("docs.cluster-c0ffee.us-east-1.docdb.amazonaws.com:27017"));
+    assert_eq!((label(docs, "portcullis.io/engine"), label(docs, "portcullis.io/engine-version")), (Some("docdb"), Some("5.0.0")));
+    assert_eq!(label(&found["docs-reader"], "portcullis.io/endpoint-type"), Some("reader"));
+    let status = discoveries.get("docs").await.unwrap().status.unwrap();
+    assert_eq!(status.conditions.iter().find(|c| c.type_ == "Synced").map(|c| c.status.as_str()), Some("True"), "{status:?}");
+    let skipped = &status.matchers[0].skipped;
+    assert!(skipped.iter().any(|s| s.name == "us-east-1/old" && s.reason.contains("5.0")), "{skipped:?}");
+
+    // The checks, through aws-sdk-docdb: version and the tls parameter.
+    let db = wait_condition(&dbs, "docs", "IamAuthEnabled", "True", &op).await;
+    let aws = db.status.as_ref().and_then(|s| s.aws.clone()).unwrap();
+    assert_eq!((aws.database.as_deref(), aws.resource_id.as_deref()), (Some("cluster docs"), Some("cluster-DOCSRESOURCE")), "{aws:?}");
+    let db = wait_condition(&dbs, "notls", "IamAuthEnabled", "False", &op).await;
+    let (_, reason, message) = condition(&db, "IamAuthEnabled").unwrap();
+    assert_eq!(reason, "TlsDisabled", "{message}");
+    assert!(message.contains("tls-off") && message.contains("ParameterValue=enabled"), "{message}");
+    let db = wait_condition(&dbs, "old-by-hand", "IamAuthEnabled", "False", &op).await;
+    let (_, reason, message) = condition(&db, "IamAuthEnabled").unwrap();
+    assert_eq!(reason, "EngineTooOld", "{message}");
+    assert!(message.contains("4.0.0") && message.contains("--engine-version 5.0.0"), "{message}");
+
+    // A new cluster appears and one goes: the next sync follows.
+    let mut next = world(vec![cluster("fresh", "5.0.1", "tls-on", "prod")]);
+    next["clusters"].as_array_mut().unwrap().retain(|c| c["id"] != "notls");
+    std::fs::write(&state, next.to_string()).unwrap();
+    let expected: BTreeSet<String> = ["docs", "docs-reader", "fresh", "fresh-reader"].map(String::from).into();
+    eventually("the DocumentDB change", Duration::from_secs(40), || async {
+        discovered(&dbs, "docs").await.keys().cloned().collect::<BTreeSet<_>>() == expected
+    })
+    .await;
+}

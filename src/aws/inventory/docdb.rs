@@ -13,7 +13,7 @@ use crate::aws::rds::documentdb_version_blocker;
 use crate::crd::v1alpha1::DiscoveryType;
 
 /// A DocumentDB client for `region` (`AWS_ENDPOINT_URL_DOCDB` is honoured).
-pub(crate) fn client(sdk: &SdkConfig, region: &str) -> Client {
+pub fn client(sdk: &SdkConfig, region: &str) -> Client {
     Client::from_conf(aws_sdk_docdb::config::Builder::from(sdk).region(Region::new(region.to_owned())).build())
 }
 

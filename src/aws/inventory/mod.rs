@@ -3,6 +3,8 @@
 //! aws-sdk-docdb. Each endpoint carries its tags and, when Portcullis cannot serve it, why.
 
 mod docdb;
+
+pub use docdb::client as docdb_client;
 mod rds;
 #[cfg(test)]
 mod tests;

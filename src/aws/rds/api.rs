@@ -1,10 +1,11 @@
 //! The RDS API calls of the check: locating the database, describing it, and (operator only)
-//! ModifyDBInstance/ModifyDBCluster to turn IAM authentication on.
+//! ModifyDBInstance/ModifyDBCluster to turn IAM authentication on. DocumentDB goes through
+//! aws-sdk-docdb (`docdb.rs`).
 
 use aws_sdk_rds::Client;
 use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 
-use super::found::{DbKind, Found, cluster_endpoints, documentdb_blocker, documentdb_verdict, enable_command, instance_endpoints, noun, serves};
+use super::found::{DbKind, Found, cluster_endpoints, enable_command, instance_endpoints, noun, serves};
 use super::{AwsCheck, Caller, CheckStatus, Ids};
 use crate::aws::{describe_sdk_error, is_throttling};
 
@@ -38,7 +39,7 @@ impl Rds {
     }
 
     /// "Check that … allows ACTIONS", naming the identity that made the calls.
-    fn whose_policy(&self, actions: &str) -> String {
+    pub(super) fn whose_policy(&self, actions: &str) -> String {
         match &self.role {
             Some(role) => format!(
                 "{} assumes {role} for this database (spec.aws.assumeRoleArn): check that it may (trust policy, external ID) and that \
@@ -50,7 +51,7 @@ impl Rds {
     }
 
     /// Whose IAM identity needs a permission, in words.
-    fn identity_name(&self) -> String {
+    pub(super) fn identity_name(&self) -> String {
         match &self.role {
             Some(role) => format!("role {role} (spec.aws.assumeRoleArn)"),
             None => format!("{}'s IAM identity", self.caller.name()),
@@ -210,45 +211,6 @@ impl Rds {
             ));
             AwsCheck { throttled, ..check }
         })
-    }
-
-    /// DocumentDB: version 5.0+ and TLS on (it has no IAM authentication flag).
-    pub(super) async fn check_documentdb(&self, db: Found) -> Result<AwsCheck, AwsCheck> {
-        let cluster = match (db.kind(), db.cluster_id.clone()) {
-            (DbKind::Cluster, _) => db,
-            (DbKind::Instance, Some(id)) => self.cluster(&id).await?,
-            (DbKind::Instance, None) => {
-                let msg = format!(
-                    "{} is not part of a cluster; DocumentDB databases are clusters. Point spec.endpoint at the DocumentDB cluster \
-                     endpoint or set spec.aws.rds.clusterId",
-                    db.name()
-                );
-                return Ok(AwsCheck::new(CheckStatus::False, "EndpointMismatch", msg).with_db(&db));
-            }
-        };
-        if let Some(blocker) = documentdb_blocker(&cluster, &self.region) {
-            return Ok(blocker);
-        }
-        let tls = match cluster.parameter_group.as_deref() {
-            Some(group) => self.tls_parameter(group).await?,
-            None => None,
-        };
-        Ok(documentdb_verdict(&cluster, tls.as_deref(), &self.region))
-    }
-
-    /// The `tls` parameter of a cluster parameter group; `None` when the group does not list it
-    /// or cannot be found (DocumentDB's default is enabled).
-    async fn tls_parameter(&self, group: &str) -> Result<Option<String>, AwsCheck> {
-        let mut params = self.client.describe_db_cluster_parameters().db_cluster_parameter_group_name(group).into_paginator().items().send();
-        while let Some(item) = params.next().await {
-            match item {
-                Ok(p) if p.parameter_name() == Some("tls") => return Ok(p.parameter_value().map(str::to_owned)),
-                Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_db_parameter_group_not_found_fault()) => return Ok(None),
-                Err(e) => return Err(self.failure("DescribeDBClusterParameters", &e)),
-            }
-        }
-        Ok(None)
     }
 }
 

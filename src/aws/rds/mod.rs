@@ -1,10 +1,11 @@
 //! The RDS side of a `Database`: finds the RDS instance or Aurora/DocumentDB cluster behind
 //! its endpoint (DescribeDBInstances, DescribeDBClusters), checks that it accepts IAM
-//! authentication (DocumentDB: 5.0+ with TLS, DescribeDBClusterParameters) and, for the
+//! authentication (DocumentDB, through aws-sdk-docdb: 5.0+ with TLS, DescribeDBClusterParameters) and, for the
 //! operator when `spec.aws.enableIamAuth` asks, turns it on. The one answer to "is IAM auth
 //! on?": the operator's `IamAuthEnabled` condition and `portcullis doctor` both ask here.
 
 mod api;
+mod docdb;
 mod found;
 #[cfg(test)]
 mod tests;
@@ -175,11 +176,12 @@ async fn run(spec: &DatabaseSpec, sdk: &SdkConfig, caller: Caller, role: Option<
     let client = Client::from_conf(aws_sdk_rds::config::Builder::from(sdk).region(Region::new(region.clone())).build());
     let enable_iam_auth = caller == Caller::Operator && spec.aws.enable_iam_auth;
     let rds = Rds { client, region, host, aws_host, enable_iam_auth, caller, role: role.map(str::to_owned) };
-    let db = rds.locate(&ids).await?;
-    match spec.protocol {
-        Protocol::Mongodb => rds.check_documentdb(db).await,
-        _ => rds.check_iam(db).await,
+    if spec.protocol == Protocol::Mongodb {
+        let client = crate::aws::inventory::docdb_client(sdk, &rds.region);
+        return docdb::DocDb { client, rds: &rds }.check(&ids).await;
     }
+    let db = rds.locate(&ids).await?;
+    rds.check_iam(db).await
 }
 
 /// The host of `spec.endpoint`.
