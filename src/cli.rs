@@ -363,14 +363,23 @@ pub enum OutputFormat {
 /// `portcullis iam …`.
 #[derive(Debug, Subcommand)]
 pub enum IamCommand {
-    /// The least-privilege policy for the proxy's identity, for a set of Database and
-    /// AccessRole manifests: rds-db:connect per db user, RDS describe actions, rds:ModifyDB*
-    /// only where enableIamAuth is set, sts:AssumeRole on the roles it needs. Split into
-    /// several documents when it would pass the size limit.
+    /// The least-privilege policies, one per identity, for a set of Database, AccessRole and
+    /// DatabaseDiscovery manifests: the proxy's (rds-db:connect per db user, sts:AssumeRole on
+    /// the roles it needs), the operator's (RDS describe actions, rds:ModifyDB* only where
+    /// enableIamAuth is set, discovery's list actions, sts:AssumeRole on assumed roles) and
+    /// each role named by spec.aws.assumeRoleArn or a matcher (what is done through it).
+    /// Printed as a JSON list of {role, purpose, documents}; --role prints one identity's
+    /// document alone. Split into several documents when one would pass the size limit.
     Policy {
-        /// Database and AccessRole manifests (files or directories).
+        /// Database, AccessRole and DatabaseDiscovery manifests (files or directories). A
+        /// Database read from the cluster (`kubectl get db -o yaml`) carries status.aws.resourceId,
+        /// which names rds-db:connect ARNs exactly.
         #[arg(long, required = true, num_args = 1..)]
         manifests: Vec<PathBuf>,
+        /// Print only this identity's policy: `proxy`, `operator`, or an assumed role's ARN.
+        /// `proxy+operator` prints one policy for a single identity doing both (a standalone proxy).
+        #[arg(long)]
+        role: Option<String>,
         /// Where the policy will be attached (decides the size limit).
         #[arg(long, value_enum, default_value_t = crate::aws::iam::PolicyKind::Managed)]
         kind: crate::aws::iam::PolicyKind,

@@ -100,20 +100,42 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 
 fn iam(cmd: IamCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        IamCommand::Policy { manifests, kind, role_tag } => {
+        IamCommand::Policy { manifests, role, kind, role_tag } => {
             let role_tag = match role_tag {
                 Some(t) => Some(t.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).context("--role-tag takes key=value")?),
                 None => None,
             };
             let m = crate::proxy::manifests::load_manifests(&manifests)?;
-            let set = crate::aws::iam::proxy_policy(&m.databases, &m.roles, &crate::aws::iam::PolicyOptions { kind, role_tag });
-            for w in &set.warnings {
+            let options = crate::aws::iam::PolicyOptions { kind, role_tag };
+            let (documents, warnings) = if role.as_deref() == Some("proxy+operator") {
+                let set = crate::aws::iam::proxy_policy(&m.databases, &m.roles, &options);
+                (Some(set.documents), set.warnings)
+            } else {
+                let (policies, warnings) = crate::aws::iam::role_policies(&m.databases, &m.roles, &m.discoveries, &options);
+                match &role {
+                    None => {
+                        let list: Vec<_> =
+                            policies.iter().map(|p| serde_json::json!({"role": p.role, "purpose": p.purpose, "documents": p.documents})).collect();
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                        (None, warnings)
+                    }
+                    Some(wanted) => {
+                        let found = policies.into_iter().find(|p| &p.role == wanted).with_context(|| {
+                            format!(
+                                "no identity {wanted:?} needs a policy for these manifests: use proxy, operator, proxy+operator or an assumeRoleArn they name"
+                            )
+                        })?;
+                        (Some(found.documents), warnings)
+                    }
+                }
+            };
+            for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            if set.documents.len() == 1 {
-                println!("{}", serde_json::to_string_pretty(&set.documents[0])?);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&set.documents)?);
+            match documents.as_deref() {
+                Some([one]) => println!("{}", serde_json::to_string_pretty(one)?),
+                Some(many) => println!("{}", serde_json::to_string_pretty(many)?),
+                None => {}
             }
         }
         IamCommand::TrustPolicy { oidc_provider_arn, namespace, service_account } => {

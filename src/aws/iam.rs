@@ -1,11 +1,12 @@
-//! IAM policy documents: the least-privilege policy of the proxy's identity for a set of
-//! `Database`s and `AccessRole`s, split to fit AWS size limits, and the IRSA trust policy.
+//! IAM policy documents: the least-privilege policies of the proxy's identity, the operator's
+//! and each assumed role for a set of `Database`s, `AccessRole`s and `DatabaseDiscovery`s,
+//! split to fit AWS size limits, and the IRSA trust policy.
 
 use serde_json::{Value, json};
 
 use super::roles::{partition_of, role_arn};
 use crate::authz::{DatabaseRef, allow_rules_for};
-use crate::crd::{AccessRole, Database, Protocol, resolved_region};
+use crate::crd::{AccessRole, Database, DatabaseDiscovery, Protocol, resolved_region};
 
 /// Where a policy will live, which decides its size limit (characters, white space excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,13 +53,44 @@ pub fn policy_size(doc: &Value) -> usize {
     serde_json::to_string(doc).map(|s| s.len()).unwrap_or(0)
 }
 
-/// Builds the proxy identity's least-privilege policy for `databases` given `roles`.
-pub fn proxy_policy(databases: &[Database], roles: &[AccessRole], options: &PolicyOptions) -> PolicySet {
-    let mut warnings = Vec::new();
-    let mut connect = Vec::new();
-    let mut assume = Vec::new();
-    let mut describe = Vec::new();
-    let mut modify = Vec::new();
+/// Whose policy a permission belongs in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Holder {
+    /// The proxy pods' own identity.
+    Proxy,
+    /// The operator's own identity.
+    Operator,
+    /// A role assumed for Databases (`spec.aws.assumeRoleArn`) or discovery matchers.
+    Role(String),
+}
+
+/// What one identity must be allowed.
+#[derive(Debug, Default)]
+struct Grants {
+    connect: Vec<String>,
+    assume: Vec<String>,
+    describe: Vec<String>,
+    modify: Vec<(&'static str, String)>,
+    discover: bool,
+    databases: usize,
+}
+
+/// The actions discovery lists AWS with.
+pub const DISCOVERY_ACTIONS: &[&str] = &["rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DescribeDBProxies", "rds:ListTagsForResource"];
+
+/// Who needs what for `databases`, `roles` and `discoveries`: the proxy logs in (rds-db:connect,
+/// db-user roles) unless a Database names an assumeRoleArn, whose role then does; the operator
+/// describes (and, with enableIamAuth, modifies) databases and lists AWS for discovery, through
+/// the same roles when they are set; both assume those roles.
+fn collect(
+    databases: &[Database],
+    roles: &[AccessRole],
+    discoveries: &[DatabaseDiscovery],
+    warnings: &mut Vec<String>,
+) -> std::collections::BTreeMap<Holder, Grants> {
+    let mut out: std::collections::BTreeMap<Holder, Grants> = std::collections::BTreeMap::new();
+    out.entry(Holder::Proxy).or_default();
+    out.entry(Holder::Operator).or_default();
     for db in databases {
         let name = db.metadata.name.clone().unwrap_or_default();
         let namespace = db.metadata.namespace.clone().unwrap_or_else(|| "default".into());
@@ -77,30 +109,35 @@ pub fn proxy_policy(databases: &[Database], roles: &[AccessRole], options: &Poli
         if db_users.is_empty() {
             warnings.push(format!("Database {namespace}/{name}: no AccessRole allows any db user; nothing to grant"));
         }
-        if let Some(first) = &spec.aws.assume_role_arn {
-            assume.push(first.clone());
+        let role = spec.aws.assume_role_arn.clone().filter(|r| !r.trim().is_empty());
+        let (db_holder, aws_holder) = match &role {
+            Some(arn) => (Holder::Role(arn.clone()), Holder::Role(arn.clone())),
+            None => (Holder::Proxy, Holder::Operator),
+        };
+        if let Some(arn) = &role {
+            out.entry(Holder::Proxy).or_default().assume.push(arn.clone());
+            out.entry(Holder::Operator).or_default().assume.push(arn.clone());
         }
+        let grants = out.entry(db_holder).or_default();
+        grants.databases += 1;
         match spec.protocol {
             Protocol::Postgres | Protocol::Mysql => {
-                let resource_id = spec.aws.rds.as_ref().and_then(|r| r.resource_id.clone()).unwrap_or_else(|| {
-                    warnings.push(format!("Database {namespace}/{name}: spec.aws.rds.resourceId is not set; rds-db:connect uses `*` for it"));
+                let observed = db.status.as_ref().and_then(|s| s.aws.as_ref()).and_then(|a| a.resource_id.clone());
+                let resource_id = spec.aws.rds.as_ref().and_then(|r| r.resource_id.clone()).or(observed).unwrap_or_else(|| {
+                    warnings.push(format!(
+                        "Database {namespace}/{name}: neither spec.aws.rds.resourceId nor status.aws.resourceId is known; rds-db:connect uses \
+                         `*` for it (read the Database from the cluster, e.g. `kubectl get db -o yaml`, once the operator has checked it)"
+                    ));
                     "*".into()
                 });
-                let target = if spec.aws.assume_role_arn.is_some() { &mut Vec::new() } else { &mut connect };
                 for user in &db_users {
-                    target.push(format!("arn:{partition}:rds-db:{region}:{account}:dbuser:{resource_id}/{user}"));
-                }
-                if spec.aws.assume_role_arn.is_some() {
-                    warnings.push(format!(
-                        "Database {namespace}/{name}: rds-db:connect belongs in the policy of {} (the proxy assumes it)",
-                        spec.aws.assume_role_arn.as_deref().unwrap_or_default()
-                    ));
+                    grants.connect.push(format!("arn:{partition}:rds-db:{region}:{account}:dbuser:{resource_id}/{user}"));
                 }
             }
             Protocol::Mongodb | Protocol::Dynamodb => {
                 for user in db_users.iter().filter(|u| *u != "*") {
                     match role_arn(user, partition, &account) {
-                        Ok(arn) => assume.push(arn),
+                        Ok(arn) => grants.assume.push(arn),
                         Err(e) => warnings.push(format!("Database {namespace}/{name}: db user {user:?}: {e}")),
                     }
                 }
@@ -109,33 +146,52 @@ pub fn proxy_policy(databases: &[Database], roles: &[AccessRole], options: &Poli
                 }
             }
         }
+        let grants = out.entry(aws_holder).or_default();
         if let Some(rds) = &spec.aws.rds {
             if let Some(id) = &rds.instance_id {
                 let arn = format!("arn:{partition}:rds:{region}:{account}:db:{id}");
-                describe.push(arn.clone());
+                grants.describe.push(arn.clone());
                 if spec.aws.enable_iam_auth {
-                    modify.push(("rds:ModifyDBInstance", arn));
+                    grants.modify.push(("rds:ModifyDBInstance", arn));
                 }
             }
             if let Some(id) = &rds.cluster_id {
                 let arn = format!("arn:{partition}:rds:{region}:{account}:cluster:{id}");
-                describe.push(arn.clone());
+                grants.describe.push(arn.clone());
                 if spec.aws.enable_iam_auth {
-                    modify.push(("rds:ModifyDBCluster", arn));
+                    grants.modify.push(("rds:ModifyDBCluster", arn));
                 }
             }
         } else if matches!(spec.protocol, Protocol::Postgres | Protocol::Mysql | Protocol::Mongodb) {
-            describe.push("*".into());
+            grants.describe.push("*".into());
             if spec.aws.enable_iam_auth {
                 warnings.push(format!("Database {namespace}/{name}: enableIamAuth needs spec.aws.rds.instanceId or clusterId to grant ModifyDB* narrowly"));
             }
         }
     }
+    for d in discoveries {
+        for m in &d.spec.aws {
+            match m.aws.as_ref().and_then(|a| a.assume_role_arn.clone()) {
+                Some(arn) => {
+                    out.entry(Holder::Operator).or_default().assume.push(arn.clone());
+                    // The proxies of the Databases it creates assume it too.
+                    out.entry(Holder::Proxy).or_default().assume.push(arn.clone());
+                    out.entry(Holder::Role(arn)).or_default().discover = true;
+                }
+                None => out.entry(Holder::Operator).or_default().discover = true,
+            }
+        }
+    }
+    out
+}
+
+/// The statements of one identity's grants.
+fn statements(grants: Grants, options: &PolicyOptions) -> Vec<Value> {
     let mut statements = Vec::new();
-    for chunk in dedup(connect).chunks(50) {
+    for chunk in dedup(grants.connect).chunks(50) {
         statements.push(json!({"Sid": "ConnectAsDbUsers", "Effect": "Allow", "Action": "rds-db:connect", "Resource": chunk}));
     }
-    let assume = dedup(assume);
+    let assume = dedup(grants.assume);
     if let Some((key, value)) = &options.role_tag {
         statements.push(json!({"Sid": "AssumeTaggedRoles", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*",
             "Condition": {"StringEquals": {format!("aws:ResourceTag/{key}"): value}}}));
@@ -144,17 +200,96 @@ pub fn proxy_policy(databases: &[Database], roles: &[AccessRole], options: &Poli
             statements.push(json!({"Sid": "AssumeDatabaseRoles", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": chunk}));
         }
     }
-    let describe = dedup(describe);
+    let describe = dedup(grants.describe);
     if !describe.is_empty() {
         let resource: Value = if describe.iter().any(|d| d == "*") { json!("*") } else { json!(describe) };
         statements.push(json!({"Sid": "DescribeDatabases", "Effect": "Allow",
-            "Action": ["rds:DescribeDBInstances", "rds:DescribeDBClusters"], "Resource": resource}));
+            "Action": ["rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DescribeDBClusterParameters"], "Resource": resource}));
     }
-    for (action, arn) in modify {
+    for (action, arn) in grants.modify {
         statements.push(json!({"Sid": "EnableIamAuth", "Effect": "Allow", "Action": action, "Resource": arn}));
     }
-    let documents = split(statements, options.kind.limit(), &mut warnings);
+    if grants.discover {
+        statements.push(json!({"Sid": "DiscoverDatabases", "Effect": "Allow", "Action": DISCOVERY_ACTIONS, "Resource": "*"}));
+    }
+    statements
+}
+
+/// Builds one policy for the proxy's identity for `databases` given `roles`, with the
+/// operator's describe and modify permissions folded in (one identity for both, as in a
+/// standalone set-up); roles named by assumeRoleArn get theirs from [`role_policies`].
+pub fn proxy_policy(databases: &[Database], roles: &[AccessRole], options: &PolicyOptions) -> PolicySet {
+    let mut warnings = Vec::new();
+    let mut all = collect(databases, roles, &[], &mut warnings);
+    let mut merged = all.remove(&Holder::Proxy).unwrap_or_default();
+    if let Some(op) = all.remove(&Holder::Operator) {
+        merged.assume.extend(op.assume);
+        merged.describe.extend(op.describe);
+        merged.modify.extend(op.modify);
+    }
+    for holder in all.keys() {
+        if let Holder::Role(arn) = holder {
+            warnings.push(format!("rds-db:connect and the describe permissions of its Databases belong in the policy of {arn} (assumed for them)"));
+        }
+    }
+    let documents = split(statements(merged, options), options.kind.limit(), &mut warnings);
     PolicySet { documents, warnings }
+}
+
+/// One identity's policy.
+#[derive(Debug, Clone)]
+pub struct RolePolicy {
+    /// `proxy`, `operator`, or the ARN of an assumed role.
+    pub role: String,
+    /// Where the policy goes and what the identity does with it.
+    pub purpose: String,
+    /// The documents (split to fit the limit).
+    pub documents: Vec<Value>,
+}
+
+/// One policy per distinct identity: the proxy's, the operator's, and each role named by a
+/// Database's `spec.aws.assumeRoleArn` or a discovery matcher, each with what it must allow.
+pub fn role_policies(
+    databases: &[Database],
+    roles: &[AccessRole],
+    discoveries: &[DatabaseDiscovery],
+    options: &PolicyOptions,
+) -> (Vec<RolePolicy>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let all = collect(databases, roles, discoveries, &mut warnings);
+    let mut out = Vec::new();
+    for (holder, grants) in all {
+        let (role, purpose) = match &holder {
+            Holder::Proxy => (
+                "proxy".to_owned(),
+                "the proxy pods' identity (IRSA: spec.proxy.iamRoleArn, or the role of the ServiceAccount they run as): logs in to the \
+                 databases that name no assumeRoleArn and assumes the roles below"
+                    .to_owned(),
+            ),
+            Holder::Operator => (
+                "operator".to_owned(),
+                "the operator's identity (IRSA: the Helm value serviceAccount.annotations.eks.amazonaws.com/role-arn): checks IAM \
+                 authentication, discovers databases and assumes the roles below"
+                    .to_owned(),
+            ),
+            Holder::Role(arn) => (
+                arn.clone(),
+                format!(
+                    "assumed by the proxy and the operator ({} Database(s){}); its trust policy must allow both identities, with the \
+                     external ID when one is set",
+                    grants.databases,
+                    if grants.discover { ", discovery" } else { "" }
+                ),
+            ),
+        };
+        let statements = statements(grants, options);
+        if statements.is_empty() {
+            continue;
+        }
+        let documents = split(statements, options.kind.limit(), &mut warnings);
+        out.push(RolePolicy { role, purpose, documents });
+    }
+    (out, warnings)
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {

@@ -105,3 +105,39 @@ fn trust_policy_binds_one_service_account() {
     assert_eq!(cond["oidc.eks.us-east-1.amazonaws.com/id/ABC:aud"], "sts.amazonaws.com");
     assert!(irsa_trust_policy("oidc.eks.us-east-1.amazonaws.com", "a", "b").is_err());
 }
+
+#[test]
+fn each_identity_gets_its_own_policy_with_what_it_does() {
+    let extra = "
+---
+apiVersion: portcullis.io/v1alpha1
+kind: Database
+metadata: {name: partner}
+spec:
+  protocol: postgres
+  endpoint: partner.abc.us-east-1.rds.amazonaws.com:5432
+  aws: {accountId: '222222222222', assumeRoleArn: 'arn:aws:iam::222222222222:role/partner-access', rds: {instanceId: partner}}
+status:
+  aws: {resourceId: db-PARTNER}
+";
+    let (dbs, roles) = manifests(&format!("{BASE}{extra}").replace("databases: [orders, events]", "databases: [orders, events, partner]"));
+    let discovery: DatabaseDiscovery = serde_json::from_value(serde_json::json!({
+        "apiVersion": "portcullis.io/v1alpha1", "kind": "DatabaseDiscovery", "metadata": {"name": "d", "namespace": "default"},
+        "spec": {"aws": [{"types": ["rds"], "regions": ["us-east-1"]},
+                         {"types": ["aurora"], "regions": ["eu-west-1"], "aws": {"assumeRoleArn": "arn:aws:iam::333333333333:role/finder"}}]}
+    }))
+    .unwrap();
+    let (policies, _) = role_policies(&dbs, &roles, &[discovery], &opts());
+    let text = |role: &str| serde_json::to_string(&policies.iter().find(|p| p.role == role).unwrap_or_else(|| panic!("{role}")).documents).unwrap();
+    let proxy = text("proxy");
+    assert!(proxy.contains("dbuser:cluster-ABC/app") && !proxy.contains("db-PARTNER"), "{proxy}");
+    assert!(proxy.contains("role/partner-access") && !proxy.contains("DescribeDB"), "{proxy}");
+    let operator = text("operator");
+    assert!(operator.contains("rds:ModifyDBCluster") && operator.contains("rds:DescribeDBProxies"), "{operator}");
+    assert!(operator.contains("role/partner-access") && operator.contains("role/finder") && !operator.contains("rds-db:connect"), "{operator}");
+    let partner = text("arn:aws:iam::222222222222:role/partner-access");
+    assert!(partner.contains("arn:aws:rds-db:us-east-1:222222222222:dbuser:db-PARTNER/app"), "status.aws.resourceId names it exactly: {partner}");
+    assert!(partner.contains("arn:aws:rds:us-east-1:222222222222:db:partner") && !partner.contains("ListTagsForResource"), "{partner}");
+    let finder = text("arn:aws:iam::333333333333:role/finder");
+    assert!(finder.contains("rds:ListTagsForResource") && !finder.contains("rds-db"), "{finder}");
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use crate::crd::{AccessRole, Database, GROUP, validate_database};
+use crate::crd::{AccessRole, Database, DatabaseDiscovery, GROUP, validate_database};
 use crate::proxy::config::ConfigError;
 
 /// The resources a standalone proxy serves.
@@ -16,6 +16,9 @@ pub struct Manifests {
     pub databases: Vec<Database>,
     /// Every `AccessRole`, with its namespace filled in.
     pub roles: Vec<AccessRole>,
+    /// Every `DatabaseDiscovery` (the operator's; the standalone proxy does not discover, but
+    /// `portcullis iam policy` reads their matchers' roles).
+    pub discoveries: Vec<DatabaseDiscovery>,
     /// Documents of other kinds that were skipped (`file: kind name`).
     pub skipped: Vec<String>,
 }
@@ -97,7 +100,12 @@ fn load_file(file: &Path, out: &mut Manifests) -> Result<(), ConfigError> {
                 }
                 out.roles.push(role);
             }
-            other => return Err(invalid(document, "kind", format!("unknown kind {other:?}; expected Database or AccessRole"))),
+            "DatabaseDiscovery" => {
+                let mut discovery: DatabaseDiscovery = serde_path_to_error::deserialize(value.clone()).map_err(convert)?;
+                discovery.metadata.namespace.get_or_insert_with(|| "default".into());
+                out.discoveries.push(discovery);
+            }
+            other => return Err(invalid(document, "kind", format!("unknown kind {other:?}; expected Database, AccessRole or DatabaseDiscovery"))),
         }
     }
     Ok(())

@@ -394,7 +394,7 @@ fn generated_iam_policies_are_valid_for_moto_iam() {
     )
     .unwrap();
     let bin = env!("CARGO_BIN_EXE_portcullis");
-    let policy = run_ok(Command::new(bin).args(["iam", "policy", "--manifests", manifests.to_str().unwrap()]));
+    let policy = run_ok(Command::new(bin).args(["iam", "policy", "--role", "proxy+operator", "--manifests", manifests.to_str().unwrap()]));
     let trust = run_ok(Command::new(bin).args([
         "iam",
         "trust-policy",
@@ -417,6 +417,23 @@ fn generated_iam_policies_are_valid_for_moto_iam() {
     );
     let out = run_ok(Command::new("python3").args(["-c", &py]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "accepted");
+    // One policy per identity: each document is one moto accepts.
+    let list = run_ok(Command::new(bin).args(["iam", "policy", "--manifests", manifests.to_str().unwrap()]));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let roles: Vec<&str> = list.iter().map(|p| p["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["proxy", "operator"], "{list:?}");
+    for (i, p) in list.iter().enumerate() {
+        for (j, doc) in p["documents"].as_array().unwrap().iter().enumerate() {
+            std::fs::write(dir.path().join(format!("role-{i}-{j}.json")), doc.to_string()).unwrap();
+            let py = format!(
+                "import boto3\ni=boto3.client('iam',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='a',aws_secret_access_key='b')\n\
+                 i.create_policy(PolicyName='p-{i}-{j}',PolicyDocument=open('{d}/role-{i}-{j}.json').read())\nprint('accepted')\n",
+                moto.url(),
+                d = dir.path().display()
+            );
+            assert_eq!(String::from_utf8_lossy(&run_ok(Command::new("python3").args(["-c", &py])).stdout).trim(), "accepted");
+        }
+    }
     // moto validates syntax: a broken document is refused, so acceptance above means something.
     let bad = format!(
         "import boto3,sys\ni=boto3.client('iam',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='a',aws_secret_access_key='b')\n\

@@ -163,11 +163,13 @@ async fn discovery_follows_rds_and_aurora_across_regions_and_accounts() {
         &setup,
         "r = rds()\narn = r.describe_db_instances(DBInstanceIdentifier='orders')['DBInstances'][0]['DBInstanceArn']\n\
          r.add_tags_to_resource(ResourceName=arn, Tags=[{'Key': 'team', 'Value': 'billing'}])\n\
+         r.remove_tags_from_resource(ResourceName=arn, TagKeys=['aws:cloudformation:stack-name'])\n\
          rds('eu-west-1').delete_db_instance(DBInstanceIdentifier='reports', SkipFinalSnapshot=True)\n",
     );
     eventually("the tag change and the deletion", Duration::from_secs(40), || async {
         let now = discovered(&dbs, "prod").await;
-        now.get("orders").is_some_and(|o| label(o, "team") == Some("billing")) && !now.contains_key("reports")
+        now.get("orders").is_some_and(|o| label(o, "team") == Some("billing") && label(o, "aws-cloudformation-stack-name").is_none())
+            && !now.contains_key("reports")
     })
     .await;
     for name in ["manual", "partner-by-hand"] {
@@ -185,6 +187,13 @@ async fn discovery_follows_rds_and_aurora_across_regions_and_accounts() {
     }
     assert_eq!(writes(), before.0, "a sync with nothing changed wrote Databases");
     assert!(op.metric_sum("portcullis_operator_aws_calls_total{caller=\"discovery\"}") > 0.0);
+
+    // The discovery goes: the garbage collector removes what it owned, and only that.
+    discoveries.delete("prod", &Default::default()).await.unwrap();
+    eventually("the owned Databases collected", Duration::from_secs(60), || async { discovered(&dbs, "prod").await.is_empty() }).await;
+    for name in ["manual", "partner-by-hand"] {
+        assert!(dbs.get_opt(name).await.unwrap().is_some(), "hand-written {name} survives the discovery's deletion");
+    }
 }
 
 /// The DocumentDB management API stand-in (tests/support/docdb_api_standin.py) on a free port.

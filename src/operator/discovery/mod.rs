@@ -197,7 +197,7 @@ fn list_error_message(e: &ListError, role: Option<&str>) -> String {
     if e.access_denied {
         format!(
             "{} in {} was denied to {who} ({}). Allow {} in its IAM policy; discovery needs rds:DescribeDBInstances, rds:DescribeDBClusters, \
-             rds:DescribeDBProxies and rds:ListTagsForResource (`portcullis iam policy --discovery` prints the document)",
+             rds:DescribeDBProxies and rds:ListTagsForResource (`portcullis iam policy --manifests` given this DatabaseDiscovery prints the document)",
             e.action, e.region, e.detail, e.action
         )
     } else if e.throttled {
