@@ -55,7 +55,7 @@ pub fn policy_size(doc: &Value) -> usize {
 
 /// Whose policy a permission belongs in.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Holder {
+enum Holder {
     /// The proxy pods' own identity.
     Proxy,
     /// The operator's own identity.

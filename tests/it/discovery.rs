@@ -204,7 +204,6 @@ struct DocDbApi {
 
 impl DocDbApi {
     fn start(state: &std::path::Path, key: &str) -> DocDbApi {
-        use std::io::BufRead;
         let mut child = Command::new("python3")
             .arg(repo().join("tests/support/docdb_api_standin.py"))
             .arg("--state")
@@ -214,9 +213,7 @@ impl DocDbApi {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start the DocumentDB API stand-in");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("stand-in: {line:?}"));
+        let port = announced_port(&mut child, "the DocumentDB API stand-in");
         DocDbApi { port, _proc: Proc { child } }
     }
 }

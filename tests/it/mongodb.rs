@@ -3,7 +3,7 @@
 //! GetCallerIdentity to STS) with moto as STS (signature checks on), pymongo and mongosh
 //! through the proxy.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,9 +76,7 @@ impl DocDb {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the DocumentDB stand-in");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("stand-in: {line:?}"));
+        let port = announced_port(&mut child, "the DocumentDB stand-in");
         DocDb { moto, setup, port, secrets: certs.secrets_dir, dir, _standin: Proc { child } }
     }
 

@@ -185,7 +185,7 @@ fn engine_blocker(engine: &str, version: Option<&str>, engine_mode: Option<&str>
     }
     match engine {
         "mariadb" => {
-            if major_minor(version?) < (10, 6) {
+            if crate::aws::rds::version_below(version?, "10.6") {
                 Some(format!("MariaDB {} has no IAM database authentication (10.6 or later has)", version.unwrap_or("?")))
             } else {
                 None
@@ -194,10 +194,4 @@ fn engine_blocker(engine: &str, version: Option<&str>, engine_mode: Option<&str>
         e if protocol_of_engine(e).is_none() => Some(format!("engine {e} is not one Portcullis serves (PostgreSQL, MySQL, MariaDB, DocumentDB)")),
         _ => None,
     }
-}
-
-/// `10.5.16` → (10, 5); unreadable parts are 0.
-fn major_minor(version: &str) -> (u32, u32) {
-    let mut parts = version.split('.').map(|p| p.trim().parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }

@@ -3,18 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_rds::Client;
-use aws_sdk_rds::config::Region;
 use aws_sdk_rds::types::{DbCluster, DbInstance, DbProxy, IamAuthMode, Tag};
 use aws_types::SdkConfig;
 
 use super::{Endpoint, EndpointType, ListError, Listing, Query, account_of_arn, engine_blocker, failure};
+use crate::aws::rds::client;
 use crate::crd::v1alpha1::DiscoveryType;
-
-/// An RDS client for `region`.
-fn client(sdk: &SdkConfig, region: &str) -> Client {
-    Client::from_conf(aws_sdk_rds::config::Builder::from(sdk).region(Region::new(region.to_owned())).build())
-}
 
 fn tags(list: &[Tag]) -> BTreeMap<String, String> {
     list.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()

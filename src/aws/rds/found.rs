@@ -147,7 +147,7 @@ pub(super) fn same_host(a: &str, b: &str) -> bool {
 
 /// True when the dotted version `version` is below `min` ("4.0.0" < "5.0.0"). Each part is read
 /// by its leading digits (`3.05` of `8.0.mysql_aurora.3.05` counts, `mysql_aurora` is 0); missing parts are 0.
-pub(super) fn version_below(version: &str, min: &str) -> bool {
+pub fn version_below(version: &str, min: &str) -> bool {
     let parse = |s: &str| -> Vec<u64> {
         s.trim().split('.').map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u64>().unwrap_or(0)).collect()
     };

@@ -10,7 +10,7 @@ mod found;
 #[cfg(test)]
 mod tests;
 
-pub use found::{DbKind, DbRef};
+pub use found::{DbKind, DbRef, version_below};
 
 use aws_sdk_rds::Client;
 use aws_sdk_rds::config::Region;
@@ -144,16 +144,21 @@ pub async fn check_database(spec: &DatabaseSpec, aws: &AwsContext, caller: Calle
     AwsCheck { identity: role.map(str::to_owned), ..check }
 }
 
+/// An RDS API client for `region` (`AWS_ENDPOINT_URL_RDS` is honoured).
+pub fn client(sdk: &SdkConfig, region: &str) -> Client {
+    Client::from_conf(aws_sdk_rds::config::Builder::from(sdk).region(Region::new(region.to_owned())).build())
+}
+
 /// The region of a database: spec.aws.region, else the one in an RDS host name, else the
 /// caller's default.
 pub fn database_region(spec: &DatabaseSpec, sdk: &SdkConfig) -> Option<String> {
     let host = spec.endpoint.as_deref().and_then(|e| split_endpoint(e, spec.protocol).ok()).map(|(h, _)| h);
-    spec.aws
-        .region
-        .clone()
-        .filter(|r| !r.trim().is_empty())
-        .or_else(|| host.as_deref().and_then(region_from_rds_host))
-        .or_else(|| sdk.region().map(|r| r.to_string()))
+    region_for(spec, host.as_deref(), sdk)
+}
+
+/// spec.aws.region, else the region in the RDS host name `host`, else the caller's own region.
+fn region_for(spec: &DatabaseSpec, host: Option<&str>, sdk: &SdkConfig) -> Option<String> {
+    spec.aws.region.clone().filter(|r| !r.trim().is_empty()).or_else(|| host.and_then(region_from_rds_host)).or_else(|| sdk.region().map(|r| r.to_string()))
 }
 
 /// The check; `Err` carries an early verdict.
@@ -173,7 +178,7 @@ async fn run(spec: &DatabaseSpec, sdk: &SdkConfig, caller: Caller, role: Option<
         )));
     }
     let region = pick_region(spec, &host, sdk)?;
-    let client = Client::from_conf(aws_sdk_rds::config::Builder::from(sdk).region(Region::new(region.clone())).build());
+    let client = client(sdk, &region);
     let enable_iam_auth = caller == Caller::Operator && spec.aws.enable_iam_auth;
     let rds = Rds { client, region, host, aws_host, enable_iam_auth, caller, role: role.map(str::to_owned) };
     if spec.protocol == Protocol::Mongodb {
@@ -198,12 +203,7 @@ fn endpoint_host(spec: &DatabaseSpec, caller: Caller) -> Result<String, AwsCheck
 
 /// spec.aws.region, else the region in an RDS host name, else the caller's own region.
 fn pick_region(spec: &DatabaseSpec, host: &str, sdk: &SdkConfig) -> Result<String, AwsCheck> {
-    spec.aws
-        .region
-        .clone()
-        .filter(|r| !r.trim().is_empty())
-        .or_else(|| region_from_rds_host(host))
-        .or_else(|| sdk.region().map(|r| r.to_string()))
+    region_for(spec, Some(host), sdk)
         .ok_or_else(|| AwsCheck::failed("no AWS region is known for this database: set spec.aws.region (or AWS_REGION for the operator)"))
 }
 

@@ -20,7 +20,7 @@ use super::{ProxySpec, UpstreamTls};
     version = "v1alpha1",
     kind = "DatabaseDiscovery",
     namespaced,
-    doc = "Discovers RDS instances, Aurora clusters (writer, reader and custom endpoints), RDS Proxy endpoints and DocumentDB clusters by type, region and AWS tags, and keeps one Database in this namespace per endpoint: created when found, updated when its endpoint, engine or tags change, deleted when it is gone from AWS. Databases written by hand are never touched.",
+    doc = "Discovers RDS instances, Aurora clusters (writer, reader and custom endpoints), RDS Proxies (their default endpoint) and DocumentDB clusters by type, region and AWS tags, and keeps one Database in this namespace per endpoint: created when found, updated when its endpoint, engine or tags change, deleted when it is gone from AWS. Databases written by hand are never touched.",
     status = "DatabaseDiscoveryStatus",
     shortname = "dbdisc",
     category = "portcullis",

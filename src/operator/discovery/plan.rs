@@ -162,7 +162,6 @@ pub fn changes(discovery: &DatabaseDiscovery, found: &[Found<'_>], existing: &[D
         let matcher = d.labels().get(MATCHER_LABEL).map(String::as_str);
         let region = d.labels().get(labels::REGION).map(String::as_str).unwrap_or_default();
         found.iter().any(|f| Some(f.matcher) == matcher && f.failed_regions.contains(region))
-            || !found.iter().any(|f| Some(f.matcher) == matcher) && matcher.is_some_and(|m| discovery_matchers(discovery).iter().any(|n| n == m))
     };
     let kept: BTreeSet<String> = seen;
     for d in existing.iter().filter(|d| owned(d)) {

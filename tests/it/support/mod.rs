@@ -176,3 +176,22 @@ spec:
   subjects: [{kind: Group, name: dev}]
   allow: {databases: [orders], dbUsers: [app], dbNames: [orders]}
 ";
+
+/// The port a child announced as its first stdout line, `listening on 127.0.0.1:PORT` (the
+/// stand-ins' convention); panics naming `what` otherwise.
+pub fn announced_port(child: &mut std::process::Child, what: &str) -> u16 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout piped")).read_line(&mut line).unwrap();
+    line.trim().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{what}: {line:?}"))
+}
+
+/// The peak resident set size of process `pid` in KiB (`VmHWM`), for the benchmarks.
+#[allow(dead_code)] // used by benches/, which include this harness
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
