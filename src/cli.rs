@@ -35,11 +35,12 @@ pub enum Command {
     /// Issue client certificates (standalone mode).
     #[command(subcommand)]
     Cert(CertCommand),
-    /// Check the whole chain: AWS credentials, caller identity, assume-role hops, IMDS, and
-    /// each database's network path, TLS certificate and IAM authentication. Exits non-zero
+    /// Check the whole chain: AWS credentials, caller identity, assume-role hops (each db user's
+    /// role for DocumentDB and DynamoDB), IMDS, and each database's network path, TLS
+    /// certificate and IAM authentication. Exits non-zero
     /// when a check fails.
     Doctor(DoctorArgs),
-    /// Print IAM policy documents for the proxy's identity.
+    /// Print IAM policy documents (the proxy's, the operator's, each assumed role's) and trust policies.
     #[command(subcommand)]
     Iam(IamCommand),
     /// Run the Kubernetes operator: reconciles Databases into proxy Deployments, reports
@@ -337,7 +338,8 @@ pub struct DoctorArgs {
     /// A standalone proxy configuration: its Database manifests and secretsDir are checked.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Database manifests (files or directories) to check, instead of --config.
+    /// Database manifests (files or directories) to check, instead of --config. AccessRoles
+    /// among them name the db users whose IAM roles are tried (DocumentDB, DynamoDB).
     #[arg(long, num_args = 1..)]
     pub manifests: Vec<PathBuf>,
     /// Where `spec.tls.caSecretRef` is looked up with --manifests (`<dir>/<secret>/<key>`).

@@ -89,7 +89,7 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         None => (args.manifests.clone(), args.secrets_dir),
     };
     let manifests = crate::proxy::manifests::load_manifests(&paths)?;
-    let checks = crate::doctor::run(&manifests.databases, secrets.as_deref(), args.timeout).await;
+    let checks = crate::doctor::run(&manifests.databases, &manifests.roles, secrets.as_deref(), args.timeout).await;
     match args.output {
         OutputFormat::Table => print!("{}", crate::doctor::render_table(&checks)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&checks)?),

@@ -15,8 +15,9 @@ pub enum LogFormat {
 /// SDK log targets kept at `error` unless the filter names `aws_config` itself: their
 /// warnings are the raw steps of a lookup whose verdict Portcullis logs in one line of its own
 /// (off AWS, "failed to load region from IMDS" once per region lookup; see
-/// [`crate::aws::region`]).
-const QUIETED: &[&str] = &["aws_config::imds::region"];
+/// [`crate::aws::region`]; a refused AssumeRole, which the caller reports with the role, the
+/// caller and what to check).
+const QUIETED: &[&str] = &["aws_config::imds::region", "aws_config::sts::assume_role"];
 
 /// `directives` with the [`QUIETED`] targets at `error`, unless it mentions `aws_config`.
 fn quiet_sdk_steps(directives: &str) -> String {
@@ -58,9 +59,9 @@ mod tests {
 
     #[test]
     fn the_sdk_region_lookup_steps_are_quieted_unless_asked_for() {
-        assert_eq!(quiet_sdk_steps("info"), "info,aws_config::imds::region=error");
-        assert_eq!(quiet_sdk_steps("debug,"), "debug,aws_config::imds::region=error");
-        assert_eq!(quiet_sdk_steps(""), "aws_config::imds::region=error");
+        assert_eq!(quiet_sdk_steps("info"), "info,aws_config::imds::region=error,aws_config::sts::assume_role=error");
+        assert_eq!(quiet_sdk_steps("debug,"), "debug,aws_config::imds::region=error,aws_config::sts::assume_role=error");
+        assert_eq!(quiet_sdk_steps(""), "aws_config::imds::region=error,aws_config::sts::assume_role=error");
         assert_eq!(quiet_sdk_steps("info,aws_config=debug"), "info,aws_config=debug");
         for level in ["info", "warn", "portcullis=debug,kube=info"] {
             assert!(EnvFilter::try_new(quiet_sdk_steps(level)).is_ok(), "{level}");

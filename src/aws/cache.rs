@@ -139,11 +139,10 @@ fn sts_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     while let Some(err) = next {
         if let Some(SdkError::ServiceError(ctx)) = err.downcast_ref::<SdkError<AssumeRoleError>>() {
             let status = ctx.raw().status().as_u16();
-            let code = ctx.err().code().map(str::to_owned).unwrap_or_else(|| match status {
-                403 => "AccessDenied".into(),
-                s => format!("HTTP {s}"),
-            });
-            let message = ctx.err().message().unwrap_or("no message");
+            let sdk_error = err.downcast_ref::<SdkError<AssumeRoleError>>()?;
+            let (code, message) = super::error_code_and_message(sdk_error);
+            let code = code.unwrap_or_else(|| format!("HTTP {status}"));
+            let message = message.unwrap_or_else(|| "no message".into());
             return Some(format!("STS answered HTTP {status} {code}: {message}"));
         }
         next = err.source();

@@ -5,14 +5,16 @@ use std::time::{Duration, Instant};
 
 use super::tls_probe::{fetch_chain, judge};
 use super::{Check, Status};
+use crate::authz::{DatabaseRef, allow_rules_for};
 use crate::aws::rds::{self, AwsCheck, CheckStatus};
 use crate::aws::region::RegionFound;
-use crate::aws::{AwsContext, AwsError, imds};
-use crate::crd::{Database, Protocol};
+use crate::aws::{AwsContext, AwsError, Hop, imds, role_arn, session_name};
+use crate::crd::{AccessRole, Database, Protocol};
 use crate::proxy::Upstream;
 
-/// Runs every check for `databases` (CA bundles from `secrets_dir`).
-pub async fn run(databases: &[Database], secrets_dir: Option<&Path>, timeout: Duration) -> Vec<Check> {
+/// Runs every check for `databases` (CA bundles from `secrets_dir`; the db users `roles`
+/// allow are the roles tried for DocumentDB and DynamoDB).
+pub async fn run(databases: &[Database], roles: &[AccessRole], secrets_dir: Option<&Path>, timeout: Duration) -> Vec<Check> {
     let aws = AwsContext::load().await;
     let mut checks = vec![region_check(aws.region())];
     let base = aws.base();
@@ -45,7 +47,7 @@ pub async fn run(databases: &[Database], secrets_dir: Option<&Path>, timeout: Du
     }
     checks.push(imds_check(creds_ok).await);
     for db in databases {
-        checks.extend(database_checks(&aws, db, secrets_dir, timeout).await);
+        checks.extend(database_checks(&aws, db, roles, secrets_dir, timeout).await);
     }
     checks
 }
@@ -82,7 +84,7 @@ async fn imds_check(creds_ok: bool) -> Check {
     }
 }
 
-async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&Path>, timeout: Duration) -> Vec<Check> {
+async fn database_checks(aws: &AwsContext, db: &Database, roles: &[AccessRole], secrets_dir: Option<&Path>, timeout: Duration) -> Vec<Check> {
     let key = format!("{}/{}", db.metadata.namespace.as_deref().unwrap_or("default"), db.metadata.name.as_deref().unwrap_or(""));
     let label = |what: &str| format!("db {key}: {what}");
     let mut checks = Vec::new();
@@ -93,9 +95,12 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             return checks;
         }
     };
+    let mut first_hop_ok = true;
     if let Some(role) = &upstream.assume_role_arn {
         let creds = aws.credentials_for(Some(role), upstream.external_id.as_deref(), &upstream.region);
-        checks.push(match creds.get().await {
+        let got = creds.get().await;
+        first_hop_ok = got.is_ok();
+        checks.push(match got {
             Ok(_) => Check::new(label("assume role"), Status::Ok, format!("assumed {role}")),
             Err(e @ AwsError::AssumeRole { .. }) => {
                 let text = e.to_string();
@@ -104,6 +109,11 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             }
             Err(e) => Check::new(label("assume role"), Status::Fail, e.to_string()),
         });
+    }
+    if matches!(upstream.protocol, Protocol::Mongodb | Protocol::Dynamodb) && !first_hop_ok {
+        checks.push(Check::new(label("db user roles"), Status::Skip, "the assumeRoleArn hop failed, so no db user's role can be tried"));
+    } else if matches!(upstream.protocol, Protocol::Mongodb | Protocol::Dynamodb) {
+        checks.extend(db_user_role_checks(aws, db, &upstream, roles, &label).await);
     }
     let addr = upstream.endpoint();
     let started = Instant::now();
@@ -128,8 +138,13 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
             false
         }
     };
-    if reachable && matches!(upstream.protocol, Protocol::Postgres | Protocol::Mysql) {
+    if reachable && matches!(upstream.protocol, Protocol::Postgres | Protocol::Mysql | Protocol::Mongodb) {
         checks.push(match fetch_chain(&upstream.host, upstream.port, upstream.protocol, timeout).await {
+            Err(e) if upstream.protocol == Protocol::Mongodb && e.starts_with("TLS handshake failed") => {
+                Check::new(label("TLS certificate"), Status::Fail, e).remedy(
+                    "DocumentDB logs in over TLS only: set the cluster parameter `tls` to enabled (and reboot the instances), or check that spec.endpoint is the cluster's DocumentDB port",
+                )
+            }
             Err(e) => Check::new(label("TLS certificate"), Status::Fail, e),
             Ok(chain) => match judge(&chain, upstream.server_name_str(), &upstream.verifier) {
                 Err(e) => Check::new(label("TLS certificate"), Status::Fail, e),
@@ -152,10 +167,64 @@ async fn database_checks(aws: &AwsContext, db: &Database, secrets_dir: Option<&P
         checks.push(Check::new(
             label("TLS certificate"),
             Status::Skip,
-            format!("checked for postgres and mysql only in this release (protocol {})", upstream.protocol),
+            "DynamoDB is reached over HTTPS: the proxy's AWS SDK verifies its certificate on every request",
         ));
     }
     checks.push(iam_auth_check(aws, db, &label("IAM authentication")).await);
+    checks
+}
+
+/// DocumentDB and DynamoDB log in as the role a db user names: tries each role the AccessRoles
+/// allow on `db`, after the Database's own assumeRoleArn hop, as the proxy would.
+async fn db_user_role_checks(aws: &AwsContext, db: &Database, upstream: &Upstream, roles: &[AccessRole], label: &dyn Fn(&str) -> String) -> Vec<Check> {
+    let namespace = db.metadata.namespace.as_deref().unwrap_or("default");
+    let labels = db.metadata.labels.clone().unwrap_or_default();
+    let reference = DatabaseRef { namespace, name: db.metadata.name.as_deref().unwrap_or(""), labels: &labels };
+    let mut users: Vec<&str> = allow_rules_for(&reference, roles).into_iter().flat_map(|r| r.db_users.iter().map(String::as_str)).collect();
+    users.sort_unstable();
+    users.dedup();
+    if users.is_empty() {
+        return vec![Check::new(
+            label("db user roles"),
+            Status::Skip,
+            "no AccessRole given allows a db user on this Database: pass the AccessRoles too (--manifests, or the config's resources) to try each db user's role",
+        )];
+    }
+    let partition = crate::aws::partition_of(&upstream.region);
+    let account = upstream.account_id.as_deref().unwrap_or_default();
+    let mut checks = Vec::new();
+    for user in users {
+        let what = label(&format!("db user {user}"));
+        if user == "*" {
+            checks.push(Check::new(what, Status::Skip, "dbUsers has `*`: any role may be asked for, so none is tried; name the roles to have them checked"));
+            continue;
+        }
+        let role = match role_arn(user, partition, account) {
+            Ok(role) => role,
+            Err(e) => {
+                checks.push(Check::new(what, Status::Fail, e.to_string()).remedy(format!(
+                    "a db user of a {} Database names an IAM role (a name, or an ARN) in the database's account {account}: fix the AccessRole's dbUsers",
+                    upstream.protocol
+                )));
+                continue;
+            }
+        };
+        let mut hops: Vec<Hop> = upstream.assume_role_arn.iter().map(|arn| Hop { role_arn: arn.clone(), session_name: "portcullis".into() }).collect();
+        hops.push(Hop { role_arn: role.clone(), session_name: session_name("portcullis-doctor") });
+        let outcome = match aws.credentials_for_hops(hops, upstream.external_id.as_deref(), &upstream.region) {
+            Ok(creds) => creds.get().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        checks.push(match outcome {
+            Ok(()) => Check::new(what, Status::Ok, format!("assumed {role}")),
+            Err(e @ AwsError::AssumeRole { .. }) => {
+                let text = e.to_string();
+                let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+                Check::new(what, Status::Fail, first.to_owned()).remedy(rest.trim().to_owned())
+            }
+            Err(e) => Check::new(what, Status::Fail, e.to_string()),
+        });
+    }
     checks
 }
 

@@ -366,3 +366,46 @@ fn a_cluster_without_tls_is_explained() {
     let message = r["message"].as_str().unwrap();
     assert!(message.contains("TLS with the database") && message.contains("tls to enabled in the cluster parameter group"), "{r}");
 }
+
+#[test]
+fn doctor_checks_the_documentdb_certificate_and_tries_each_db_user_role() {
+    let _machine = machine_shared();
+    let db = DocDb::start();
+    let dir = scratch();
+    let database = |name: &str, port: u16| {
+        format!(
+            "apiVersion: portcullis.io/v1alpha1\nkind: Database\nmetadata: {{name: {name}}}\nspec:\n  protocol: mongodb\n  endpoint: 127.0.0.1:{port}\n  aws: {{region: {REGION}, accountId: '{ACCOUNT}'}}\n  tls: {{mode: verify-full, caSecretRef: {{name: upstream-ca}}}}\n---\n"
+        )
+    };
+    let roles = "apiVersion: portcullis.io/v1alpha1\nkind: AccessRole\nmetadata: {name: developers}\nspec:\n  subjects: [{kind: Group, name: dev}]\n  allow: {databases: [orders], dbUsers: [docdb-writer, docdb-stranger, 'arn:aws:iam::999999999999:role/elsewhere']}\n";
+    let manifests = dir.path().join("docdb.yaml");
+    // `plain` is moto's port: plain HTTP, as a cluster with TLS off looks to a client.
+    std::fs::write(&manifests, [database("orders", db.port), database("plain", db.moto.port), roles.to_owned()].concat()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("AWS_REGION", REGION).env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd.envs(db.env(None));
+    cmd.args(["doctor", "--manifests"]).arg(&manifests).arg("--secrets-dir").arg(&db.secrets);
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "three checks fail: {t}");
+    let line = |prefix: &str| t.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?} in\n{t}")).to_owned();
+    let ok = |prefix: &str| assert!(line(prefix).split_whitespace().any(|w| w == "ok"), "{prefix}: {t}");
+    ok("db default/orders: TLS certificate");
+    assert!(line("db default/orders: TLS certificate").contains("verifies"), "{t}");
+    ok("db default/orders: db user docdb-writer");
+    assert!(line("db default/orders: db user docdb-writer").contains(&format!("assumed arn:aws:iam::{ACCOUNT}:role/docdb-writer")), "{t}");
+    let stranger = line("db default/orders: db user docdb-stranger");
+    assert!(stranger.contains("FAIL") && stranger.contains(&format!("sts:AssumeRole on arn:aws:iam::{ACCOUNT}:role/docdb-stranger failed")), "{t}");
+    assert!(stranger.contains("AccessDenied: User: arn:aws:iam::123456789012:user/proxy is not authorized to perform: sts:AssumeRole"), "STS's own words: {t}");
+    assert!(!t.contains("Unhandled"), "no raw SDK error on stderr: {t}");
+    assert!(t.contains("the trust policy of arn:aws:iam::123456789012:role/docdb-stranger allows"), "the remedy names the trust policy: {t}");
+    let elsewhere = line("db default/orders: db user arn:aws:iam::999999999999:role/elsewhere");
+    assert!(elsewhere.contains("FAIL") && elsewhere.contains("is in account 999999999999, but the database is in account 123456789012"), "{t}");
+    // No AccessRole names `plain`: its roles are not tried, and the doctor says how to have them tried.
+    assert!(line("db default/plain: db user roles").contains("pass the AccessRoles too"), "{t}");
+    let plain = line("db default/plain: TLS certificate");
+    assert!(plain.contains("FAIL") && plain.contains("TLS handshake failed"), "{t}");
+    assert!(t.contains("set the cluster parameter `tls` to enabled"), "the remedy: {t}");
+    assert!(line("verdict").contains("check(s) failed"), "{t}");
+    assert!(!t.contains(db.setup["secret_key"].as_str().unwrap()), "no secret in the report");
+}
