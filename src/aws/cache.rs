@@ -133,13 +133,12 @@ impl ProvideCredentials for NoCredentialSource {
 /// Describes an STS AssumeRole failure by its HTTP status, error code and message, when the
 /// error chain holds one.
 fn sts_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_sts::error::SdkError;
     use aws_sdk_sts::operation::assume_role::AssumeRoleError;
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        if let Some(SdkError::ServiceError(ctx)) = err.downcast_ref::<SdkError<AssumeRoleError>>() {
+        if let Some(sdk_error @ SdkError::ServiceError(ctx)) = err.downcast_ref::<SdkError<AssumeRoleError>>() {
             let status = ctx.raw().status().as_u16();
-            let sdk_error = err.downcast_ref::<SdkError<AssumeRoleError>>()?;
             let (code, message) = super::error_code_and_message(sdk_error);
             let code = code.unwrap_or_else(|| format!("HTTP {status}"));
             let message = message.unwrap_or_else(|| "no message".into());
