@@ -389,12 +389,23 @@ pub enum IamCommand {
         #[arg(long)]
         role_tag: Option<String>,
     },
-    /// The IRSA trust policy letting one Kubernetes ServiceAccount assume the proxy's role.
+    /// The trust policy letting one Kubernetes ServiceAccount assume a role (the operator's or a
+    /// proxy's): IRSA with --oidc-provider-arn, EKS Pod Identity with --pod-identity.
+    #[command(group = clap::ArgGroup::new("mechanism").required(true).args(["oidc_provider_arn", "pod_identity"]))]
     TrustPolicy {
-        /// The cluster's IAM OIDC provider ARN
+        /// IRSA: the cluster's IAM OIDC provider ARN
         /// (arn:aws:iam::ACCOUNT:oidc-provider/oidc.eks.REGION.amazonaws.com/id/ID).
         #[arg(long)]
-        oidc_provider_arn: String,
+        oidc_provider_arn: Option<String>,
+        /// EKS Pod Identity: trust pods.eks.amazonaws.com (sts:AssumeRole and sts:TagSession),
+        /// for this ServiceAccount only (its session tags), then run `aws eks
+        /// create-pod-identity-association`.
+        #[arg(long)]
+        pod_identity: bool,
+        /// With --pod-identity: only this cluster's associations (its ARN,
+        /// arn:aws:eks:REGION:ACCOUNT:cluster/NAME).
+        #[arg(long, conflicts_with = "oidc_provider_arn")]
+        cluster_arn: Option<String>,
         /// The ServiceAccount's namespace.
         #[arg(long)]
         namespace: String,

@@ -138,8 +138,12 @@ fn iam(cmd: IamCommand) -> anyhow::Result<ExitCode> {
                 None => {}
             }
         }
-        IamCommand::TrustPolicy { oidc_provider_arn, namespace, service_account } => {
-            let doc = crate::aws::iam::irsa_trust_policy(&oidc_provider_arn, &namespace, &service_account).map_err(anyhow::Error::msg)?;
+        IamCommand::TrustPolicy { oidc_provider_arn, pod_identity: _, cluster_arn, namespace, service_account } => {
+            let doc = match oidc_provider_arn {
+                Some(arn) => crate::aws::iam::irsa_trust_policy(&arn, &namespace, &service_account),
+                None => crate::aws::iam::pod_identity_trust_policy(cluster_arn.as_deref(), &namespace, &service_account),
+            }
+            .map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
     }

@@ -368,6 +368,33 @@ pub fn irsa_trust_policy(oidc_provider_arn: &str, namespace: &str, service_accou
     }))
 }
 
+/// The EKS Pod Identity trust policy: the Pod Identity service may assume the role and tag the
+/// session, and only for `namespace/service_account` (the session tags it sets), of
+/// `cluster_arn` when given.
+pub fn pod_identity_trust_policy(cluster_arn: Option<&str>, namespace: &str, service_account: &str) -> Result<Value, String> {
+    let mut tags = serde_json::Map::new();
+    tags.insert("aws:RequestTag/kubernetes-namespace".into(), json!(namespace));
+    tags.insert("aws:RequestTag/kubernetes-service-account".into(), json!(service_account));
+    if let Some(arn) = cluster_arn {
+        let valid =
+            arn.starts_with("arn:") && arn.split(':').nth(2) == Some("eks") && arn.split(':').nth(5).is_some_and(|r| r.starts_with("cluster/") && r.len() > 8);
+        if !valid {
+            return Err(format!("{arn:?} is not an EKS cluster ARN (arn:aws:eks:REGION:ACCOUNT:cluster/NAME)"));
+        }
+        tags.insert("aws:RequestTag/eks-cluster-arn".into(), json!(arn));
+    }
+    Ok(json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "PortcullisPodIdentity",
+            "Effect": "Allow",
+            "Principal": {"Service": "pods.eks.amazonaws.com"},
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+            "Condition": {"StringEquals": tags}
+        }]
+    }))
+}
+
 #[cfg(test)]
 #[path = "iam_tests.rs"]
 mod tests;

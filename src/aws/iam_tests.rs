@@ -107,6 +107,23 @@ fn trust_policy_binds_one_service_account() {
 }
 
 #[test]
+fn pod_identity_trust_names_the_service_and_one_service_account() {
+    let doc = pod_identity_trust_policy(Some("arn:aws:eks:us-east-1:123456789012:cluster/prod"), "portcullis-system", "portcullis-operator").unwrap();
+    let st = &doc["Statement"][0];
+    assert_eq!(st["Principal"]["Service"], "pods.eks.amazonaws.com");
+    assert_eq!(st["Action"], serde_json::json!(["sts:AssumeRole", "sts:TagSession"]));
+    let cond = &st["Condition"]["StringEquals"];
+    assert_eq!(cond["aws:RequestTag/kubernetes-namespace"], "portcullis-system");
+    assert_eq!(cond["aws:RequestTag/kubernetes-service-account"], "portcullis-operator");
+    assert_eq!(cond["aws:RequestTag/eks-cluster-arn"], "arn:aws:eks:us-east-1:123456789012:cluster/prod");
+    let any_cluster = pod_identity_trust_policy(None, "a", "b").unwrap();
+    assert!(any_cluster["Statement"][0]["Condition"]["StringEquals"].get("aws:RequestTag/eks-cluster-arn").is_none());
+    for bad in ["prod", "arn:aws:iam::123456789012:role/prod", "arn:aws:eks:us-east-1:123456789012:cluster/"] {
+        assert!(pod_identity_trust_policy(Some(bad), "a", "b").is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn each_identity_gets_its_own_policy_with_what_it_does() {
     let extra = "
 ---

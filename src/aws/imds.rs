@@ -50,11 +50,22 @@ impl ImdsVerdict {
 
 /// Whether a probe is meaningful: no IRSA or Pod Identity variables and IMDS not disabled.
 pub fn should_probe() -> bool {
+    not_probed_because().is_none()
+}
+
+/// Why IMDS is not probed (IRSA or Pod Identity is configured, or IMDS is disabled), or `None`
+/// when it should be.
+pub fn not_probed_because() -> Option<&'static str> {
     let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
-    !(set("AWS_WEB_IDENTITY_TOKEN_FILE")
-        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-        || std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")))
+    if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+        Some("IRSA is configured (AWS_WEB_IDENTITY_TOKEN_FILE is set)")
+    } else if set("AWS_CONTAINER_CREDENTIALS_FULL_URI") || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        Some("EKS Pod Identity is configured (AWS_CONTAINER_CREDENTIALS_FULL_URI is set)")
+    } else if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        Some("IMDS is disabled (AWS_EC2_METADATA_DISABLED=true)")
+    } else {
+        None
+    }
 }
 
 /// The IMDS endpoint: `AWS_EC2_METADATA_SERVICE_ENDPOINT` or `http://169.254.169.254`.

@@ -63,8 +63,8 @@ fn region_check(found: &RegionFound) -> Check {
 }
 
 async fn imds_check(creds_ok: bool) -> Check {
-    if !imds::should_probe() {
-        return Check::new("instance metadata (IMDS)", Status::Skip, "IRSA or Pod Identity is configured, or IMDS is disabled");
+    if let Some(why) = imds::not_probed_because() {
+        return Check::new("instance metadata (IMDS)", Status::Skip, format!("not probed: {why}"));
     }
     let verdict = imds::probe(&imds::endpoint(), imds::PROBE_TIMEOUT).await;
     let status = match &verdict {

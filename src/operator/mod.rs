@@ -251,28 +251,51 @@ where
     }
 }
 
-/// Resolves the operator's own AWS credentials once (at start, beside the controllers), logs
-/// where they came from (or why there are none, with what the chain tried: environment, web
-/// identity, IMDS …) and returns the line `/readyz` shows.
+/// Resolves the operator's own AWS credentials once (in the background, beside the
+/// controllers), logs where they came from (or why there are none, with what the chain tried:
+/// environment, web identity, IMDS …) and the IMDS verdict, and returns the lines `/readyz`
+/// shows.
 async fn own_aws_identity(aws: &crate::aws::AwsContext) -> String {
     let resolved = tokio::time::timeout(std::time::Duration::from_secs(10), aws.base().get()).await;
     let report = aws.chain_report().unwrap_or_default();
     let tried = report.describe();
-    match resolved {
+    let (credentials, has_credentials) = match resolved {
         Ok(Ok(_)) => {
             let source = report.source.unwrap_or("the default chain");
             info!(source, tried = %tried, "the operator's AWS identity: credentials from {source}");
-            format!("aws credentials: {source}")
+            (format!("aws credentials: {source}"), true)
         }
         Ok(Err(e)) => {
             warn!(error = %crate::telemetry::chain(&e), tried = %tried, "the operator has no AWS credentials, so its IAM-authentication checks fail: give its ServiceAccount an IAM role (IRSA: serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn in the Helm chart) or an EKS Pod Identity association; or run it with --aws-checks=false");
-            format!("aws credentials: none ({tried})")
+            (format!("aws credentials: none ({tried})"), false)
         }
         Err(_) => {
             warn!(tried = %tried, "resolving the operator's AWS credentials took over 10 s (an unreachable IMDS or STS?); the IAM-authentication checks will try again");
-            format!("aws credentials: unresolved after 10 s ({tried})")
+            (format!("aws credentials: unresolved after 10 s ({tried})"), false)
         }
+    };
+    format!("{credentials}\n{}", imds_line(has_credentials).await)
+}
+
+/// The IMDS verdict for `/readyz` and the log: not probed (and why), or what the probe found.
+/// A hop limit of 1 or IMDSv1 only is a warning; unreachable IMDS is one only when nothing
+/// else gave credentials.
+async fn imds_line(has_credentials: bool) -> String {
+    use crate::aws::imds;
+    if let Some(why) = imds::not_probed_because() {
+        info!(imds = "not probed", "instance metadata (IMDS) not probed: {why}");
+        return format!("imds: not probed: {why}");
     }
+    let verdict = imds::probe(&imds::endpoint(), imds::PROBE_TIMEOUT).await;
+    let explained = verdict.explain();
+    match &verdict {
+        imds::ImdsVerdict::Working => info!(imds = "working", "instance metadata (IMDS): {explained}"),
+        imds::ImdsVerdict::Unreachable { .. } if has_credentials => info!(imds = "unreachable", "instance metadata (IMDS): {explained}"),
+        imds::ImdsVerdict::Unreachable { .. } => warn!(imds = "unreachable", "instance metadata (IMDS): {explained}"),
+        imds::ImdsVerdict::HopLimitProbablyOne => warn!(imds = "hop-limit-probably-one", "instance metadata (IMDS): {explained}"),
+        imds::ImdsVerdict::V1Only { .. } => warn!(imds = "v1-only", "instance metadata (IMDS): {explained}"),
+    }
+    format!("imds: {explained}")
 }
 
 async fn cancelled(token: CancellationToken) {

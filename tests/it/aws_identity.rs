@@ -405,13 +405,35 @@ fn generated_iam_policies_are_valid_for_moto_iam() {
         "--service-account",
         "orders-proxy",
     ]));
+    let pod_identity = run_ok(Command::new(bin).args([
+        "iam",
+        "trust-policy",
+        "--pod-identity",
+        "--cluster-arn",
+        "arn:aws:eks:us-east-1:123456789012:cluster/prod",
+        "--namespace",
+        "portcullis-system",
+        "--service-account",
+        "portcullis-operator",
+    ]));
     std::fs::write(dir.path().join("policy.json"), &policy.stdout).unwrap();
     std::fs::write(dir.path().join("trust.json"), &trust.stdout).unwrap();
+    std::fs::write(dir.path().join("pod-identity.json"), &pod_identity.stdout).unwrap();
+    // Neither mechanism, or a cluster ARN that is none: refused, saying what is wanted.
+    let neither = Command::new(bin).args(["iam", "trust-policy", "--namespace", "a", "--service-account", "b"]).output().unwrap();
+    assert_eq!(neither.status.code(), Some(2), "{}", text(&neither));
+    assert!(text(&neither).contains("--oidc-provider-arn") && text(&neither).contains("--pod-identity"), "{}", text(&neither));
+    let bad = Command::new(bin)
+        .args(["iam", "trust-policy", "--pod-identity", "--cluster-arn", "prod", "--namespace", "a", "--service-account", "b"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && text(&bad).contains("is not an EKS cluster ARN (arn:aws:eks:REGION:ACCOUNT:cluster/NAME)"), "{}", text(&bad));
     let py = format!(
         "import boto3\ni=boto3.client('iam',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='a',aws_secret_access_key='b')\n\
          p=i.create_policy(PolicyName='portcullis-proxy',PolicyDocument=open('{d}/policy.json').read())\n\
          r=i.create_role(RoleName='portcullis-proxy',AssumeRolePolicyDocument=open('{d}/trust.json').read())\n\
-         i.attach_role_policy(RoleName='portcullis-proxy',PolicyArn=p['Policy']['Arn'])\nprint('accepted')\n",
+         i.attach_role_policy(RoleName='portcullis-proxy',PolicyArn=p['Policy']['Arn'])\n\
+         i.create_role(RoleName='portcullis-operator',AssumeRolePolicyDocument=open('{d}/pod-identity.json').read())\nprint('accepted')\n",
         moto.url(),
         d = dir.path().display()
     );

@@ -885,3 +885,114 @@ async fn db_connect_runs_psql_and_mariadb_with_a_certificate_it_gets_reuses_and_
     std::fs::write(&anonymous, serde_yaml::to_string(&kc).unwrap()).unwrap();
     one_line(&portcullis(&["db", "connect", "orders", "-n", &ns], &anonymous, None), &["credentials"]);
 }
+
+/// Starts a test double (`script` with `args`) that prints its port as the first line of stdout.
+fn stand_in(script: &str, args: &[&str]) -> (Proc, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new("python3").arg(repo().join(script)).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.split("127.0.0.1:").nth(1).and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+    (Proc { child }, port.unwrap_or_else(|| panic!("{script}: {line:?}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_tells_its_credential_source_and_the_imds_verdict() {
+    let _machine = machine_shared();
+    let _turn = TURN.lock().await;
+    let cp = shared_control_plane(&CONTROL_PLANE);
+    install(&cp).await;
+    let dir = scratch();
+    let env = |extra: &[(&str, String)]| -> Vec<(String, String)> {
+        let mut env = vec![
+            ("AWS_REGION".to_owned(), REGION.to_owned()),
+            ("AWS_CONFIG_FILE".to_owned(), "/dev/null".to_owned()),
+            ("AWS_SHARED_CREDENTIALS_FILE".to_owned(), "/dev/null".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        env
+    };
+    let readyz_says = |port: u16, expected: String| async move {
+        let mut seen = String::new();
+        for _ in 0..150 {
+            seen = http_get(port, "/readyz");
+            if seen.contains(&expected) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("/readyz never said {expected:?}; last: {seen}");
+    };
+
+    // EKS Pod Identity: the agent's endpoint and token file, as the webhook sets them.
+    let token = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token, "pod-identity-token-1").unwrap();
+    let agent_log = dir.path().join("agent.log");
+    let (agent, port) = stand_in(
+        "tests/support/pod_identity_agent.py",
+        &[
+            "--token-file",
+            token.to_str().unwrap(),
+            "--access-key",
+            "ASIAPODIDENTITY00001",
+            "--secret-key",
+            "pod-identity-secret",
+            "--session-token",
+            "pod-identity-session",
+            "--log",
+            agent_log.to_str().unwrap(),
+        ],
+    );
+    let mut op = Operator::start_with_env(
+        &cp,
+        dir.path(),
+        NO_AWS,
+        "op-pod-identity",
+        env(&[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("http://127.0.0.1:{port}/v1/credentials")),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token.display().to_string()),
+        ]),
+    );
+    readyz_says(op.admin_port, "aws credentials: container (EKS Pod Identity)\nimds: not probed: EKS Pod Identity is configured".into()).await;
+    let log = op.log();
+    assert!(log.contains("the operator's AWS identity: credentials from container (EKS Pod Identity)"), "{log}");
+    assert!(log.contains("instance metadata (IMDS) not probed: EKS Pod Identity is configured"), "{log}");
+    assert!(std::fs::read_to_string(&agent_log).unwrap().contains("GET /v1/credentials 200"), "the agent was asked, with the token");
+    for secret in ["pod-identity-secret", "pod-identity-session", "pod-identity-token-1"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+    op.stop();
+    drop(agent);
+
+    // On a node without IRSA or Pod Identity: IMDSv2 gives the credentials, and the verdict says it works.
+    let imds_args = |mode: &'static str| {
+        vec!["--host", "127.0.0.1", "--port", "0", "--mode", mode, "--role", "node-role", "--access-key", "ASIAIMDSTEST000000001"]
+            .into_iter()
+            .chain(["--secret-key", "imds-secret", "--session-token", "imds-session"])
+            .collect::<Vec<_>>()
+    };
+    let (imds, port) = stand_in("tests/support/imds_server.py", &imds_args("v2"));
+    let mut op =
+        Operator::start_with_env(&cp, dir.path(), NO_AWS, "op-imds-v2", env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("http://127.0.0.1:{port}"))]));
+    readyz_says(op.admin_port, "aws credentials: instance metadata (IMDS)\nimds: IMDSv2 answers".into()).await;
+    assert!(op.log().contains("instance metadata (IMDS): IMDSv2 answers"), "{}", op.log());
+    assert!(!op.log().contains("imds-secret"));
+    op.stop();
+    drop(imds);
+
+    // IMDSv1 only while the credentials come from elsewhere: a warning, with what to do.
+    let (imds, port) = stand_in("tests/support/imds_server.py", &imds_args("v1-only"));
+    let mut keys = static_key_env(ACCESS_KEY, SECRET_KEY);
+    keys.retain(|(k, _)| k != "AWS_EC2_METADATA_DISABLED");
+    keys.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), format!("http://127.0.0.1:{port}")));
+    let mut op = Operator::start_with_env(&cp, dir.path(), NO_AWS, "op-imds-v1", keys);
+    readyz_says(op.admin_port, "aws credentials: environment\nimds: only IMDSv1 answers".into()).await;
+    let warning = op.log().lines().find(|l| l.contains("WARN") && l.contains("instance metadata (IMDS): only IMDSv1 answers")).map(str::to_owned);
+    assert!(warning.is_some_and(|w| w.contains("prefer IRSA or EKS Pod Identity")), "{}", op.log());
+    op.stop();
+    drop(imds);
+
+    // The test environment's default: IMDS disabled, so not probed, and /readyz says why.
+    let op = Operator::start(&cp, dir.path(), NO_AWS, "op-no-imds");
+    readyz_says(op.admin_port, "aws credentials: environment\nimds: not probed: IMDS is disabled (AWS_EC2_METADATA_DISABLED=true)".into()).await;
+}
