@@ -26,7 +26,11 @@ pub struct Request<'a> {
     pub database: DatabaseRef<'a>,
     /// The database user (for DynamoDB/DocumentDB: the IAM role).
     pub db_user: &'a str,
-    /// The database name; `None` where the protocol has none (DynamoDB), so it is not checked.
+    /// The database name; `None` where it is not known (yet): a MongoDB session before its
+    /// first command, a MySQL login without a database, or DynamoDB, which has none. Then only
+    /// what is known is checked: an `allow` needs no db name, and a `deny` refuses only when it
+    /// covers every db name (its `dbNames` omitted or `*`). Each command that names a database
+    /// is checked again with its name.
     pub db_name: Option<&'a str>,
 }
 
@@ -242,7 +246,13 @@ fn rules_match(rules: &RuleSet, request: &Request<'_>, kind: RuleKind) -> bool {
         rules.database_selector.as_ref().is_some_and(|s| s.matches(db.labels)) || list_matches(&rules.databases, db.name)
     };
     let list_ok = |list: &[String], value: &str| if list.is_empty() { omitted_matches } else { list_matches(list, value) };
-    database_ok && list_ok(&rules.db_users, request.db_user) && request.db_name.is_none_or(|name| list_ok(&rules.db_names, name))
+    let db_name_ok = match request.db_name {
+        Some(name) => list_ok(&rules.db_names, name),
+        // Not known yet: an allow is checked again when it is; a deny matches only if it
+        // covers every name, so a deny of some names refuses exactly those, later.
+        None => kind == RuleKind::Allow || rules.db_names.is_empty() || rules.db_names.iter().any(|n| n == "*"),
+    };
+    database_ok && list_ok(&rules.db_users, request.db_user) && db_name_ok
 }
 
 fn list_matches(list: &[String], value: &str) -> bool {

@@ -117,9 +117,11 @@ pub struct ApiCall {
 pub struct DocumentCommand {
     /// The command's name (`insert`, `find`, …).
     pub command: String,
-    /// Its database (`$db`).
-    pub database: String,
-    /// The collection, when the command names one.
+    /// Its database (`$db`): shown as the event's `db_name` (`database` is always the
+    /// Portcullis Database).
+    #[serde(skip)]
+    pub db_name: String,
+    /// The collection, when the command names one (for `getMore`, its `collection` field).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collection: Option<String>,
     /// The command document as relaxed extended JSON, cut at 4 KiB.

@@ -164,8 +164,14 @@ pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: 
                             state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", fields.clone(), error.is_none(), error, detail));
                         }
                         Step::AuditCommand { command, error } => {
+                            // A document database names its database per command: the event's db_name.
+                            let event_fields = if command.db_name == fields.db_name {
+                                fields.clone()
+                            } else {
+                                Arc::new(SessionFields { db_name: command.db_name.clone(), ..(*fields).clone() })
+                            };
                             let detail = EventDetail::Command(command);
-                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", fields.clone(), error.is_none(), error, detail));
+                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", event_fields, error.is_none(), error, detail));
                         }
                         Step::SwitchDatabase(db_name) => {
                             fields = Arc::new(SessionFields { db_name, ..(*fields).clone() });

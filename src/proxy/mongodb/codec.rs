@@ -37,6 +37,72 @@ pub enum CodecError {
     /// Compression.
     #[error("compressed messages (OP_COMPRESSED) are not supported: connect without compressors")]
     Compressed,
+    /// A well-formed message that could be read two ways (a field twice, a `$db` in another
+    /// case, a document sequence named like a body field): refused, never guessed at.
+    #[error("Portcullis refuses an ambiguous command{}: {reason}", command.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Ambiguous {
+        /// The command's name as the body's first field, when there is one.
+        command: Option<String>,
+        /// What was ambiguous.
+        reason: String,
+        /// The document as relaxed extended JSON with every field as sent, repeats included.
+        document: String,
+    },
+}
+
+impl CodecError {
+    /// Whether the message was well-formed but ambiguous: the command is refused, the session
+    /// goes on.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, CodecError::Ambiguous { .. })
+    }
+}
+
+/// The top-level field names of a BSON document, in order.
+fn top_level_keys(bytes: &[u8]) -> Vec<String> {
+    let Ok(raw) = bson::RawDocument::from_bytes(bytes) else {
+        return Vec::new();
+    };
+    raw.iter_elements().map_while(Result::ok).map(|e| e.key().as_str().to_owned()).collect()
+}
+
+/// A BSON document as relaxed extended JSON with its top-level fields as sent, repeated ones
+/// included (a parsed `Document` keeps only the last of equal keys).
+fn raw_json(bytes: &[u8]) -> String {
+    let Ok(raw) = bson::RawDocument::from_bytes(bytes) else {
+        return String::new();
+    };
+    let fields: Vec<String> = raw
+        .iter_elements()
+        .map_while(Result::ok)
+        .map(|e| {
+            let value =
+                e.value().ok().and_then(|v| bson::Bson::try_from(v).ok()).map(|b| b.into_relaxed_extjson().to_string()).unwrap_or_else(|| "null".into());
+            format!("{}:{value}", serde_json::Value::String(e.key().as_str().to_owned()))
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Why a command whose top-level fields are `keys` (and whose document sequences are named
+/// `sequences`) could be read two ways, if it could: a server might act on the first of two
+/// equal fields while the proxy checked the last.
+fn ambiguity(keys: &[String], sequences: &[&str]) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    for key in keys {
+        if !seen.insert(key.as_str()) {
+            return Some(format!("the field {key:?} appears twice"));
+        }
+        if key != "$db" && key.eq_ignore_ascii_case("$db") {
+            return Some(format!("the field {key:?} is \"$db\" in another case"));
+        }
+    }
+    for name in sequences {
+        if !seen.insert(name) {
+            return Some(format!("the document sequence {name:?} repeats a field of the command"));
+        }
+    }
+    None
 }
 
 /// A message header.
@@ -109,7 +175,7 @@ pub fn parse(header: &Header, body: &[u8]) -> Result<Message, CodecError> {
                             return Err(CodecError::Malformed("OP_MSG (two body sections)"));
                         }
                         let (doc, n) = document(after, "OP_MSG body")?;
-                        main = Some(doc);
+                        main = Some((doc, top_level_keys(&after[..n]), &after[..n]));
                         rest = &after[n..];
                     }
                     1 => {
@@ -133,7 +199,11 @@ pub fn parse(header: &Header, body: &[u8]) -> Result<Message, CodecError> {
                     _ => return Err(CodecError::Malformed("OP_MSG section kind")),
                 }
             }
-            let body = main.ok_or(CodecError::Malformed("OP_MSG (no body section)"))?;
+            let (body, keys, body_bytes) = main.ok_or(CodecError::Malformed("OP_MSG (no body section)"))?;
+            let names: Vec<&str> = sequences.iter().map(|(name, _)| name.as_str()).collect();
+            if let Some(reason) = ambiguity(&keys, &names) {
+                return Err(CodecError::Ambiguous { command: keys.first().cloned(), reason, document: raw_json(body_bytes) });
+            }
             Ok(Message::Msg { flags, body, sequences })
         }
         OP_QUERY => {
@@ -143,7 +213,12 @@ pub fn parse(header: &Header, body: &[u8]) -> Result<Message, CodecError> {
             let ints = body.get(at..at + 8).ok_or(CodecError::Malformed("OP_QUERY"))?;
             let skip = i32::from_le_bytes([ints[0], ints[1], ints[2], ints[3]]);
             let limit = i32::from_le_bytes([ints[4], ints[5], ints[6], ints[7]]);
-            let (query, _) = document(&body[at + 8..], "OP_QUERY query")?;
+            let (query, n) = document(&body[at + 8..], "OP_QUERY query")?;
+            let bytes = &body[at + 8..at + 8 + n];
+            let keys = top_level_keys(bytes);
+            if let Some(reason) = ambiguity(&keys, &[]) {
+                return Err(CodecError::Ambiguous { command: keys.first().cloned(), reason, document: raw_json(bytes) });
+            }
             Ok(Message::Query { flags, collection, skip, limit, query })
         }
         OP_COMPRESSED => Err(CodecError::Compressed),

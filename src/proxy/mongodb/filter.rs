@@ -41,12 +41,32 @@ const AUTHENTICATION: &[&str] = &["saslStart", "saslContinue", "authenticate", "
 /// authentication would be the client's own login.
 const HELLO_FIELDS_REMOVED: &[&str] = &["compression", "speculativeAuthenticate", "saslSupportedMechs"];
 
+/// Commands that end a transaction: sent to `admin`, allowed when the transaction they end
+/// was this session's and ran only commands the proxy allowed.
+const TRANSACTION_END: &[&str] = &["commitTransaction", "abortTransaction"];
+/// Open transactions remembered per session (a driver has one per logical session at a time).
+const MAX_TRANSACTIONS: usize = 1024;
+
 /// The client side of a MongoDB session.
 pub struct CommandFilter {
     buf: Vec<u8>,
     audit: bool,
     check_database: DatabaseCheck,
     next_id: i32,
+    /// The latest transaction of each logical session (lsid): its txnNumber, and whether one of
+    /// its commands was refused. Kept after it ends, as drivers retry commitTransaction.
+    transactions: std::collections::HashMap<String, (i64, bool)>,
+}
+
+/// The transaction a command belongs to: its `lsid` and `txnNumber` when it runs inside one
+/// (`autocommit: false`).
+fn transaction_of(body: &Document) -> Option<(String, i64)> {
+    if body.get_bool("autocommit").ok() != Some(false) {
+        return None;
+    }
+    let lsid = body.get_document("lsid").ok()?;
+    let txn = body.get_i64("txnNumber").ok().or_else(|| body.get_i32("txnNumber").ok().map(i64::from))?;
+    Some((relaxed_json(lsid), txn))
 }
 
 /// What to do with one message.
@@ -58,10 +78,10 @@ enum Verdict {
 impl CommandFilter {
     /// A filter at a message boundary.
     pub fn new(audit: bool, check_database: DatabaseCheck) -> Self {
-        Self { buf: Vec::new(), audit, check_database, next_id: 1_000_000 }
+        Self { buf: Vec::new(), audit, check_database, next_id: 1_000_000, transactions: std::collections::HashMap::new() }
     }
 
-    fn judge(&self, header: &Header, message: &mut Message, fields: &SessionFields) -> Verdict {
+    fn judge(&mut self, header: &Header, message: &mut Message, fields: &SessionFields) -> Verdict {
         let command = message.command().unwrap_or("").to_owned();
         let is_hello = matches!(command.as_str(), "hello" | "isMaster" | "ismaster");
         if let Message::Query { collection, .. } = message
@@ -96,13 +116,45 @@ impl CommandFilter {
         if HOUSEKEEPING.contains(&command.as_str()) {
             return Verdict::Forward(None);
         }
+        let transaction = match message {
+            Message::Msg { body, .. } => transaction_of(body),
+            Message::Query { .. } => None,
+        };
+        if TRANSACTION_END.contains(&command.as_str())
+            && let Some((lsid, number)) = &transaction
+            && let Some(&(_, refused)) = self.transactions.get(lsid).filter(|(known, _)| known == number)
+        {
+            return match (refused, command.as_str()) {
+                (true, "commitTransaction") => Verdict::Refuse {
+                    code: 251,
+                    code_name: "NoSuchTransaction",
+                    message:
+                        "Portcullis refused a command of this transaction, so it cannot commit what remains: abort it and retry without the refused command"
+                            .into(),
+                },
+                _ => Verdict::Forward(None),
+            };
+        }
         let database = message.database().unwrap_or("").to_owned();
-        match (self.check_database)(fields, &database) {
+        let verdict = match (self.check_database)(fields, &database) {
             Ok(()) => Verdict::Forward(None),
             Err(reason) => {
                 Verdict::Refuse { code: 13, code_name: "Unauthorized", message: format!("not authorized on {database} to execute command {command}: {reason}") }
             }
+        };
+        if let Some((lsid, number)) = transaction {
+            let refused = matches!(verdict, Verdict::Refuse { .. });
+            if self.transactions.len() >= MAX_TRANSACTIONS && !self.transactions.contains_key(&lsid) {
+                // More logical sessions than any driver keeps: forget them (their ends then need admin).
+                self.transactions.clear();
+            }
+            let entry = self.transactions.entry(lsid).or_insert((number, false));
+            if entry.0 != number {
+                *entry = (number, false);
+            }
+            entry.1 |= refused;
         }
+        verdict
     }
 
     fn record(&self, message: &Message, error: Option<String>, steps: &mut Vec<Step>) {
@@ -112,7 +164,8 @@ impl CommandFilter {
         }
         let (collection, text) = match message {
             Message::Msg { body, sequences, .. } => {
-                let collection = body.get(&command).and_then(Bson::as_str).map(str::to_owned);
+                let named = if command == "getMore" { "collection" } else { command.as_str() };
+                let collection = body.get(named).and_then(Bson::as_str).map(str::to_owned);
                 let mut shown = body.clone();
                 for (identifier, docs) in sequences {
                     shown.insert(identifier.clone(), docs.iter().cloned().map(Bson::Document).collect::<Vec<_>>());
@@ -123,13 +176,47 @@ impl CommandFilter {
         };
         let event = DocumentCommand {
             command,
-            database: message.database().unwrap_or("").to_owned(),
+            db_name: message.database().unwrap_or("").to_owned(),
             collection,
             document: shown_text(text.as_bytes(), MAX_AUDITED_COMMAND),
             document_length: text.len(),
             truncated: text.len() > MAX_AUDITED_COMMAND,
         };
         steps.push(Step::AuditCommand { command: event, error });
+    }
+}
+
+impl CommandFilter {
+    /// Refuses a well-formed but ambiguous message (audited whether or not statements are, as
+    /// an attempt to get past the checks) with an error reply, and goes on.
+    fn refuse_ambiguous(&mut self, header: &Header, raw: &[u8], e: &CodecError, steps: &mut Vec<Step>) {
+        let text = e.to_string();
+        let (command, document) = match e {
+            CodecError::Ambiguous { command, document, .. } => (command.clone().unwrap_or_default(), document.as_str()),
+            _ => (String::new(), ""),
+        };
+        let event = DocumentCommand {
+            command,
+            collection: None,
+            document: shown_text(document.as_bytes(), MAX_AUDITED_COMMAND),
+            document_length: document.len(),
+            truncated: document.len() > MAX_AUDITED_COMMAND,
+            ..Default::default()
+        };
+        steps.push(Step::AuditCommand { command: event, error: Some(text.clone()) });
+        let more_to_come =
+            header.opcode == codec::OP_MSG && raw.get(HEADER..HEADER + 4).is_some_and(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]) & MORE_TO_COME != 0);
+        if more_to_come {
+            return;
+        }
+        self.next_id = self.next_id.wrapping_add(1);
+        let doc = codec::error_document(2, "BadValue", &text);
+        let reply = if header.opcode == codec::OP_QUERY {
+            codec::encode_reply(self.next_id, header.request_id, &doc, true)
+        } else {
+            codec::encode_msg(self.next_id, header.request_id, &doc)
+        };
+        steps.push(Step::Reply(reply));
     }
 }
 
@@ -162,7 +249,14 @@ impl ClientFilter for CommandFilter {
                 continue;
             }
             let raw = std::mem::take(&mut self.buf);
-            let mut message = codec::parse(&header, &raw[HEADER..])?;
+            let mut message = match codec::parse(&header, &raw[HEADER..]) {
+                Ok(message) => message,
+                Err(e) if e.is_ambiguous() => {
+                    self.refuse_ambiguous(&header, &raw, &e, steps);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let expects_reply = !matches!(&message, Message::Msg { flags, .. } if flags & MORE_TO_COME != 0);
             match self.judge(&header, &mut message, fields) {
                 Verdict::Forward(rewritten) => {
@@ -244,10 +338,110 @@ mod tests {
             let h = Header::parse(replies[1][..HEADER].try_into().unwrap()).unwrap();
             let sasl_refused = codec::reply_document(&h, &replies[1][HEADER..]).unwrap();
             assert!(sasl_refused.get_str("errmsg").unwrap().contains("saslStart is not allowed"), "{sasl_refused}");
-            let names: Vec<_> = audits.iter().map(|(c, e)| (c.command.as_str(), c.database.as_str(), e.is_some())).collect();
+            let names: Vec<_> = audits.iter().map(|(c, e)| (c.command.as_str(), c.db_name.as_str(), e.is_some())).collect();
             assert_eq!(names, [("insert", "orders", false), ("find", "hr", true), ("saslStart", "admin", true)]);
             assert_eq!(audits[0].0.collection.as_deref(), Some("items"));
         }
+    }
+
+    /// An OP_MSG whose body has these string fields exactly as given (repeats included), which
+    /// a `Document` cannot hold.
+    fn raw_msg(id: i32, fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut doc = Vec::new();
+        for (key, value) in fields {
+            doc.push(0x02);
+            doc.extend_from_slice(key.as_bytes());
+            doc.push(0);
+            doc.extend_from_slice(&(value.len() as i32 + 1).to_le_bytes());
+            doc.extend_from_slice(value.as_bytes());
+            doc.push(0);
+        }
+        let doc = [((doc.len() + 5) as i32).to_le_bytes().to_vec(), doc, vec![0]].concat();
+        let body = [0u32.to_le_bytes().to_vec(), vec![0u8], doc].concat();
+        let mut out = Vec::new();
+        for v in [(HEADER + body.len()) as i32, id, 0, codec::OP_MSG] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend(body);
+        out
+    }
+
+    fn error_of(reply: &[u8]) -> Document {
+        let h = Header::parse(reply[..HEADER].try_into().unwrap()).unwrap();
+        codec::reply_document(&h, &reply[HEADER..]).unwrap()
+    }
+
+    #[test]
+    fn ambiguous_commands_are_refused_audited_and_never_forwarded() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("find", "items"), ("$db", "orders"), ("$db", "hr")], "the field \"$db\" appears twice"),
+            (&[("find", "items"), ("$db", "hr"), ("$db", "orders")], "the field \"$db\" appears twice"),
+            (&[("find", "items"), ("$DB", "hr"), ("$db", "orders")], "the field \"$DB\" is \"$db\" in another case"),
+            (&[("find", "items"), ("filter", "x"), ("filter", "y"), ("$db", "orders")], "the field \"filter\" appears twice"),
+            (&[("find", "items"), ("find", "secrets"), ("$db", "orders")], "the field \"find\" appears twice"),
+        ];
+        for (fields, reason) in cases {
+            let stream = [raw_msg(7, fields), msg(8, doc! { "find": "items", "$db": "orders" })].concat();
+            for chunk in [1, 5, 1000] {
+                let (up, replies, audits) = run(&stream, chunk);
+                assert_eq!(up, msg(8, doc! { "find": "items", "$db": "orders" }), "{fields:?}: only the clean command goes on");
+                let refused = error_of(&replies[0]);
+                assert_eq!((refused.get_i32("code").unwrap(), refused.get_str("codeName").unwrap()), (2, "BadValue"));
+                assert!(refused.get_str("errmsg").unwrap().contains(reason), "{refused}");
+                let (event, error) = &audits[0];
+                assert_eq!(event.command, "find");
+                assert!(error.as_deref().unwrap().contains(reason));
+                assert!(event.document.matches("\"$db\"").count() + event.document.matches("\"$DB\"").count() >= 1, "{}", event.document);
+            }
+        }
+        // Shown as sent, both values.
+        let (_, _, audits) = run(&raw_msg(7, &[("find", "items"), ("$db", "orders"), ("$db", "hr")]), 1000);
+        assert_eq!(audits[0].0.document, r#"{"find":"items","$db":"orders","$db":"hr"}"#);
+    }
+
+    #[test]
+    fn a_document_sequence_named_like_a_body_field_is_ambiguous() {
+        let body = doc! { "insert": "items", "documents": [{ "a": 1 }], "$db": "orders" };
+        let message = Message::Msg { flags: 0, body, sequences: vec![("documents".into(), vec![doc! { "b": 2 }])] };
+        let (up, replies, _) = run(&codec::encode(9, &message), 1000);
+        assert!(up.is_empty());
+        assert!(error_of(&replies[0]).get_str("errmsg").unwrap().contains("the document sequence \"documents\" repeats a field"));
+    }
+
+    #[test]
+    fn a_transaction_ends_on_admin_only_if_every_command_in_it_was_allowed() {
+        let lsid = doc! { "id": bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: vec![7; 16] } };
+        let in_txn = |id: i32, db: &str, txn: i64, start: bool| {
+            let mut body = doc! { "insert": "items", "documents": [{ "a": 1 }], "lsid": lsid.clone(), "txnNumber": txn, "autocommit": false, "$db": db };
+            if start {
+                body.insert("startTransaction", true);
+            }
+            msg(id, body)
+        };
+        let end = |id: i32, command: &str, txn: i64| msg(id, doc! { command: 1, "lsid": lsid.clone(), "txnNumber": txn, "autocommit": false, "$db": "admin" });
+        // Transaction 1: only orders; its commit (and a retried commit) go on.
+        let one = [in_txn(1, "orders", 1, true), in_txn(2, "orders", 1, false), end(3, "commitTransaction", 1), end(4, "commitTransaction", 1)].concat();
+        let (up, replies, _) = run(&one, 1000);
+        assert!(replies.is_empty(), "nothing refused");
+        assert_eq!(up, one);
+        // Transaction 2 touched hr: its commit is refused, its abort goes on.
+        let two = [in_txn(1, "orders", 2, true), in_txn(2, "hr", 2, false), end(3, "commitTransaction", 2), end(4, "abortTransaction", 2)].concat();
+        let (up, replies, _) = run(&two, 1000);
+        assert_eq!(up, [in_txn(1, "orders", 2, true), end(4, "abortTransaction", 2)].concat());
+        assert_eq!(replies.len(), 2);
+        assert!(error_of(&replies[0]).get_str("errmsg").unwrap().contains("not authorized on hr"));
+        let commit = error_of(&replies[1]);
+        assert_eq!(commit.get_str("codeName").unwrap(), "NoSuchTransaction");
+        assert!(commit.get_str("errmsg").unwrap().contains("cannot commit what remains"));
+        // A commit of a transaction this session never ran is an ordinary admin command.
+        let (up, replies, _) = run(&end(1, "commitTransaction", 9), 1000);
+        assert!(up.is_empty() && error_of(&replies[0]).get_str("errmsg").unwrap().contains("not authorized on admin"));
+    }
+
+    #[test]
+    fn get_more_is_audited_with_its_collection() {
+        let (_, _, audits) = run(&msg(1, doc! { "getMore": 42i64, "collection": "items", "$db": "orders" }), 1000);
+        assert_eq!((audits[0].0.command.as_str(), audits[0].0.collection.as_deref(), audits[0].0.db_name.as_str()), ("getMore", Some("items"), "orders"));
     }
 
     #[test]
