@@ -51,6 +51,11 @@ impl TestDatabase for DocDb {
 
 impl DocDb {
     fn start() -> DocDb {
+        DocDb::start_with(&[])
+    }
+
+    /// With extra stand-in arguments (`--replica-set rs0` for transactions).
+    fn start_with(extra: &[&str]) -> DocDb {
         let moto = Moto::start();
         let setup = moto.setup_roles("docdb");
         let dir = scratch();
@@ -66,6 +71,7 @@ impl DocDb {
                 &format!("arn:aws:iam::{ACCOUNT}:role/docdb-writer"),
                 "--log-commands",
             ])
+            .args(extra)
             .arg("--cert")
             .arg(&certs.server_crt)
             .arg("--key")
@@ -408,4 +414,95 @@ fn doctor_checks_the_documentdb_certificate_and_tries_each_db_user_role() {
     assert!(t.contains("set the cluster parameter `tls` to enabled"), "the remedy: {t}");
     assert!(line("verdict").contains("check(s) failed"), "{t}");
     assert!(!t.contains(db.setup["secret_key"].as_str().unwrap()), "no secret in the report");
+}
+
+/// mongosh's answer to `script` run through the proxy as `id`.
+fn mongosh(proxy: &Proxy, id: &ClientIdentity, script: &str) -> String {
+    let uri = format!(
+        "mongodb://127.0.0.1:{}/catalog?tls=true&directConnection=true&tlsCAFile={}&tlsCertificateKeyFile={}&serverSelectionTimeoutMS=10000",
+        proxy.port,
+        id.files.ca().display(),
+        combined_pem(id).display()
+    );
+    let out = Command::new("mongosh").args([&uri, "--quiet", "--norc", "--eval", script]).output().unwrap();
+    text(&out)
+}
+
+#[test]
+fn a_deny_of_some_db_names_refuses_exactly_those_and_transactions_end_on_admin() {
+    let _machine = machine_shared();
+    let db = DocDb::start_with(&["--replica-set", "rs0"]);
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let roles = "apiVersion: portcullis.io/v1alpha1
+kind: AccessRole
+metadata: {name: developers}
+spec:
+  subjects: [{kind: Group, name: dev}]
+  allow: {databases: [orders], dbUsers: [docdb-writer], dbNames: [catalog, orders]}
+  deny: {databases: [orders], dbNames: [reports]}
+";
+    let setup =
+        ProxySetup { dir: dir.path(), db: &db, aws_extra: &format!("    accountId: '{ACCOUNT}'"), roles, env: db.env(None), log_level: "info", endpoint: None };
+    let proxy = Proxy::start(setup, &pki);
+    let alice = pki.client("alice", "alice", &["dev"], route_as("docdb-writer"), Duration::from_secs(3600));
+
+    // The session starts (the deny names db names, and none is known yet); catalog works, reports is refused by the rule.
+    let out = mongosh(
+        &proxy,
+        &alice,
+        "db.items.insertOne({sku: 'fig'}); print('catalog:' + db.items.countDocuments({})); \
+         try { db.getSiblingDB('reports').items.findOne(); print('reports: read') } catch (e) { print('reports: ' + e.message) }",
+    );
+    assert!(out.contains("catalog:1"), "{out}\n{}", proxy.log());
+    assert!(
+        out.contains("reports: not authorized on reports to execute command find") && out.contains("AccessRole \"default/developers\" denies"),
+        "the rule's name: {out}"
+    );
+
+    // A certificate limited to one db name works on that database, and only there.
+    let limited = portcullis::authz::Route { database: Some("orders".into()), db_user: Some("docdb-writer".into()), db_name: Some("catalog".into()) };
+    let carol = pki.client("carol", "carol", &["dev"], Some(limited), Duration::from_secs(3600));
+    let out = mongosh(
+        &proxy,
+        &carol,
+        "print('catalog:' + db.items.countDocuments({})); \
+         try { db.getSiblingDB('orders').items.findOne(); print('orders: read') } catch (e) { print('orders: ' + e.message) }",
+    );
+    assert!(out.contains("catalog:1"), "{out}");
+    assert!(out.contains("orders: not authorized on orders") && out.contains("your certificate is limited to db name \"catalog\""), "{out}");
+
+    // Transactions: one on an allowed database commits (commitTransaction runs on admin, which no rule allows).
+    let r = pymongo(&proxy, &alice, "transaction");
+    assert_eq!(r["count"], 2, "{r}\n{}", proxy.log());
+    // One that touches a denied database is refused and rolled back.
+    let r = pymongo(&proxy, &alice, "transaction_denied");
+    assert_eq!(r["error"], 13, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("not authorized on hr"), "{r}");
+    assert_eq!((r["before"].as_i64(), r["after"].as_i64()), (Some(0), Some(0)), "the orders insert was rolled back: {r}");
+
+    // The audit trail: `database` is the Portcullis Database, db_name the MongoDB database.
+    let events = proxy.audit(10);
+    let queries = events_named(&events, "db.session.query");
+    let fig = queries.iter().find(|e| e["command"] == "insert" && e["collection"] == "items").expect("the insert is audited");
+    assert_eq!((fig["database"].as_str(), fig["db_name"].as_str()), (Some("default/orders"), Some("catalog")), "{fig}");
+    let refused = queries.iter().find(|e| e["command"] == "find" && e["db_name"] == "reports").expect("the refused find is audited");
+    assert_eq!(refused["success"], false);
+    assert!(queries.iter().any(|e| e["command"] == "commitTransaction" && e["db_name"] == "admin" && e["success"] == true), "{queries:?}");
+}
+
+#[test]
+fn a_client_workload_of_ten_thousand_documents_runs_through_the_proxy() {
+    let _machine = machine_shared();
+    let db = DocDb::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("docdb-writer"), Duration::from_secs(3600));
+    let r = pymongo(&proxy, &alice, "workload");
+    assert_eq!((r["updated"].as_i64(), r["deleted"].as_i64(), r["left"].as_i64()), (Some(1000), Some(1000), Some(9000)), "{r}\n{}", proxy.log());
+    let groups = r["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 9, "{r}");
+    // Group 3: qty 3, 13, … 9993 (sum 4,998,000), each raised by one.
+    assert_eq!((groups[3]["_id"].as_i64(), groups[3]["n"].as_i64(), groups[3]["total"].as_i64()), (Some(3), Some(1000), Some(4_998_000 + 1000)), "{r}");
+    assert!(r["insert_seconds"].as_f64().unwrap() < 20.0, "{r}");
 }

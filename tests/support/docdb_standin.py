@@ -20,8 +20,10 @@ Wire protocol (what DocumentDB with TLS on looks like to a driver):
   section that overruns the message -> the connection is closed.  BSON that does not
   parse -> ``{ok: 0, code: 22, codeName: InvalidBSON}``.  Every connection's failures
   are caught; the server keeps running.
-* hello answers maxWireVersion 13 (DocumentDB 5.0), no ``setName`` (a standalone to the
-  driver) and no ``topologyVersion`` (so drivers poll instead of streaming hello).
+* hello answers maxWireVersion 13 (DocumentDB 5.0) and no ``topologyVersion`` (so drivers
+  poll instead of streaming hello); ``setName`` only with ``--replica-set NAME`` (DocumentDB
+  clusters answer ``rs0``; without it the stand-in is a standalone to the driver, and drivers
+  refuse transactions on a standalone).
 
 MONGODB-AWS (DESIGN.md section 4 and the MongoDB driver auth spec):
 
@@ -68,16 +70,32 @@ caller ARN; never the signature, a secret or the session token.  With
 ``--log-commands`` every command also gets a line (name, db, user, error code; never
 its body).
 
-After authentication: ping, buildInfo (5.0.0), connectionStatus, insert, find (equality
-on top-level fields, ``$eq``/``$in``; projection, sort, skip, limit, batchSize), getMore,
-killCursors, delete, count, drop, create, listDatabases, listCollections, dropDatabase,
-endSessions, getLog, hostInfo, getParameter, whatsmyuri, over one in-memory store shared
-by all connections.  Anything else: code 59 CommandNotFound.
+After authentication: ping, buildInfo (5.0.0), connectionStatus, insert (an ``_id`` index
+per collection, so bulk inserts of 10,000s of documents take well under a second), find
+(top-level fields: equality, ``$eq``/``$ne``/``$in``/``$nin``/``$gt``/``$gte``/``$lt``/``$lte``/
+``$exists``; projection, sort, skip, limit, batchSize), getMore, killCursors, update
+(replacement documents, ``$set``/``$unset``/``$inc``/``$push``, ``multi``, ``upsert``), delete,
+aggregate (``$match``, ``$project``, ``$sort``, ``$skip``, ``$limit``, ``$count``, and
+``$group`` by one field path or ``null`` with ``$sum``/``$avg``/``$min``/``$max``/``$first``/``$push``),
+count, drop, create, listDatabases, listCollections, dropDatabase, endSessions, getLog,
+hostInfo, getParameter, whatsmyuri, over one in-memory store shared by all connections.
+Anything else: code 59 CommandNotFound.
+
+Transactions (with ``--replica-set``, as drivers send them): a command with ``lsid``,
+``txnNumber``, ``autocommit: false`` and ``startTransaction: true`` opens transaction
+(lsid, txnNumber); later commands carry the same fields without ``startTransaction``;
+``commitTransaction`` / ``abortTransaction`` on ``admin`` end it (a repeated commit of a
+committed transaction is ok, as the server's retry rule says). A command of a transaction that
+is not open gets ``{code: 251, codeName: NoSuchTransaction}``. Writes apply at once and an
+abort restores each collection the transaction wrote to as it was at its first write (so,
+unlike DocumentDB, other sessions see uncommitted writes, and an abort also undoes other
+sessions' writes to those collections in between: tests use one writer per collection).
 """
 
 import argparse
 import asyncio
 import base64
+import copy
 import datetime
 import hashlib
 import http.client
@@ -166,16 +184,39 @@ AUTH_RE = re.compile(
     r"SignedHeaders=([a-z0-9;\-]+),\s*Signature=([0-9a-f]{64})$")
 
 
+def id_key(value):
+    """A hashable key for an _id value (documents and arrays by their BSON)."""
+    try:
+        key = (type(value).__name__, value)
+        hash(key)
+        return key
+    except TypeError:
+        return ("bson", bson.encode({"v": value}))
+
+
 class Store:
     def __init__(self):
         self.dbs = {}  # db -> {collection -> [docs]}
+        self.ids = {}  # (db, collection) -> {id_key}
         self.cursors = {}  # id -> (ns, [docs])
         self.cursor_ids = itertools.count(1000)
+        self.txns = {}  # (lsid bytes, txnNumber) -> {(db, coll): snapshot or None}
+        self.committed = set()  # (lsid bytes, txnNumber) committed
 
     def coll(self, db, name, create=False):
         if create:
             return self.dbs.setdefault(db, {}).setdefault(name, [])
         return self.dbs.get(db, {}).get(name, [])
+
+    def id_index(self, db, name):
+        index = self.ids.get((db, name))
+        if index is None:
+            index = self.ids[(db, name)] = {id_key(d.get("_id")) for d in self.coll(db, name)}
+        return index
+
+    def forget_index(self, db, name=None):
+        for key in [k for k in self.ids if k[0] == db and (name is None or k[1] == name)]:
+            del self.ids[key]
 
 
 class Config:
@@ -188,6 +229,7 @@ class Config:
         self.sts_timeout = a.sts_timeout
         self.log_file = a.log
         self.log_commands = a.log_commands
+        self.replica_set = a.replica_set
 
 
 class Logger:
@@ -242,6 +284,17 @@ def field_matches(doc, key, cond):
                     raise CommandError(2, "BadValue", "$in needs an array")
                 if not any(eq(x) for x in arg):
                     return False
+            elif op == "$nin":
+                if not isinstance(arg, list):
+                    raise CommandError(2, "BadValue", "$nin needs an array")
+                if any(eq(x) for x in arg):
+                    return False
+            elif op in ("$gt", "$gte", "$lt", "$lte"):
+                if not present or sort_key(value)[0] != sort_key(arg)[0]:
+                    return False
+                a, b = sort_key(value), sort_key(arg)
+                if not {"$gt": a > b, "$gte": a >= b, "$lt": a < b, "$lte": a <= b}[op]:
+                    return False
             elif op == "$exists":
                 if bool(arg) != present:
                     return False
@@ -289,6 +342,81 @@ def sort_key(value):
     return (rank, value)
 
 
+WRITES = {"insert", "update", "delete"}
+
+
+def field_path(doc, expr):
+    """`$a` is doc["a"]; anything else is the value itself."""
+    if isinstance(expr, str) and expr.startswith("$"):
+        return doc.get(expr[1:])
+    return expr
+
+
+def apply_update(doc, u, operators):
+    if not operators:
+        keep = doc.get("_id")
+        doc.clear()
+        doc["_id"] = keep
+        doc.update((k, v) for k, v in u.items() if k != "_id")
+        return
+    for op, fields in u.items():
+        if not isinstance(fields, dict):
+            raise CommandError(9, "FailedToParse", f"Modifiers operate on fields but we found type {type(fields).__name__} instead.")
+        for k, v in fields.items():
+            if k == "_id" and op != "$unset":
+                raise CommandError(66, "ImmutableField", "Performing an update on the path '_id' would modify the immutable field '_id'")
+            if op == "$set":
+                doc[k] = v
+            elif op == "$unset":
+                doc.pop(k, None)
+            elif op == "$inc":
+                if not isinstance(v, (int, float)) or (k in doc and not isinstance(doc[k], (int, float))):
+                    raise CommandError(14, "TypeMismatch", f"Cannot apply $inc to a value of non-numeric type")
+                doc[k] = doc.get(k, 0) + v
+            elif op == "$push":
+                if k in doc and not isinstance(doc[k], list):
+                    raise CommandError(2, "BadValue", f"The field '{k}' must be an array")
+                doc.setdefault(k, []).append(v)
+            else:
+                raise CommandError(9, "FailedToParse", f"Unknown modifier: {op}")
+
+
+def group(docs, spec):
+    if not isinstance(spec, dict) or "_id" not in spec:
+        raise CommandError(15955, "Location15955", "a group specification must include an _id")
+    groups = {}
+    for d in docs:
+        key = field_path(d, spec["_id"])
+        groups.setdefault(id_key(key), (key, []))[1].append(d)
+    out = []
+    for key, members in groups.values():
+        row = SON([("_id", key)])
+        for name, acc in spec.items():
+            if name == "_id":
+                continue
+            if not isinstance(acc, dict) or len(acc) != 1:
+                raise CommandError(40234, "Location40234", f"The field '{name}' must be an accumulator object")
+            (op, expr), = acc.items()
+            values = [field_path(m, expr) for m in members]
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if op == "$sum":
+                row[name] = sum(numbers)
+            elif op == "$avg":
+                row[name] = sum(numbers) / len(numbers) if numbers else None
+            elif op == "$min":
+                row[name] = min(values, key=sort_key) if values else None
+            elif op == "$max":
+                row[name] = max(values, key=sort_key) if values else None
+            elif op == "$first":
+                row[name] = values[0] if values else None
+            elif op == "$push":
+                row[name] = values
+            else:
+                raise CommandError(15952, "Location15952", f"unknown group operator '{op}'")
+        out.append(row)
+    return out
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -296,6 +424,7 @@ class Server:
     def __init__(self, cfg):
         self.cfg = cfg
         self.store = Store()
+        self.host, self.port = "127.0.0.1", 0
         self.log = Logger(cfg.log_file)
         self.conn_ids = itertools.count(1)
         # sha256(Authorization) -> monotonic expiry: a signed payload is good for one try.
@@ -498,11 +627,15 @@ class Connection:
             self.log_command(name, db, 13)
             raise CommandError(13, "Unauthorized", f"command {name} requires authentication")
         handler = COMMANDS.get(name)
-        if handler is None:
+        if name not in COMMANDS:
             self.log_command(name, db, 59)
             raise CommandError(59, "CommandNotFound", f"no such command: '{name}'")
         try:
-            result = handler(self, body, db)
+            if name in ("commitTransaction", "abortTransaction"):
+                result = self.end_transaction(name, body, db)
+            else:
+                self.join_transaction(name, body, db)
+                result = handler(self, body, db)
             if asyncio.iscoroutine(result):
                 result = await result
         except CommandError as e:
@@ -531,6 +664,10 @@ class Connection:
             ("logicalSessionTimeoutMinutes", 30), ("connectionId", self.id),
             ("minWireVersion", 0), ("maxWireVersion", MAX_WIRE_VERSION), ("readOnly", False),
         ])
+        if self.cfg.replica_set:
+            me = f"{self.server.host}:{self.server.port}"
+            doc.update([("setName", self.cfg.replica_set), ("hosts", [me]), ("me", me),
+                        ("primary", me), ("secondary", False)])
         mechs = body.get("saslSupportedMechs")
         if isinstance(mechs, str) and mechs.startswith("$external."):
             if mechs[len("$external."):] in self.cfg.users:
@@ -712,6 +849,131 @@ class Connection:
 
     # -- after authentication
 
+    # -- transactions
+
+    @staticmethod
+    def transaction_key(body):
+        if body.get("autocommit") is not False:
+            return None
+        lsid, txn = body.get("lsid"), body.get("txnNumber")
+        if not isinstance(lsid, dict) or not isinstance(txn, int):
+            raise CommandError(50768, "Location50768", "a transaction needs lsid and txnNumber")
+        return (bytes(lsid.get("id", b"")), int(txn))
+
+    def join_transaction(self, name, body, db):
+        key = self.transaction_key(body)
+        if key is None:
+            return
+        if not self.cfg.replica_set:
+            raise CommandError(20, "IllegalOperation",
+                               "Transaction numbers are only allowed on a replica set member or mongos")
+        txns = self.store.txns
+        if body.get("startTransaction"):
+            txns[key] = {}
+        elif key not in txns:
+            raise CommandError(251, "NoSuchTransaction", f"Transaction {key[1]} has been aborted.")
+        coll = body.get(name) if name in WRITES else None
+        if isinstance(coll, str) and (db, coll) not in txns[key]:
+            existing = self.store.dbs.get(db, {}).get(coll)
+            txns[key][(db, coll)] = copy.deepcopy(existing) if existing is not None else None
+
+    def end_transaction(self, name, body, db):
+        if db != "admin":
+            raise CommandError(13, "Unauthorized", f"{name} may only be run against the admin database.")
+        key = self.transaction_key(body)
+        if key is None:
+            raise CommandError(50768, "Location50768", f"{name} needs autocommit: false")
+        snapshots = self.store.txns.pop(key, None)
+        if snapshots is None:
+            if name == "commitTransaction" and key in self.store.committed:
+                return SON([("ok", 1.0)])
+            raise CommandError(251, "NoSuchTransaction", f"Transaction {key[1]} has been aborted.")
+        if name == "commitTransaction":
+            self.store.committed.add(key)
+        else:
+            for (d, c), docs in snapshots.items():
+                colls = self.store.dbs.setdefault(d, {})
+                if docs is None:
+                    colls.pop(c, None)
+                else:
+                    colls[c] = docs
+                self.store.forget_index(d, c)
+        return SON([("ok", 1.0)])
+
+    # -- update and aggregate
+
+    def cmd_update(self, body, db):
+        coll = self.coll_name(body, "update")
+        updates = body.get("updates")
+        if not isinstance(updates, list):
+            raise CommandError(2, "BadValue", "update needs updates")
+        store = self.store.coll(db, coll, create=True)
+        n = modified = 0
+        upserted = []
+        for i, spec in enumerate(updates):
+            q, u = spec.get("q") or {}, spec.get("u")
+            if not isinstance(u, dict):
+                raise CommandError(9, "FailedToParse", "update needs u as a document")
+            operators = bool(u) and all(k.startswith("$") for k in u)
+            if not operators and any(k.startswith("$") for k in u):
+                raise CommandError(9, "FailedToParse", "the update mixes operators and fields")
+            if not operators and spec.get("multi"):
+                raise CommandError(9, "FailedToParse", "multi update is not supported for replacement-style update")
+            hits = [d for d in store if matches(d, q)]
+            if not spec.get("multi"):
+                hits = hits[:1]
+            for d in hits:
+                before = copy.deepcopy(d)
+                apply_update(d, u, operators)
+                n += 1
+                modified += 0 if values_equal(before, d) else 1
+            if not hits and spec.get("upsert"):
+                d = SON([("_id", q.get("_id", ObjectId()))])
+                if operators:
+                    d.update((k, v) for k, v in q.items() if k != "_id" and not k.startswith("$"))
+                apply_update(d, u, operators)
+                store.append(d)
+                self.store.forget_index(db, coll)
+                upserted.append(SON([("index", i), ("_id", d["_id"])]))
+                n += 1
+        out = SON([("n", n), ("nModified", modified)])
+        if upserted:
+            out["upserted"] = upserted
+        out["ok"] = 1.0
+        return out
+
+    def cmd_aggregate(self, body, db):
+        coll = body.get("aggregate")
+        pipeline = body.get("pipeline")
+        if not isinstance(pipeline, list):
+            raise CommandError(14, "TypeMismatch", "'pipeline' option must be specified as an array")
+        if not isinstance(body.get("cursor"), dict):
+            raise CommandError(9, "FailedToParse", "The 'cursor' option is required")
+        docs = list(self.store.coll(db, coll)) if isinstance(coll, str) else []
+        for stage in pipeline:
+            if not isinstance(stage, dict) or len(stage) != 1:
+                raise CommandError(40323, "Location40323", "A pipeline stage specification object must contain exactly one field.")
+            (op, arg), = stage.items()
+            if op == "$match":
+                docs = [d for d in docs if matches(d, arg)]
+            elif op == "$project":
+                docs = [project(d, arg) for d in docs]
+            elif op == "$sort":
+                for key, direction in reversed(list(arg.items())):
+                    docs.sort(key=lambda d, k=key: sort_key(d.get(k)), reverse=direction == -1)
+            elif op == "$skip":
+                docs = docs[int(arg):]
+            elif op == "$limit":
+                docs = docs[:int(arg)]
+            elif op == "$count":
+                docs = [SON([(arg, len(docs))])] if docs else []
+            elif op == "$group":
+                docs = group(docs, arg)
+            else:
+                raise CommandError(40324, "Location40324", f"Unrecognized pipeline stage name: '{op}'")
+        bs = body["cursor"].get("batchSize")
+        return self.cursor_reply(f"{db}.{coll}", docs, int(bs) if bs is not None else 101, False)
+
     def cmd_ping(self, body, db):
         return SON([("ok", 1.0)])
 
@@ -750,7 +1012,8 @@ class Connection:
             d = SON([("_id", doc["_id"] if "_id" in doc else ObjectId())])
             d.update((k, v) for k, v in doc.items() if k != "_id")
             doc = d
-            if any(values_equal(x.get("_id"), doc["_id"]) for x in store):
+            index = self.store.id_index(db, coll)
+            if id_key(doc["_id"]) in index:
                 errors.append(SON([("index", i), ("code", 11000),
                                    ("errmsg", f"E11000 duplicate key error collection: "
                                               f"{db}.{coll} index: _id_")]))
@@ -758,6 +1021,7 @@ class Connection:
                     break
                 continue
             store.append(doc)
+            index.add(id_key(doc["_id"]))
             n += 1
         out = SON([("n", n)])
         if errors:
@@ -835,6 +1099,7 @@ class Connection:
                     kept.append(d)
             store[:] = kept
             n += removed
+        self.store.forget_index(db, coll)
         return SON([("n", n), ("ok", 1.0)])
 
     def cmd_count(self, body, db):
@@ -847,12 +1112,14 @@ class Connection:
 
     def cmd_drop(self, body, db):
         coll = self.coll_name(body, "drop")
+        self.store.forget_index(db, coll)
         if self.store.dbs.get(db, {}).pop(coll, None) is None:
             raise CommandError(26, "NamespaceNotFound", "ns not found")
         return SON([("nIndexesWas", 1), ("ns", f"{db}.{coll}"), ("ok", 1.0)])
 
     def cmd_drop_database(self, body, db):
         self.store.dbs.pop(db, None)
+        self.store.forget_index(db)
         return SON([("dropped", db), ("ok", 1.0)])
 
     def cmd_list_databases(self, body, db):
@@ -917,6 +1184,10 @@ COMMANDS = {
     "getMore": Connection.cmd_get_more,
     "killCursors": Connection.cmd_kill_cursors,
     "delete": Connection.cmd_delete,
+    "update": Connection.cmd_update,
+    "aggregate": Connection.cmd_aggregate,
+    "commitTransaction": None,
+    "abortTransaction": None,
     "count": Connection.cmd_count,
     "create": Connection.cmd_create,
     "drop": Connection.cmd_drop,
@@ -967,6 +1238,7 @@ async def main_async(a):
     srv = await asyncio.start_server(server.handle, "127.0.0.1", a.port, ssl=ctx,
                                      ssl_handshake_timeout=10, limit=1 << 16)
     port = srv.sockets[0].getsockname()[1]
+    server.host, server.port = "127.0.0.1", port
     print(f"listening on 127.0.0.1:{port}", flush=True)
     server.log.event(event="start", port=port, sts_host=cfg.sts_host,
                      sts_connect=cfg.sts_connect, users=cfg.users)
@@ -997,6 +1269,8 @@ def main():
     p.add_argument("--lax-region", action="store_true",
                    help="do not require the scope region the driver spec derives from h")
     p.add_argument("--sts-timeout", type=float, default=10.0)
+    p.add_argument("--replica-set", default=None,
+                   help="answer hello as this replica set's primary (DocumentDB: rs0)")
     a = p.parse_args()
     try:
         asyncio.run(main_async(a))

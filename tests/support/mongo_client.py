@@ -5,7 +5,10 @@
 
 No credentials and no authMechanism: the proxy logs in for the client. Scenarios:
 ``basic`` (insert_one and find_one in orders.items), ``other_db`` (a find in hr), ``sasl`` (the
-client's own saslStart), ``stand_in`` (see below). Prints one JSON object; a server error is
+client's own saslStart), ``transaction`` (two inserts in orders in one transaction, committed),
+``transaction_denied`` (an insert in orders, then one in hr, in one transaction: refused, and
+the orders insert rolled back), ``workload`` (10,000 documents by insert_many, update_many,
+delete_many and an aggregate $group, timed). Prints one JSON object; a server error is
 ``{"error": CODE, "type": EXCEPTION, "message": TEXT}`` (exit status 0 either way); when the proxy
 refuses the connection's first message (the handshake), pymongo reports it as a server selection
 error whose text carries the error document, and CODE is null.
@@ -43,16 +46,51 @@ def sasl(args):
         return {"answer": str(c["admin"].command({"saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": b"n,,n=x,r=abc"}))}
 
 
+def transaction(args):
+    with client(args) as c:
+        items = c["orders"]["txn"]
+        with c.start_session() as s:
+            s.with_transaction(lambda s: (items.insert_one({"n": 1}, session=s), items.insert_one({"n": 2}, session=s)))
+        return {"count": items.count_documents({})}
+
+
+def transaction_denied(args):
+    with client(args) as c:
+        items = c["orders"]["txn_denied"]
+        before = items.count_documents({})
+        try:
+            with c.start_session() as s:
+                s.with_transaction(lambda s: (items.insert_one({"n": 1}, session=s), c["hr"]["salaries"].insert_one({"n": 2}, session=s)))
+            outcome = {"committed": True}
+        except OperationFailure as e:
+            outcome = {"error": e.code, "message": str(e.details.get("errmsg") if e.details else e)}
+        return {**outcome, "before": before, "after": items.count_documents({})}
+
+
+def workload(args):
+    import time
+    with client(args) as c:
+        items = c["orders"]["workload"]
+        started = time.monotonic()
+        items.insert_many([{"_id": i, "group": i % 10, "qty": i} for i in range(10000)])
+        inserted = time.monotonic() - started
+        updated = items.update_many({"group": 3}, {"$inc": {"qty": 1}, "$set": {"seen": True}}).modified_count
+        deleted = items.delete_many({"group": 9}).deleted_count
+        groups = list(items.aggregate([{"$match": {"qty": {"$gte": 0}}}, {"$group": {"_id": "$group", "n": {"$sum": 1}, "total": {"$sum": "$qty"}}}, {"$sort": {"_id": 1}}]))
+        return {"insert_seconds": round(inserted, 3), "updated": updated, "deleted": deleted, "groups": groups, "left": items.count_documents({})}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", required=True, type=int)
     ap.add_argument("--ca", required=True)
     ap.add_argument("--pem", required=True)
     ap.add_argument("--timeout-ms", type=int, default=10000, help="server selection timeout")
-    ap.add_argument("scenario", choices=["basic", "other_db", "sasl"])
+    scenarios = {"basic": basic, "other_db": other_db, "sasl": sasl, "transaction": transaction, "transaction_denied": transaction_denied, "workload": workload}
+    ap.add_argument("scenario", choices=sorted(scenarios))
     args = ap.parse_args()
     try:
-        result = {"basic": basic, "other_db": other_db, "sasl": sasl}[args.scenario](args)
+        result = scenarios[args.scenario](args)
     except OperationFailure as e:
         result = {"error": e.code, "type": type(e).__name__, "message": str(e.details.get("errmsg") if e.details else e)}
     except PyMongoError as e:
