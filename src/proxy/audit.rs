@@ -110,6 +110,9 @@ pub struct ApiCall {
     pub body_length: usize,
     /// Whether `body` was cut.
     pub truncated: bool,
+    /// The tables the request names (`TableName`, `RequestItems`, `TransactItems`), sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
 }
 
 /// A MongoDB/DocumentDB command as recorded.

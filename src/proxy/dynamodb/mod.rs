@@ -3,6 +3,7 @@
 //! `X-Amz-Target`, re-signed with the role's credentials (assume-role chain, session name = the
 //! user), forwarded, and its answer streamed back. Errors are DynamoDB-shaped JSON.
 
+mod body;
 pub mod error;
 pub mod sign;
 pub mod target;
@@ -252,6 +253,7 @@ impl Session {
         call.body = shown_text(&body, MAX_AUDITED_BODY);
         call.body_length = body.len();
         call.truncated = body.len() > MAX_AUDITED_BODY;
+        call.tables = body::tables(&body).map_err(|e| (ApiError::validation(e), Some(call.clone())))?;
 
         let (host, port) = if upstream.endpoint_override { (upstream.host.clone(), upstream.port) } else { (target.service.host(&upstream.region), 443) };
         if upstream.endpoint_override {
