@@ -180,8 +180,8 @@ fn pymongo_and_mongosh_insert_and_find_through_the_proxy_logged_in_with_mongodb_
     let inserts: Vec<_> = events_named(&events, "db.session.query").into_iter().filter(|e| e["command"] == "insert").collect();
     assert_eq!(inserts.len(), 2, "{events:?}");
     assert_eq!(
-        (inserts[0]["database"].as_str(), inserts[0]["collection"].as_str(), inserts[0]["db_user"].as_str()),
-        (Some("orders"), Some("items"), Some("docdb-writer"))
+        (inserts[0]["database"].as_str(), inserts[0]["db_name"].as_str(), inserts[0]["collection"].as_str(), inserts[0]["db_user"].as_str()),
+        (Some("default/orders"), Some("orders"), Some("items"), Some("docdb-writer"))
     );
     assert!(inserts[0]["document"].as_str().unwrap().contains("apple"), "{:?}", inserts[0]);
     assert!(events_named(&events, "db.session.start").iter().all(|e| e["success"] == true && e["protocol"] == "mongodb"), "{events:?}");

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
+pub mod audit_schema;
 pub mod cluster;
 pub mod control_plane;
 pub mod counting_proxy;

@@ -125,6 +125,15 @@ impl Proxy {
             }
             let quiet = last.1.elapsed() > Duration::from_millis(300);
             if (events.len() >= min && quiet) || start.elapsed() > Duration::from_secs(10) {
+                // Every event the tests see matches docs/audit.md.
+                for event in &events {
+                    if let Err(e) = super::audit_schema::check(event) {
+                        panic!(
+                            "an audit event does not match docs/audit.md: {e}
+{event}"
+                        );
+                    }
+                }
                 return events;
             }
             std::thread::sleep(Duration::from_millis(20));
