@@ -22,10 +22,12 @@ pub struct UpstreamCancel {
 /// The proxy-side cancel key: (pid, secret).
 type ProxyKey = (u32, [u8; 4]);
 
-/// The registry of live sessions' cancel keys.
+/// The registry of live sessions' cancel keys (PostgreSQL) and connection ids (MySQL).
 #[derive(Clone, Default)]
 pub struct CancelRegistry {
     inner: Arc<Mutex<HashMap<ProxyKey, UpstreamCancel>>>,
+    /// MySQL sessions by the connection id their greeting announced.
+    pub mysql_threads: super::mysql::threads::Threads,
 }
 
 /// Removes its entry from the registry when dropped (when the session ends).

@@ -78,6 +78,8 @@ pub struct Context {
     pub started: Instant,
     /// The audit fields, filled as the phases learn them.
     pub fields: SessionFields,
+    /// The connection id the engine announced to the client (MySQL's greeting), or 0.
+    pub connection_id: u32,
 }
 
 impl Context {
@@ -216,7 +218,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
     let Connection { state, fixed_upstream, mut stream, peer, session_id } = connection;
     let facts = engine.facts();
     let fields = SessionFields { session_id: session_id.clone(), protocol: facts.name.to_owned(), client_addr: peer.to_string(), ..Default::default() };
-    let mut context = Context { state, session_id, peer, started: Instant::now(), fields };
+    let mut context = Context { state, session_id, peer, started: Instant::now(), fields, connection_id: 0 };
 
     match engine.open(&mut context, &mut stream).await {
         Ok(Opening::Tls) => {}

@@ -330,3 +330,58 @@ fn the_mariadb_client_works_through_the_local_tunnel() {
         text(&denied)
     );
 }
+
+#[test]
+fn ctrl_c_in_the_mariadb_client_cancels_the_running_statement_for_the_same_person_only() {
+    let _machine = machine_shared();
+    let db = shared_mariadb();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, keys(), None);
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    let sleeper = |id: &ClientIdentity| {
+        let mut cmd = Command::new("mariadb");
+        cmd.args(["--no-defaults", "-h", "127.0.0.1", "-P", &proxy.port.to_string(), "-u", "app", "--batch", "--skip-column-names"])
+            .arg(format!("--ssl-ca={}", id.files.ca().display()))
+            .arg(format!("--ssl-cert={}", id.files.cert().display()))
+            .arg(format!("--ssl-key={}", id.files.key().display()))
+            .args(["--ssl-verify-server-cert", "-e", "select connection_id(); select sleep(30)", "orders"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let child = sleeper(&alice);
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    let waited = started.elapsed();
+    let t = text(&out);
+    assert!(waited < Duration::from_secs(2), "the statement was cancelled {waited:?} after Ctrl-C: {t}\n{}", proxy.log());
+    assert!(t.contains("query killed") || t.contains("Query execution was interrupted") || t.lines().any(|l| l.trim() == "1"), "{t}");
+
+    // The id the client saw is the proxy's; KILL by it reaches the database's thread.
+    let events = proxy.audit(4);
+    let kills: Vec<_> =
+        events_named(&events, "db.session.query").into_iter().filter(|e| e["statement"].as_str().is_some_and(|s| s.starts_with("KILL QUERY"))).collect();
+    assert!(kills.iter().any(|e| e["success"] == true), "the client's KILL QUERY is audited: {events:?}");
+
+    // Ids are the proxy's, handed out in order: alice's first session, the client's KILL
+    // connection, then the next session.
+    let first: u64 = kills[0]["statement"].as_str().unwrap().trim_start_matches("KILL QUERY ").trim().parse().unwrap();
+    let child = sleeper(&alice);
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = first + 2;
+    // Somebody else (bob, allowed the same db user) cannot: as if there were no such thread.
+    let bob = pki.client("bob", "bob", &["dev"], None, Duration::from_secs(3600));
+    let t = text(&mariadb(&proxy, &bob, "app", Some("orders"), &format!("KILL QUERY {second}")));
+    assert!(t.contains("ERROR 1094") && t.contains(&format!("Unknown thread id: {second}")), "{t}");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut child = child;
+    assert!(child.try_wait().unwrap().is_none(), "alice's statement still runs");
+    // Alice herself can, by the id her client was given.
+    let started = Instant::now();
+    let t = text(&mariadb(&proxy, &alice, "app", Some("orders"), &format!("KILL QUERY {second}")));
+    assert!(!t.contains("ERROR"), "{t}");
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "cancelled in {:?}: {}", started.elapsed(), text(&out));
+}

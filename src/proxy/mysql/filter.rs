@@ -14,6 +14,12 @@ use crate::proxy::session::SessionError;
 
 /// The longest COM_INIT_DB the proxy holds back to check (database names are ≤ 64 characters).
 const MAX_HELD: usize = 4096;
+/// COM_QUERY packets up to this length are held until whole, to see whether they are a `KILL`
+/// (whose id is the proxy's, mapped to the database's); longer ones stream through.
+const MAX_KILL: usize = 64;
+
+/// Maps the id of a `KILL [QUERY] <id>` to the database's thread id, or says why not.
+pub type KillCheck = Box<dyn Fn(u64) -> Result<u32, String> + Send>;
 /// How many prepared statements' texts are remembered per session.
 const MAX_PREPARED: usize = 4096;
 
@@ -36,6 +42,8 @@ pub struct CommandFilter {
     /// The previous packet's sequence id and whether it had a payload: a LOCAL INFILE upload
     /// longer than 255 packets wraps from 255 to 0, and that 0 is not a new command.
     previous: (u8, bool),
+    /// How `KILL` ids are mapped; without one, `KILL` statements are forwarded as they are.
+    kill: Option<KillCheck>,
 }
 
 enum State {
@@ -77,7 +85,13 @@ struct Capture {
 impl CommandFilter {
     /// A filter at a packet boundary. `audit` false: statements are not recorded.
     pub fn new(audit: bool, prepared: Arc<Mutex<Prepared>>, check_database: DatabaseCheck) -> Self {
-        Self { state: Self::head(), continuation: Continuation::None, audit, prepared, check_database, previous: (0, false) }
+        Self { state: Self::head(), continuation: Continuation::None, audit, prepared, check_database, previous: (0, false), kill: None }
+    }
+
+    /// Maps `KILL` ids with `kill` (the session's greeting announced the proxy's own id).
+    pub fn with_kill(mut self, kill: KillCheck) -> Self {
+        self.kill = Some(kill);
+        self
     }
 
     fn head() -> State {
@@ -142,6 +156,32 @@ impl CommandFilter {
                 }
             }
             (command::INIT_DB, None) => refuse(steps, "init_db", 1102, b"", "incorrect database name: too long".into()),
+            (command::QUERY, Some(packet)) => {
+                let text = &packet[5..];
+                let kill = self.kill.as_ref().and_then(|k| super::threads::parse_kill(text).map(|(query, id)| (query, id, k(id))));
+                match kill {
+                    Some((query, _, Ok(thread))) => {
+                        let rewritten = format!("KILL {}{thread}", if query { "QUERY " } else { "CONNECTION " });
+                        let mut payload = vec![command::QUERY];
+                        payload.extend_from_slice(rewritten.as_bytes());
+                        steps.push(Step::ForwardOwned(codec::packet(seq.wrapping_sub(1), &payload)));
+                        if self.audit {
+                            steps.push(Step::Audit { statement: Statement::from_text("query", text, None), error: None });
+                        }
+                    }
+                    Some((_, _, Err(reason))) => {
+                        steps.push(Step::Reply(codec::err_packet(seq, 1094, "HY000", &reason)));
+                        steps.push(Step::Audit { statement: Statement::from_text("query", text, None), error: Some(reason) });
+                    }
+                    None => {
+                        let statement = self.audit.then(|| Statement::from_text("query", text, None));
+                        steps.push(Step::ForwardOwned(packet));
+                        if let Some(statement) = statement {
+                            steps.push(Step::Audit { statement, error: None });
+                        }
+                    }
+                }
+            }
             (command::CHANGE_USER, _) => refuse(
                 steps,
                 "change_user",
@@ -209,16 +249,18 @@ impl ClientFilter for CommandFilter {
                     let head = bytes[..*have].to_vec();
                     let carried = std::mem::take(carried);
                     let cmd = starts_command.then(|| head[4]);
+                    let kill_candidate = cmd == Some(command::QUERY) && self.kill.is_some() && len <= MAX_KILL;
                     let hold = matches!(
                         cmd,
                         Some(command::INIT_DB | command::CHANGE_USER | command::BINLOG_DUMP | command::BINLOG_DUMP_GTID | command::REGISTER_SLAVE)
-                    ) || matches!(continuation, Continuation::Discard);
+                    ) || kill_candidate
+                        || matches!(continuation, Continuation::Discard);
                     if hold {
                         // Forward what came before this packet; hold (or drop) the packet.
                         if forward_from < head_start {
                             steps.push(Step::Forward(forward_from..head_start));
                         }
-                        let keep = cmd == Some(command::INIT_DB) && len <= MAX_HELD;
+                        let keep = (cmd == Some(command::INIT_DB) && len <= MAX_HELD) || kill_candidate;
                         if matches!(continuation, Continuation::Discard) {
                             self.continuation = Continuation::Discard;
                         }
@@ -369,7 +411,8 @@ mod tests {
 
     fn run(stream: &[u8], chunk: usize, prepared: Arc<Mutex<Prepared>>) -> Outcome {
         let check: DatabaseCheck = Box::new(|_, name| if name == "secret" { Err("not in dbNames".into()) } else { Ok(()) });
-        let mut filter = CommandFilter::new(true, prepared, check);
+        let kill: KillCheck = Box::new(|id| if id == 5 { Ok(777) } else { Err(crate::proxy::mysql::threads::unknown_thread(id)) });
+        let mut filter = CommandFilter::new(true, prepared, check).with_kill(kill);
         let fields = SessionFields::default();
         let mut out = Outcome::default();
         let mut steps = Vec::new();
@@ -387,6 +430,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn kill_ids_are_mapped_to_the_database_thread_or_refused_whatever_the_chunking() {
+        let select = cmd(command::QUERY, b"SELECT 1");
+        let long = cmd(command::QUERY, format!("SELECT '{}'", "x".repeat(100)).as_bytes());
+        let stream =
+            [cmd(command::QUERY, b"KILL QUERY 5"), select.clone(), cmd(command::QUERY, b"kill 5;"), cmd(command::QUERY, b"KILL QUERY 6"), long.clone()]
+                .concat();
+        for chunk in [1, 3, 5, 9, 1000] {
+            let out = run(&stream, chunk, Arc::default());
+            let expected = [cmd(command::QUERY, b"KILL QUERY 777"), select.clone(), cmd(command::QUERY, b"KILL CONNECTION 777"), long.clone()].concat();
+            assert_eq!(out.upstream, expected, "chunk {chunk}");
+            assert_eq!(out.replies.len(), 1, "chunk {chunk}");
+            let err = codec::parse_err(&out.replies[0][4..]).unwrap();
+            assert_eq!((err.code, err.message.as_str(), out.replies[0][3]), (1094, "Unknown thread id: 6", 1));
+            let texts: Vec<(&str, bool)> = out.audits.iter().map(|(s, e)| (s.statement.as_str(), e.is_some())).collect();
+            assert_eq!(texts[..4], [("KILL QUERY 5", false), ("SELECT 1", false), ("kill 5;", false), ("KILL QUERY 6", true)], "chunk {chunk}");
+        }
     }
 
     #[test]

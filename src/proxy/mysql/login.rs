@@ -15,14 +15,14 @@ use crate::proxy::{ProxyState, Upstream};
 pub const SERVER_VERSION: &str = "8.0.36-portcullis";
 
 /// The proxy's greeting: a fresh scramble (the proxy never checks a client password).
-pub fn greeting() -> Greeting {
+pub fn greeting(connection_id: u32) -> Greeting {
     // Printable, never NUL, like the servers' own scrambles.
     let scramble = (0..20).map(|_| rand::random_range(0x21u8..0x7f)).collect();
     Greeting {
         server_version: SERVER_VERSION.into(),
-        // Not the database's thread id (there is no database connection yet): KILL by this id
-        // must not hit someone else's session, so it is 0, which no server uses.
-        connection_id: 0,
+        // The proxy's own id (there is no database connection yet): `KILL <id>` is mapped to
+        // the database's thread id once logged in, for the same person only (`threads`).
+        connection_id,
         scramble,
         capabilities: caps::OFFERED,
         collation: codec::DEFAULT_COLLATION,
@@ -68,6 +68,8 @@ pub struct Connected {
     pub ok: Vec<u8>,
     /// The database's version string.
     pub server_version: String,
+    /// The database connection's thread id (its greeting's connection id).
+    pub thread_id: u32,
 }
 
 /// Connects to the database and logs in as the client asked (user, database, capabilities,
@@ -123,7 +125,7 @@ pub async fn connect_and_login(state: &ProxyState, upstream: &Upstream, client: 
                 if !token_sent {
                     warn!(db_user, "the database let the user in without a password");
                 }
-                return Ok(Connected { tls, ok: payload, server_version: server.server_version });
+                return Ok(Connected { tls, ok: payload, server_version: server.server_version, thread_id: server.connection_id });
             }
             AuthReply::Switch { plugin } if plugin == "mysql_clear_password" && !token_sent => {
                 let token = connect::iam_token(state, upstream, db_user).await?;

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod filter;
 mod login;
+pub mod threads;
 
 use std::sync::{Arc, Mutex};
 
@@ -58,7 +59,8 @@ impl Engine for MysqlEngine {
 
     /// The proxy's greeting; before TLS only an SSLRequest is acceptable.
     async fn open(&self, context: &mut Context, stream: &mut TcpStream) -> Result<Opening, SessionError> {
-        stream.write_all(&codec::packet(0, &login::greeting().encode())).await.map_err(SessionError::ClientIo)?;
+        context.connection_id = context.state.cancels.mysql_threads.allocate();
+        stream.write_all(&codec::packet(0, &login::greeting(context.connection_id).encode())).await.map_err(SessionError::ClientIo)?;
         let (seq, payload) = tokio::time::timeout_at(context.handshake_deadline(), read_packet(stream, MAX_LOGIN_PACKET, "handshake response"))
             .await
             .map_err(|_| SessionError::Timeout("waiting for the client's handshake response"))?
@@ -125,7 +127,12 @@ impl Engine for MysqlEngine {
         let state = context.state;
         let prepared = Arc::new(Mutex::new(Prepared::default()));
         let check = relay::database_check(state.clone(), identity.clone(), upstream.clone());
-        let filter = CommandFilter::new(audit_queries, prepared.clone(), check);
+        let threads = state.cancels.mysql_threads.clone();
+        let me =
+            threads::Thread { user: identity.user.clone(), database: upstream.key(), db_user: context.fields.db_user.clone(), upstream_id: server.thread_id };
+        let _registered = threads.register(context.connection_id, me.clone());
+        let kill: filter::KillCheck = Box::new(move |id| threads.resolve(id, &me));
+        let filter = CommandFilter::new(audit_queries, prepared.clone(), check).with_kill(kill);
         let greeting = codec::packet(3, &server.ok);
         let session = Session { state, upstream, identity, fields: context.fields, client, server: server.tls, greeting, goodbye, pending_input: Vec::new() };
         relay::run(session, filter, PrepareWatcher::new(prepared)).await
