@@ -8,12 +8,16 @@
 //! message forwarded to the database and every reply to the client is itself a well-formed
 //! message whose header length is its size; replies carry an error document with a code; and
 //! every message the codec accepts re-encodes to one that parses and re-encodes to the same bytes.
+//! And what is forwarded is exactly what was authorized: every forwarded message parses
+//! unambiguously (no field twice, no `$db` in another case), and its `$db` is one the check
+//! allows unless the command is handshake or housekeeping; commitTransaction/abortTransaction
+//! go on only on `admin`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::proxy::audit::SessionFields;
 use portcullis::proxy::mongodb::codec::{self, HEADER, Header, Message};
-use portcullis::proxy::mongodb::filter::{CommandFilter, DatabaseCheck};
+use portcullis::proxy::mongodb::filter::{CommandFilter, DatabaseCheck, is_unchecked};
 use portcullis::proxy::relay::{ClientFilter, Step};
 
 /// What a run produced: forwarded messages, replies, audited (command, refused?), or the error.
@@ -56,7 +60,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole, chunked, "chunking changed the outcome");
     for message in &whole.0 {
         let (header, body) = well_formed(message).expect("a forwarded message parses");
-        codec::parse(&header, &body).expect("a forwarded message is valid");
+        let parsed = codec::parse(&header, &body).expect("a forwarded message is valid and unambiguous");
+        let command = parsed.command().unwrap_or("");
+        if parsed.database() == Some("hr") {
+            assert!(is_unchecked(command), "a {command} on the denied database was forwarded");
+        }
+        if matches!(command, "commitTransaction" | "abortTransaction") {
+            assert_eq!(parsed.database(), Some("admin"), "a transaction end off admin was forwarded");
+        }
     }
     for reply in &whole.1 {
         let (header, body) = well_formed(reply).expect("a reply parses");

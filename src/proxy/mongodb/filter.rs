@@ -35,6 +35,12 @@ const HOUSEKEEPING: &[&str] = &[
     "atlasVersion",
     "getCmdLineOpts",
 ];
+/// Whether `command` goes on without its database being checked (the handshake and connection
+/// housekeeping): every other forwarded command's database was allowed.
+pub fn is_unchecked(command: &str) -> bool {
+    matches!(command, "hello" | "isMaster" | "ismaster") || HOUSEKEEPING.contains(&command)
+}
+
 /// Commands by which a client would authenticate itself: refused.
 const AUTHENTICATION: &[&str] = &["saslStart", "saslContinue", "authenticate", "logout", "copydbsaslstart", "getnonce"];
 /// Fields of `hello` the proxy removes: compression would make the relay blind, speculative
@@ -121,6 +127,7 @@ impl CommandFilter {
             Message::Query { .. } => None,
         };
         if TRANSACTION_END.contains(&command.as_str())
+            && message.database() == Some("admin")
             && let Some((lsid, number)) = &transaction
             && let Some(&(_, refused)) = self.transactions.get(lsid).filter(|(known, _)| known == number)
         {
