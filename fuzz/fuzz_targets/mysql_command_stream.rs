@@ -45,7 +45,8 @@ use std::sync::{Arc, Mutex};
 use libfuzzer_sys::fuzz_target;
 use portcullis::proxy::audit::{SessionFields, Statement, StatementCapture, shown_text};
 use portcullis::proxy::mysql::codec::{self, MAX_PAYLOAD, command};
-use portcullis::proxy::mysql::filter::{CommandFilter, DatabaseCheck, PrepareWatcher, Prepared};
+use portcullis::proxy::mysql::filter::{CommandFilter, DatabaseCheck, MAX_HELD_QUERY, PrepareWatcher, Prepared};
+use portcullis::proxy::mysql::sql::{UseStatement, use_statement};
 use portcullis::proxy::relay::{ClientFilter, Step, UpstreamObserver};
 
 const DENIED: &str = "secret";
@@ -320,7 +321,8 @@ fn model(fed: &[u8], audit: bool) -> Model {
             break; // the filter waits for the command byte
         }
         let cmd = starts_command.then(|| fed[pos + 4]);
-        let refused_kind = matches!(cmd, Some(command::INIT_DB | command::CHANGE_USER | command::BINLOG_DUMP | command::BINLOG_DUMP_GTID | command::REGISTER_SLAVE));
+        let refused_kind = matches!(cmd, Some(command::INIT_DB | command::CHANGE_USER | command::BINLOG_DUMP | command::BINLOG_DUMP_GTID | command::REGISTER_SLAVE))
+            || (cmd == Some(command::QUERY) && len <= MAX_HELD_QUERY);
         if refused_kind || continues == Continues::Discarded {
             // Held back until whole: nothing of it goes out before.
             let Some(packet) = fed.get(pos..end) else { break };
@@ -342,6 +344,24 @@ fn model(fed: &[u8], audit: bool) -> Model {
                         }
                     }
                     Some(command::INIT_DB) => refuse("init_db", b"", 1102),
+                    // A short query, held until whole: a USE is checked like COM_INIT_DB, one
+                    // among other statements refused; anything else goes on.
+                    Some(command::QUERY) => {
+                        let text = &packet[5..];
+                        match use_statement(text) {
+                            UseStatement::Alone(name) if name == DENIED => refuse("query", text, 1044),
+                            UseStatement::Mixed => refuse("query", text, 1235),
+                            found => {
+                                m.forwarded.extend_from_slice(packet);
+                                if audit {
+                                    m.audits.push((Statement::from_text("query", text, None), false));
+                                }
+                                if let UseStatement::Alone(name) = found {
+                                    m.switches.push(name);
+                                }
+                            }
+                        }
+                    }
                     Some(command::CHANGE_USER) => refuse("change_user", b"", 1235),
                     _ => refuse("replication", b"", 1235),
                 }

@@ -164,6 +164,15 @@ fn pymysql_moves_values_over_16_mib_both_ways_and_runs_multi_statements() {
 
     let multi = pymysql(&proxy, &alice, "app", "orders", "multi");
     assert_eq!(multi["results"], serde_json::json!([[[1]], [[2]], [["plum"]]]), "{multi}");
+
+    // USE sent as SQL is checked like COM_INIT_DB; inside a multi-statement it is refused.
+    let r = pymysql(&proxy, &alice, "app", "orders", "use");
+    assert_eq!(r["allowed"]["db"], "orders", "{r}");
+    assert_eq!(r["denied"]["error"], 1044, "{r}");
+    assert!(r["denied"]["message"].as_str().unwrap().contains("access denied to database \"mysql\""), "{r}");
+    assert_eq!(r["mixed"]["error"], 1235, "{r}");
+    assert!(r["mixed"]["message"].as_str().unwrap().contains("send USE on its own"), "{r}");
+    assert_eq!(r["after"], "orders", "the session stayed on its database: {r}");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 
 Scenarios: ``basic`` (who am I, is the upstream leg TLS), ``big`` (a 20 MiB value written
 and read back, so packets over 16 MiB cross the proxy both ways), ``multi`` (two statements
-in one COM_QUERY). Prints one JSON object; a MySQL error is printed as
+in one COM_QUERY), ``use`` (USE sent as SQL: alone to an allowed and a denied database, and
+inside a multi-statement). Prints one JSON object; a MySQL error is printed as
 ``{"error": CODE, "message": TEXT}`` (exit status 0 either way, 2 on bad usage).
 """
 
@@ -65,16 +66,33 @@ def multi(args):
         return {"results": [[list(r) for r in rs] for rs in results]}
 
 
+def use(args):
+    out = {}
+    with connect(args, client_flag=CLIENT.MULTI_STATEMENTS) as conn, conn.cursor() as cur:
+        for name, sql in [("allowed", "USE orders"), ("denied", "USE mysql"), ("mixed", "SELECT 1; USE mysql")]:
+            try:
+                cur.execute(sql)
+                while cur.nextset():
+                    pass
+                cur.execute("select database()")
+                out[name] = {"db": cur.fetchone()[0]}
+            except pymysql.err.MySQLError as e:
+                out[name] = {"error": e.args[0], "message": str(e.args[1])}
+        cur.execute("select database()")
+        out["after"] = cur.fetchone()[0]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("--ca", "--cert", "--key", "--user"):
         ap.add_argument(name, required=True)
     ap.add_argument("--port", required=True, type=int)
     ap.add_argument("--db")
-    ap.add_argument("scenario", choices=["basic", "big", "multi"])
+    ap.add_argument("scenario", choices=["basic", "big", "multi", "use"])
     args = ap.parse_args()
     try:
-        result = {"basic": basic, "big": big, "multi": multi}[args.scenario](args)
+        result = {"basic": basic, "big": big, "multi": multi, "use": use}[args.scenario](args)
     except pymysql.err.MySQLError as e:
         code, message = (e.args + (None, ""))[:2]
         result = {"error": code, "message": str(message)}

@@ -15,8 +15,9 @@ use crate::proxy::session::SessionError;
 /// The longest COM_INIT_DB the proxy holds back to check (database names are ≤ 64 characters).
 const MAX_HELD: usize = 4096;
 /// COM_QUERY packets up to this length are held until whole, to see whether they are a `KILL`
-/// (whose id is the proxy's, mapped to the database's); longer ones stream through.
-const MAX_KILL: usize = 64;
+/// (whose id is the proxy's, mapped to the database's) or a `USE` (checked like COM_INIT_DB);
+/// longer ones stream through.
+pub const MAX_HELD_QUERY: usize = 4096;
 
 /// Maps the id of a `KILL [QUERY] <id>` to the database's thread id, or says why not.
 pub type KillCheck = Box<dyn Fn(u64) -> Result<u32, String> + Send>;
@@ -159,6 +160,30 @@ impl CommandFilter {
             (command::QUERY, Some(packet)) => {
                 let text = &packet[5..];
                 let kill = self.kill.as_ref().and_then(|k| super::threads::parse_kill(text).map(|(query, id)| (query, id, k(id))));
+                if kill.is_none() {
+                    match super::sql::use_statement(text) {
+                        super::sql::UseStatement::None => {}
+                        super::sql::UseStatement::Alone(name) => {
+                            match (self.check_database)(fields, &name) {
+                                Ok(()) => {
+                                    let statement = self.audit.then(|| Statement::from_text("query", text, None));
+                                    steps.push(Step::ForwardOwned(packet));
+                                    if let Some(statement) = statement {
+                                        steps.push(Step::Audit { statement, error: None });
+                                    }
+                                    steps.push(Step::SwitchDatabase(name));
+                                }
+                                Err(reason) => refuse(steps, "query", 1044, text, format!("access denied to database {name:?}: {reason}")),
+                            }
+                            return;
+                        }
+                        super::sql::UseStatement::Mixed => {
+                            let message = "Portcullis refuses USE among other statements in one query, since the database it selects would not be checked: send USE on its own".to_owned();
+                            refuse(steps, "query", 1235, text, message);
+                            return;
+                        }
+                    }
+                }
                 match kill {
                     Some((query, _, Ok(thread))) => {
                         let rewritten = format!("KILL {}{thread}", if query { "QUERY " } else { "CONNECTION " });
@@ -249,18 +274,18 @@ impl ClientFilter for CommandFilter {
                     let head = bytes[..*have].to_vec();
                     let carried = std::mem::take(carried);
                     let cmd = starts_command.then(|| head[4]);
-                    let kill_candidate = cmd == Some(command::QUERY) && self.kill.is_some() && len <= MAX_KILL;
+                    let held_query = cmd == Some(command::QUERY) && len <= MAX_HELD_QUERY;
                     let hold = matches!(
                         cmd,
                         Some(command::INIT_DB | command::CHANGE_USER | command::BINLOG_DUMP | command::BINLOG_DUMP_GTID | command::REGISTER_SLAVE)
-                    ) || kill_candidate
+                    ) || held_query
                         || matches!(continuation, Continuation::Discard);
                     if hold {
                         // Forward what came before this packet; hold (or drop) the packet.
                         if forward_from < head_start {
                             steps.push(Step::Forward(forward_from..head_start));
                         }
-                        let keep = (cmd == Some(command::INIT_DB) && len <= MAX_HELD) || kill_candidate;
+                        let keep = (cmd == Some(command::INIT_DB) && len <= MAX_HELD) || held_query;
                         if matches!(continuation, Continuation::Discard) {
                             self.continuation = Continuation::Discard;
                         }
@@ -567,7 +592,14 @@ mod upload_tests {
         stream.extend(codec::packet(46, b""));
         let mut steps = Vec::new();
         filter.feed(&stream, &SessionFields::default(), &mut steps).unwrap();
-        let forwarded: usize = steps.iter().map(|s| if let Step::Forward(r) = s { r.len() } else { 0 }).sum();
+        let forwarded: usize = steps
+            .iter()
+            .map(|s| match s {
+                Step::Forward(r) => r.len(),
+                Step::ForwardOwned(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
         assert_eq!(forwarded, stream.len(), "every byte of the upload goes to the database");
         assert!(!steps.iter().any(|s| matches!(s, Step::Reply(_))), "nothing is refused");
         // After the upload's empty packet, sequence id 0 is a command again.

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod filter;
 mod login;
+pub mod sql;
 pub mod threads;
 
 use std::sync::{Arc, Mutex};
