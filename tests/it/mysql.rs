@@ -173,6 +173,7 @@ fn pymysql_moves_values_over_16_mib_both_ways_and_runs_multi_statements() {
     assert_eq!(r["mixed"]["error"], 1235, "{r}");
     assert!(r["mixed"]["message"].as_str().unwrap().contains("send USE on its own"), "{r}");
     assert_eq!(r["after"], "orders", "the session stayed on its database: {r}");
+    assert_eq!(r["xa"], "xa", "an XA transaction commits through the proxy: {r}");
 }
 
 #[test]

@@ -80,6 +80,16 @@ def use(args):
                 out[name] = {"error": e.args[0], "message": str(e.args[1])}
         cur.execute("select database()")
         out["after"] = cur.fetchone()[0]
+        # An XA transaction through the proxy: statements like any other.
+        cur.execute("delete from orders.items where id = 101")
+        conn.commit()
+        for sql in ["XA START 'portcullis-xa'", "insert into orders.items (id, name) values (101, 'xa')", "XA END 'portcullis-xa'",
+                    "XA PREPARE 'portcullis-xa'", "XA COMMIT 'portcullis-xa'"]:
+            cur.execute(sql)
+        cur.execute("select name from orders.items where id = 101")
+        out["xa"] = cur.fetchone()[0]
+        cur.execute("delete from orders.items where id = 101")
+        conn.commit()
     return out
 
 
