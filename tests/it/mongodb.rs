@@ -506,3 +506,69 @@ fn a_client_workload_of_ten_thousand_documents_runs_through_the_proxy() {
     assert_eq!((groups[3]["_id"].as_i64(), groups[3]["n"].as_i64(), groups[3]["total"].as_i64()), (Some(3), Some(1000), Some(4_998_000 + 1000)), "{r}");
     assert!(r["insert_seconds"].as_f64().unwrap() < 20.0, "{r}");
 }
+
+/// An OP_MSG whose body has these string fields exactly as given (repeats included).
+fn raw_msg(id: i32, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut doc = Vec::new();
+    for (key, value) in fields {
+        doc.push(0x02);
+        doc.extend_from_slice(key.as_bytes());
+        doc.push(0);
+        doc.extend_from_slice(&(value.len() as i32 + 1).to_le_bytes());
+        doc.extend_from_slice(value.as_bytes());
+        doc.push(0);
+    }
+    let doc = [((doc.len() + 5) as i32).to_le_bytes().to_vec(), doc, vec![0]].concat();
+    let body = [0u32.to_le_bytes().to_vec(), vec![0u8], doc].concat();
+    let mut out = Vec::new();
+    for v in [(codec::HEADER + body.len()) as i32, id, 0, codec::OP_MSG] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend(body);
+    out
+}
+
+/// Reads one reply and returns its document.
+fn read_reply(stream: &mut impl Read) -> bson::Document {
+    let mut head = [0u8; codec::HEADER];
+    stream.read_exact(&mut head).unwrap();
+    let header = codec::Header::parse(&head).unwrap();
+    let mut body = vec![0u8; header.length - codec::HEADER];
+    stream.read_exact(&mut body).unwrap();
+    codec::reply_document(&header, &body).unwrap()
+}
+
+#[test]
+fn a_command_with_two_db_fields_is_refused_audited_and_never_reaches_the_database() {
+    let _machine = machine_shared();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let db = DocDb::start();
+    let dir = scratch();
+    let (pki, proxy) = start_proxy(dir.path(), &db, db.env(None));
+    let alice = pki.client("alice", "alice", &["dev"], route_as("docdb-writer"), Duration::from_secs(3600));
+    let mut tls = raw_tls(&pki, &alice, proxy.port);
+    let ping = codec::encode(1, &codec::Message::Msg { flags: 0, body: doc! { "ping": 1, "$db": "admin" }, sequences: vec![] });
+    tls.write_all(&ping).unwrap();
+    assert_eq!(read_reply(&mut tls).get_f64("ok").ok(), Some(1.0), "logged in");
+    // Either order: a server reading the first or the last `$db` would run it on hr.
+    for (id, fields) in [(2, [("find", "items"), ("$db", "orders"), ("$db", "hr")]), (3, [("find", "items"), ("$db", "hr"), ("$db", "orders")])] {
+        tls.write_all(&raw_msg(id, &fields)).unwrap();
+        let reply = read_reply(&mut tls);
+        assert_eq!((reply.get_i32("code").ok(), reply.get_str("codeName").ok()), (Some(2), Some("BadValue")), "{reply}");
+        assert!(reply.get_str("errmsg").unwrap().contains("the field \"$db\" appears twice"), "{reply}");
+    }
+    // The session goes on.
+    tls.write_all(&codec::encode(4, &codec::Message::Msg { flags: 0, body: doc! { "find": "items", "$db": "orders" }, sequences: vec![] })).unwrap();
+    assert_eq!(read_reply(&mut tls).get_f64("ok").ok(), Some(1.0));
+    drop(tls);
+    let events = proxy.audit(3);
+    let refused: Vec<_> = events_named(&events, "db.session.query").into_iter().filter(|e| e["success"] == false).collect();
+    assert_eq!(refused.len(), 2, "{events:?}");
+    assert!(refused[0]["document"].as_str().unwrap().contains(r#""$db":"orders","$db":"hr""#), "shown as sent: {}", refused[0]);
+    // The database never saw a command on hr.
+    let log = std::fs::read_to_string(db.dir.path().join("standin.log")).unwrap();
+    let commands: Vec<serde_json::Value> =
+        log.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|e: &serde_json::Value| e["event"] == "command").collect();
+    assert!(commands.iter().any(|c| c["command"] == "find" && c["db"] == "orders"), "{commands:?}");
+    assert!(!commands.iter().any(|c| c["db"] == "hr"), "{commands:?}");
+}
