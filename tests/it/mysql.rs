@@ -365,6 +365,7 @@ fn ctrl_c_in_the_mariadb_client_cancels_the_running_statement_for_the_same_perso
     run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();
     let waited = started.elapsed();
+    eprintln!("ctrl-c: the client ended {waited:?} after SIGINT");
     let t = text(&out);
     assert!(waited < Duration::from_secs(2), "the statement was cancelled {waited:?} after Ctrl-C: {t}\n{}", proxy.log());
     assert!(t.contains("query killed") || t.contains("Query execution was interrupted") || t.lines().any(|l| l.trim() == "1"), "{t}");
