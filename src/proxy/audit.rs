@@ -24,6 +24,8 @@ pub mod events {
     pub const SESSION_END: &str = "db.session.end";
     /// An HTTP API call was made (DynamoDB).
     pub const SESSION_REQUEST: &str = "db.session.request";
+    /// Refusals beyond the audited burst, counted (a flood from one address).
+    pub const SESSION_REFUSALS: &str = "db.session.refusals";
 }
 
 /// Fields every session event carries.
@@ -78,6 +80,23 @@ pub struct AuditEvent {
 pub enum EventDetail {
     /// Nothing more.
     None {},
+    /// A refused session start: the reason's kind, and the certificate presented, if any.
+    Refused {
+        /// The kind of the reason (`client_certificate`, `authorization`, …).
+        reason_kind: &'static str,
+        /// The certificate the client presented, when one was.
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        certificate: Option<PresentedCertificate>,
+    },
+    /// Refusals counted beyond the audited burst of a window.
+    Refusals {
+        /// The kind of their reason.
+        reason_kind: &'static str,
+        /// How many.
+        count: u64,
+        /// The window's length.
+        window_seconds: u64,
+    },
     /// A statement.
     Query(Statement),
     /// An HTTP API call.
@@ -95,6 +114,30 @@ pub enum EventDetail {
         /// Why it ended.
         reason: String,
     },
+}
+
+/// A client certificate as presented (before or without verification), for refusals.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PresentedCertificate {
+    /// Its subject (RFC 4514).
+    pub certificate_subject: String,
+    /// Its serial number (hex).
+    pub certificate_serial: String,
+    /// Its issuer (RFC 4514).
+    pub certificate_issuer: String,
+}
+
+impl PresentedCertificate {
+    /// Reads the fields from a DER certificate; `None` when it does not parse.
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        Some(Self {
+            certificate_subject: cert.subject().to_string(),
+            certificate_serial: cert.raw_serial_as_string().replace(':', ""),
+            certificate_issuer: cert.issuer().to_string(),
+        })
+    }
 }
 
 /// An HTTP API call as recorded (DynamoDB).

@@ -106,12 +106,35 @@ pub struct AuditConfig {
     /// Events buffered before new ones are dropped (and counted); the data path never waits.
     #[serde(default = "default_queue", skip_serializing_if = "is_default_queue")]
     pub queue_size: usize,
+    /// Refused connections audited one by one per client address and reason kind in each
+    /// `refusalWindow`; more are counted into one `db.session.refusals` event.
+    #[serde(default = "default_refusal_burst", skip_serializing_if = "is_default_refusal_burst")]
+    pub refusal_burst: u32,
+    /// The window of `refusalBurst`.
+    #[serde(default = "default_refusal_window", with = "humantime_serde_secs", skip_serializing_if = "is_default_refusal_window")]
+    pub refusal_window: std::time::Duration,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { stdout: true, file: None, queue_size: default_queue() }
+        Self { stdout: true, file: None, queue_size: default_queue(), refusal_burst: default_refusal_burst(), refusal_window: default_refusal_window() }
     }
+}
+
+fn default_refusal_burst() -> u32 {
+    10
+}
+
+fn is_default_refusal_burst(n: &u32) -> bool {
+    *n == default_refusal_burst()
+}
+
+fn default_refusal_window() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+fn is_default_refusal_window(d: &std::time::Duration) -> bool {
+    *d == default_refusal_window()
 }
 
 fn default_queue() -> usize {

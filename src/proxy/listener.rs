@@ -91,6 +91,7 @@ pub(super) async fn serve(
         audit,
         metrics,
         cancels: Default::default(),
+        refusals: crate::proxy::refusals::RefusalThrottle::new(config.audit.refusal_burst, config.audit.refusal_window),
         limits: config.limits.clone(),
         shutdown: shutdown.clone(),
     });

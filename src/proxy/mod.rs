@@ -17,6 +17,7 @@ pub mod mysql;
 pub mod pipeline;
 pub mod postgres;
 pub mod ratelimit;
+pub mod refusals;
 pub mod relay;
 pub mod session;
 pub mod tls;
@@ -60,6 +61,8 @@ pub struct ProxyState {
     pub metrics: ProxyMetrics,
     /// Cancel keys of live sessions.
     pub cancels: CancelRegistry,
+    /// How refused connections reach the audit trail (a burst, then a count).
+    pub refusals: refusals::RefusalThrottle,
     /// Timeouts and rates.
     pub limits: LimitsConfig,
     /// Fires on shutdown.

@@ -80,6 +80,8 @@ pub struct Context {
     pub fields: SessionFields,
     /// The connection id the engine announced to the client (MySQL's greeting), or 0.
     pub connection_id: u32,
+    /// The certificate the client presented, once TLS is up (for refusals' audit).
+    pub presented: Option<crate::proxy::audit::PresentedCertificate>,
 }
 
 impl Context {
@@ -218,7 +220,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
     let Connection { state, fixed_upstream, mut stream, peer, session_id } = connection;
     let facts = engine.facts();
     let fields = SessionFields { session_id: session_id.clone(), protocol: facts.name.to_owned(), client_addr: peer.to_string(), ..Default::default() };
-    let mut context = Context { state, session_id, peer, started: Instant::now(), fields, connection_id: 0 };
+    let mut context = Context { state, session_id, peer, started: Instant::now(), fields, connection_id: 0, presented: None };
 
     match engine.open(&mut context, &mut stream).await {
         Ok(Opening::Tls) => {}
@@ -234,6 +236,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         Ok(Err(e)) => return record_refusal(&context, facts, &SessionError::ClientTls(e)),
         Ok(Ok(tls)) => tls,
     };
+    context.presented = client.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|der| crate::proxy::audit::PresentedCertificate::from_der(der));
     let identity = match verify(&context.state, &client) {
         Ok(identity) => identity,
         Err(e) => {
@@ -365,15 +368,24 @@ fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
     }
     state.metrics.connection(facts.name, if matches!(e, SessionError::Denied(_)) { "denied" } else { "failed" });
     state.metrics.auth_failure(e.kind());
+    if matches!(e, SessionError::ClientIo(_)) && context.fields.user.is_empty() {
+        debug!(error = %e, "client went away");
+        return;
+    }
+    // Every refusal is audited (and logged), before identification too (no TLS, no or a bad
+    // certificate, a timeout): the first few per address and kind one by one, the rest as a
+    // count, so a flood fills neither the audit trail nor the log.
+    let kind = e.kind();
+    if state.refusals.admit(context.peer.ip(), kind, facts.name, &state.audit, &state.shutdown) == crate::proxy::refusals::Admit::Counted {
+        return;
+    }
     match e {
         SessionError::ClientIo(_) => debug!(error = %e, "client went away"),
-        _ => info!(error = %e, kind = e.kind(), "session refused"),
+        _ => info!(error = %e, kind, "session refused"),
     }
-    // Connections that never showed a certificate (port scans, health checks) are not audited.
-    if !context.fields.user.is_empty() {
-        let message = e.client_message(facts.remedy).map(|m| m.message).unwrap_or_else(|| e.to_string());
-        state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", Arc::new(context.fields.clone()), false, Some(message), EventDetail::None {}));
-    }
+    let message = e.client_message(facts.remedy).map(|m| m.message).unwrap_or_else(|| e.to_string());
+    let detail = EventDetail::Refused { reason_kind: kind, certificate: context.presented.clone() };
+    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", Arc::new(context.fields.clone()), false, Some(message), detail));
 }
 
 #[cfg(test)]

@@ -212,6 +212,12 @@ fn read_all_until(stream: &mut impl Read, tag: Option<u8>, limit: Duration) -> (
 
 /// A client certificate from the proxy's CA that expired an hour ago.
 fn expired_certificate(pki: &ProxyPki, dir: &std::path::Path) -> ClientIdentity {
+    let now = time::OffsetDateTime::now_utc();
+    certificate_between(pki, &dir.join("expired"), now - time::Duration::hours(3), now - time::Duration::hours(1))
+}
+
+/// A client certificate for alice (group dev) from the proxy's CA, valid between these times.
+fn certificate_between(pki: &ProxyPki, dir: &std::path::Path, not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> ClientIdentity {
     let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir.join("ca.key")).unwrap()).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.dir.join("ca.crt")).unwrap(), ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
@@ -219,12 +225,108 @@ fn expired_certificate(pki: &ProxyPki, dir: &std::path::Path) -> ClientIdentity 
     params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(3);
-    params.not_after = now - time::Duration::hours(1);
+    params.not_before = not_before;
+    params.not_after = not_after;
     let cert = params.signed_by(&key, &issuer).unwrap();
-    let files = portcullis::pki::ClientFiles::new(dir.join("expired"));
+    let files = portcullis::pki::ClientFiles::new(dir.to_path_buf());
     let issued = portcullis::pki::Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
     files.write(&issued, &std::fs::read_to_string(pki.dir.join("ca.crt")).unwrap()).unwrap();
     ClientIdentity { files }
+}
+
+#[test]
+fn every_refusal_is_audited_with_its_kind_and_certificate_and_a_flood_is_counted() {
+    let _machine = machine_shared();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pg = shared_postgres();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let setup =
+        ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
+    let proxy = Proxy::start_with_audit(setup, &pki, ", refusalBurst: 20, refusalWindow: 3s");
+    let port = proxy.port;
+    // No TLS: a StartupMessage without the SSLRequest.
+    let mut s = raw(port);
+    s.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0")).unwrap();
+    let _ = read_all(&mut s, Duration::from_secs(5));
+    // TLS without a certificate.
+    let mut tls = tls_client(&pki, None, port);
+    let _ = tls.write_all(&startup(196_608, b"user\0app\0\0"));
+    let _ = read_all(&mut tls, Duration::from_secs(5));
+    // A foreign CA's, an expired, a not-yet-valid certificate, and a route to another database.
+    let foreign_pki = ProxyPki::new(&dir.path().join("foreign"));
+    let foreign = foreign_pki.client("mallory", "alice", &["dev"], None, Duration::from_secs(3600));
+    let now = time::OffsetDateTime::now_utc();
+    let expired = certificate_between(&pki, &dir.path().join("expired"), now - time::Duration::hours(3), now - time::Duration::hours(1));
+    let early = certificate_between(&pki, &dir.path().join("early"), now + time::Duration::hours(1), now + time::Duration::hours(3));
+    let routed = pki.client(
+        "routed",
+        "alice",
+        &["dev"],
+        Some(portcullis::authz::Route { database: Some("billing".into()), db_user: None, db_name: None }),
+        Duration::from_secs(3600),
+    );
+    for id in [&foreign, &expired, &early, &routed] {
+        let mut tls = tls_client(&pki, Some(id), port);
+        let _ = tls.write_all(&startup(196_608, b"user\0app\0database\0orders\0\0"));
+        let _ = read_all(&mut tls, Duration::from_secs(5));
+    }
+    let events = proxy.audit(6);
+    let refused: Vec<&serde_json::Value> = events.iter().filter(|e| e["code"] == "DB1000W").collect();
+    let find = |needle: &str| {
+        refused
+            .iter()
+            .copied()
+            .find(|e| e["error"].as_str().is_some_and(|m| m.contains(needle)))
+            .unwrap_or_else(|| panic!("no refusal saying {needle:?}: {refused:?}"))
+    };
+    let no_tls = find("requires TLS");
+    assert_eq!((no_tls["reason_kind"].as_str(), no_tls["user"].as_str()), (Some("client_protocol"), Some("")));
+    assert!(no_tls["client_addr"].as_str().unwrap().starts_with("127.0.0.1:") && no_tls.get("certificate_subject").is_none(), "{no_tls}");
+    let missing = find("a client certificate is required");
+    assert_eq!(missing["reason_kind"], "client_certificate");
+    let stranger = find("not issued by this proxy's client CA");
+    assert!(stranger["certificate_subject"].as_str().unwrap().contains("CN=alice"), "{stranger}");
+    assert!(!stranger["certificate_issuer"].as_str().unwrap().is_empty() && !stranger["certificate_serial"].as_str().unwrap().is_empty(), "{stranger}");
+    let old = find("has expired");
+    assert_eq!((old["reason_kind"].as_str(), old["user"].as_str()), (Some("client_certificate"), Some("")), "not identified: {old}");
+    assert!(old["certificate_subject"].as_str().unwrap().contains("CN=alice"), "{old}");
+    let not_yet = find("not valid yet");
+    assert!(not_yet["certificate_serial"].as_str().is_some(), "{not_yet}");
+    let route = find("your certificate is limited to database");
+    assert_eq!((route["reason_kind"].as_str(), route["user"].as_str()), (Some("authorization"), Some("alice")), "{route}");
+
+    // 10,000 refused connections from one address: a bounded number of lines, and nothing uncounted.
+    let flood = 10_000u64;
+    let started = Instant::now();
+    for _ in 0..flood {
+        let mut s = raw(port);
+        let _ = s.write_all(&startup(196_608, b"user\0app\0\0"));
+        let mut sink = [0u8; 256];
+        let _ = s.read(&mut sink);
+    }
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(4));
+    let events = proxy.audit(1);
+    let no_tls_lines: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["code"] == "DB1000W" && e["error"].as_str().is_some_and(|m| m.contains("requires TLS"))).collect();
+    let summaries: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "db.session.refusals").collect();
+    let counted: u64 = summaries.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(
+        no_tls_lines.len() as u64 + counted,
+        flood + 1,
+        "every refusal is audited or counted ({} lines, {} summaries)",
+        no_tls_lines.len(),
+        summaries.len()
+    );
+    let windows = took.as_secs() / 3 + 2;
+    assert!(
+        no_tls_lines.len() as u64 + summaries.len() as u64 <= windows * 21,
+        "{} lines for {flood} refusals in {took:?}",
+        no_tls_lines.len() + summaries.len()
+    );
+    assert!(summaries.iter().all(|e| e["reason_kind"] == "client_protocol" && e["client_addr"] == "127.0.0.1"), "{summaries:?}");
+    let log_lines = proxy.log().lines().filter(|l| l.contains("session refused")).count();
+    assert!(log_lines < 500, "the log is spared too: {log_lines} lines");
+    eprintln!("flood: {flood} refusals in {took:?}: {} audit lines, {} summaries", no_tls_lines.len(), summaries.len());
 }

@@ -47,7 +47,7 @@ fn a_bad_duration_says_how_to_write_one() {
 fn omitted_sections_get_their_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let config = ProxyConfig::load(&write(&dir, "proxy.yaml", CONFIG)).unwrap();
-    assert_eq!(config.audit, AuditConfig { stdout: true, file: None, queue_size: 8192 });
+    assert_eq!(config.audit, AuditConfig { stdout: true, file: None, queue_size: 8192, ..AuditConfig::default() });
     assert_eq!(
         config.limits,
         LimitsConfig { upstream_connects_per_second: 200, handshake_timeout: Duration::from_secs(10), connect_timeout: Duration::from_secs(5) }
@@ -65,7 +65,7 @@ fn every_field_survives_a_round_trip_through_yaml() {
         ],
         tls: ServerTlsConfig { cert_file: dir.path().join("s.crt"), key_file: dir.path().join("s.key"), client_ca_file: dir.path().join("ca.crt") },
         admin: Some(AdminConfig { address: "0.0.0.0:9090".parse().unwrap() }),
-        audit: AuditConfig { stdout: false, file: Some(dir.path().join("audit.jsonl")), queue_size: 16 },
+        audit: AuditConfig { stdout: false, file: Some(dir.path().join("audit.jsonl")), queue_size: 16, ..AuditConfig::default() },
         aws: AwsConfig { allowed_endpoints: vec!["db.internal".into()] },
         resources: vec![dir.path().join("dbs")],
         secrets_dir: Some(dir.path().join("secrets")),

@@ -172,6 +172,7 @@ impl Harness {
             audit,
             metrics,
             cancels: Default::default(),
+            refusals: Default::default(),
             limits: Default::default(),
             shutdown: Default::default(),
         });
@@ -279,9 +280,15 @@ async fn a_certificate_of_another_ca_never_reaches_the_login_phases() {
     assert_eq!(h.count("failed"), 1);
     let failures = h.state.metrics.auth_failures.get_or_create(&crate::proxy::metrics::AuthFailLabels { kind: "client_certificate".into() }).get();
     assert_eq!(failures, 1);
-    // No identity, nothing to audit.
+    // Audited although nobody was identified: the reason's kind and the certificate shown.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(h.audit().is_empty(), "{:?}", h.audit());
+    let events = h.audit();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!((e["event"].as_str(), e["success"].as_bool(), e["reason_kind"].as_str()), (Some("db.session.start"), Some(false), Some("client_certificate")));
+    assert_eq!((e["certificate_subject"].as_str(), e["certificate_issuer"].as_str()), (Some("O=dev, CN=alice"), Some("CN=someone else")), "{e}");
+    assert!(e["certificate_serial"].as_str().is_some_and(|s| s.len() >= 2 && s.chars().all(|c| c.is_ascii_hexdigit())), "{e}");
+    assert_eq!(e["user"], "", "not identified: {e}");
 }
 
 /// TCP health checks and reachability probes connect and close: counted as `closed`, not as

@@ -56,6 +56,11 @@ pub struct ProxySetup<'a> {
 impl Proxy {
     /// Writes a configuration serving `orders` (the test PostgreSQL) and starts the proxy.
     pub fn start(setup: ProxySetup<'_>, pki: &ProxyPki) -> Proxy {
+        Proxy::start_with_audit(setup, pki, "")
+    }
+
+    /// [`Proxy::start`] with more `audit` settings (`, refusalBurst: 3`).
+    pub fn start_with_audit(setup: ProxySetup<'_>, pki: &ProxyPki, audit_extra: &str) -> Proxy {
         let dir = setup.dir;
         let (port, admin_port) = (free_port(), free_port());
         let manifests = dir.join("manifests.yaml");
@@ -75,7 +80,7 @@ impl Proxy {
         std::fs::write(
             &config,
             format!(
-                "listeners: [{{address: '127.0.0.1:{port}', database: orders}}]\ntls: {{certFile: {ca}/server.crt, keyFile: {ca}/server.key, clientCaFile: {ca}/ca.crt}}\nadmin: {{address: '127.0.0.1:{admin_port}'}}\naudit: {{stdout: true, file: {}}}\naws: {{allowedEndpoints: ['127.0.0.1']}}\nresources: [{}]\nsecretsDir: {}\nlimits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n",
+                "listeners: [{{address: '127.0.0.1:{port}', database: orders}}]\ntls: {{certFile: {ca}/server.crt, keyFile: {ca}/server.key, clientCaFile: {ca}/ca.crt}}\nadmin: {{address: '127.0.0.1:{admin_port}'}}\naudit: {{stdout: true, file: {}{audit_extra}}}\naws: {{allowedEndpoints: ['127.0.0.1']}}\nresources: [{}]\nsecretsDir: {}\nlimits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n",
                 audit_file.display(),
                 manifests.display(),
                 setup.db.secrets_dir().display(),
