@@ -172,12 +172,26 @@ pub struct LimitsConfig {
     /// How long to wait for the database's TCP connection.
     #[serde(default = "default_connect", with = "humantime_serde_secs")]
     pub connect_timeout: std::time::Duration,
+    /// After SIGTERM: how long running sessions may go on (no new ones are accepted) before the
+    /// rest are ended with a message saying why.
+    #[serde(default = "default_drain", with = "humantime_serde_secs")]
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { upstream_connects_per_second: default_rate(), handshake_timeout: default_handshake(), connect_timeout: default_connect() }
+        Self {
+            upstream_connects_per_second: default_rate(),
+            handshake_timeout: default_handshake(),
+            connect_timeout: default_connect(),
+            drain_timeout: default_drain(),
+        }
     }
+}
+
+/// The default drain: what the operator's pods' terminationGracePeriodSeconds covers.
+pub fn default_drain() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_rate() -> u32 {

@@ -28,8 +28,8 @@ use crate::proxy::manifests::load_manifests;
 use crate::proxy::metrics::ProxyMetrics;
 use crate::runtime::admin;
 
-/// How long running sessions get to finish after a shutdown signal.
-const DRAIN: Duration = Duration::from_secs(10);
+/// How long ended sessions get to say goodbye after the drain.
+const GOODBYE: Duration = Duration::from_secs(5);
 
 /// A bound listener, its engine, and the database it serves, if fixed.
 struct Listener {
@@ -91,6 +91,7 @@ pub(super) async fn serve(
         audit,
         metrics,
         cancels: Default::default(),
+        stop_accepting: CancellationToken::new(),
         refusals: crate::proxy::refusals::RefusalThrottle::new(config.audit.refusal_burst, config.audit.refusal_window),
         limits: config.limits.clone(),
         shutdown: shutdown.clone(),
@@ -124,7 +125,8 @@ pub(super) async fn serve(
         let socket = admin::bind(admin.address).await.map_err(|source| ProxyError::Bind { address: admin.address, source })?;
         info!(address = %admin.address, "admin endpoint (/metrics, /healthz, /readyz)");
         let (ready, shutdown) = (ready.clone(), shutdown.clone());
-        tracker.spawn(async move {
+        // Not in the tracker: it answers (not ready) through the drain, and stops after it.
+        tokio::spawn(async move {
             if let Err(e) = admin::serve(socket, registry, ready, Default::default(), shutdown).await {
                 warn!(error = %e, "admin endpoint stopped");
             }
@@ -138,13 +140,19 @@ pub(super) async fn serve(
     on_ready(state.clone());
 
     stop.await;
-    info!("shutting down: no new connections; draining running sessions");
+    let drain = state.limits.drain_timeout;
+    info!(drain_timeout = ?drain, "shutting down: not ready, no new connections; running sessions may finish");
     ready.store(false, Ordering::Relaxed);
-    shutdown.cancel();
+    state.stop_accepting.cancel();
     tracker.close();
-    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
-        warn!("sessions still running after {DRAIN:?}; exiting anyway");
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        warn!(sessions = tracker.len(), "sessions still running after the drain ({drain:?}): ending them");
+        shutdown.cancel();
+        if tokio::time::timeout(GOODBYE, tracker.wait()).await.is_err() {
+            warn!("sessions still running {GOODBYE:?} after they were told to end; exiting anyway");
+        }
     }
+    shutdown.cancel();
     drop(state);
     let _ = tokio::time::timeout(Duration::from_secs(2), audit_task).await;
     Ok(())
@@ -174,7 +182,7 @@ async fn wait_for_signals(resources: &[PathBuf], roles_tx: &watch::Sender<Arc<Ve
 async fn accept_loop(listener: Listener, state: Arc<ProxyState>, tracker: TaskTracker) {
     loop {
         let accepted = tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.stop_accepting.cancelled() => return,
             a = listener.socket.accept() => a,
         };
         let Some((stream, peer)) = crate::runtime::accepted(accepted).await else { continue };

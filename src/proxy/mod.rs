@@ -65,7 +65,9 @@ pub struct ProxyState {
     pub refusals: refusals::RefusalThrottle,
     /// Timeouts and rates.
     pub limits: LimitsConfig,
-    /// Fires on shutdown.
+    /// Fires on SIGTERM: stop accepting (running sessions go on for `limits.drainTimeout`).
+    pub stop_accepting: CancellationToken,
+    /// Fires when the drain is over: running sessions are ended with a message saying why.
     pub shutdown: CancellationToken,
 }
 

@@ -330,3 +330,65 @@ fn every_refusal_is_audited_with_its_kind_and_certificate_and_a_flood_is_counted
     assert!(log_lines < 500, "the log is spared too: {log_lines} lines");
     eprintln!("flood: {flood} refusals in {took:?}: {} audit lines, {} summaries", no_tls_lines.len(), summaries.len());
 }
+
+/// A proxy for the drain tests with `limits.drainTimeout` set.
+fn drain_fixture(drain: &str) -> (Proxy, ClientIdentity, ProxyPki, tempfile::TempDir, std::sync::Arc<Postgres>) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pg = shared_postgres();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let setup =
+        ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
+    let proxy = Proxy::start_with_extra(setup, &pki, "", &format!(", drainTimeout: {drain}"));
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    (proxy, alice, pki, dir, pg)
+}
+
+fn spawn_psql(conninfo: &str, sql: &str) -> std::process::Child {
+    std::process::Command::new("psql")
+        .arg("-X")
+        .args(["-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(conninfo)
+        .args(["-c", sql])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sigterm_drains_running_sessions_refuses_new_ones_and_then_says_why() {
+    let _machine = machine_shared();
+    // A 10 s statement, drainTimeout 30 s: it finishes, and the proxy exits right after it.
+    let (mut proxy, alice, _pki, _dir, _pg) = drain_fixture("30s");
+    let conninfo = proxy.conninfo(&alice, "app", "orders");
+    let running = spawn_psql(&conninfo, "select pg_sleep(10), 'finished'");
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = Instant::now();
+    run_ok(std::process::Command::new("kill").args(["-TERM", &proxy.proc.child.id().to_string()]));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(http_get(proxy.admin_port, "/readyz").contains("503"), "not ready while draining");
+    let refused = TcpStream::connect(("127.0.0.1", proxy.port));
+    assert!(refused.is_err(), "a new connection during the drain is refused");
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success() && text(&out).contains("|finished"), "the running statement finished: {}\n{}", text(&out), proxy.log());
+    let status = proxy.proc.child.wait().unwrap();
+    let exited = signalled.elapsed();
+    assert!(status.success() && exited < Duration::from_secs(15), "the proxy exited {exited:?} after SIGTERM, once the session ended: {status:?}");
+    assert!(proxy.log().contains("running sessions may finish"), "{}", proxy.log());
+
+    // drainTimeout 2 s: a 20 s statement is ended after the drain, and the client is told why.
+    let (proxy, alice, _pki, _dir, _pg) = drain_fixture("2s");
+    let running = spawn_psql(&proxy.conninfo(&alice, "app", "orders"), "select pg_sleep(20)");
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = Instant::now();
+    run_ok(std::process::Command::new("kill").args(["-TERM", &proxy.proc.child.id().to_string()]));
+    let out = running.wait_with_output().unwrap();
+    let ended = signalled.elapsed();
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("the proxy is shutting down"), "{t}");
+    assert!(ended >= Duration::from_millis(1800) && ended < Duration::from_secs(8), "ended {ended:?} after SIGTERM (drain 2 s)");
+    let events = proxy.audit(2);
+    let end = events.iter().find(|e| e["event"] == "db.session.end").expect("the session's end is audited");
+    assert_eq!(end["reason"], "the proxy is shutting down", "{end}");
+}

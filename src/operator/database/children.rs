@@ -28,6 +28,9 @@ pub const PROXY_CLUSTER_ROLE: &str = "portcullis-proxy";
 /// How long a stopping proxy pod keeps accepting before it drains: long enough for every
 /// kube-proxy to drop it from the Service, so a rolling update refuses no new connection.
 pub const PRE_STOP_DELAY_SECONDS: i64 = 5;
+/// How long a stopping proxy pod has in all: the pre-stop delay, the proxy's drain
+/// (`limits.drainTimeout`, 30 s) and time to tell the remaining sessions why they end.
+pub const TERMINATION_GRACE_SECONDS: i64 = PRE_STOP_DELAY_SECONDS + 30 + 10;
 /// Where the proxy finds its configuration inside the pod.
 pub const CONFIG_PATH: &str = "/etc/portcullis/config/proxy.yaml";
 /// Pod annotation that changes whenever the proxy's configuration does (rolls the pods).
@@ -305,6 +308,15 @@ pub fn deployment(db: &Database, owner: &OwnerReference, settings: &Settings, ha
                     affinity: defaults.affinity.clone(),
                     priority_class_name: defaults.priority_class_name.clone(),
                     image_pull_secrets: non_empty_list(&defaults.image_pull_secrets),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+                    // Replicas on different nodes where the cluster allows it.
+                    topology_spread_constraints: Some(vec![k8s_openapi::api::core::v1::TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".into(),
+                        when_unsatisfiable: "ScheduleAnyway".into(),
+                        label_selector: Some(LabelSelector { match_labels: Some(selector_labels(db)), ..Default::default() }),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }),
             },
@@ -453,6 +465,10 @@ pub(super) mod tests {
         assert_eq!(pod.node_selector.unwrap()["pool"], "db");
         assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
         assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
+        // Stopping pods drain: the grace period covers the pre-stop delay and the proxy's drain.
+        assert!(pod.termination_grace_period_seconds.unwrap() > PRE_STOP_DELAY_SECONDS + crate::proxy::config::default_drain().as_secs() as i64);
+        let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+        assert_eq!((spread.topology_key.as_str(), spread.when_unsatisfiable.as_str()), ("kubernetes.io/hostname", "ScheduleAnyway"));
         let c = &pod.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
         assert!(c.resources.is_some());

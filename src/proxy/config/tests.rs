@@ -50,7 +50,12 @@ fn omitted_sections_get_their_defaults() {
     assert_eq!(config.audit, AuditConfig { stdout: true, file: None, queue_size: 8192, ..AuditConfig::default() });
     assert_eq!(
         config.limits,
-        LimitsConfig { upstream_connects_per_second: 200, handshake_timeout: Duration::from_secs(10), connect_timeout: Duration::from_secs(5) }
+        LimitsConfig {
+            upstream_connects_per_second: 200,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30)
+        }
     );
     assert_eq!((config.admin, config.secrets_dir, config.aws), (None, None, AwsConfig::default()));
 }
@@ -69,7 +74,12 @@ fn every_field_survives_a_round_trip_through_yaml() {
         aws: AwsConfig { allowed_endpoints: vec!["db.internal".into()] },
         resources: vec![dir.path().join("dbs")],
         secrets_dir: Some(dir.path().join("secrets")),
-        limits: LimitsConfig { upstream_connects_per_second: 7, handshake_timeout: Duration::from_millis(1500), connect_timeout: Duration::from_secs(120) },
+        limits: LimitsConfig {
+            upstream_connects_per_second: 7,
+            handshake_timeout: Duration::from_millis(1500),
+            connect_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(30),
+        },
     };
     let text = config.to_yaml().unwrap();
     assert!(text.contains("handshakeTimeout: 1s 500ms") && text.contains("connectTimeout: 2m"), "{text}");

@@ -148,9 +148,14 @@ impl Engine for DynamoDbEngine {
                 Err(e) if e.is_timeout() => "the client was too slow sending a request".to_owned(),
                 Err(e) => format!("HTTP error: {e}"),
             },
-            _ = state.shutdown.cancelled() => {
+            // At SIGTERM: the request in flight is answered, then the connection closes (an
+            // idle keep-alive connection at once); the drain bounds the wait.
+            _ = state.stop_accepting.cancelled() => {
                 conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.as_mut()).await;
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = state.shutdown.cancelled() => {}
+                }
                 "the proxy is shutting down".to_owned()
             }
         };

@@ -173,6 +173,7 @@ impl Harness {
             metrics,
             cancels: Default::default(),
             refusals: Default::default(),
+            stop_accepting: Default::default(),
             limits: Default::default(),
             shutdown: Default::default(),
         });

@@ -61,6 +61,11 @@ impl Proxy {
 
     /// [`Proxy::start`] with more `audit` settings (`, refusalBurst: 3`).
     pub fn start_with_audit(setup: ProxySetup<'_>, pki: &ProxyPki, audit_extra: &str) -> Proxy {
+        Proxy::start_with_extra(setup, pki, audit_extra, "")
+    }
+
+    /// [`Proxy::start`] with more `audit` and `limits` settings (`, drainTimeout: 2s`).
+    pub fn start_with_extra(setup: ProxySetup<'_>, pki: &ProxyPki, audit_extra: &str, limits_extra: &str) -> Proxy {
         let dir = setup.dir;
         let (port, admin_port) = (free_port(), free_port());
         let manifests = dir.join("manifests.yaml");
@@ -80,7 +85,7 @@ impl Proxy {
         std::fs::write(
             &config,
             format!(
-                "listeners: [{{address: '127.0.0.1:{port}', database: orders}}]\ntls: {{certFile: {ca}/server.crt, keyFile: {ca}/server.key, clientCaFile: {ca}/ca.crt}}\nadmin: {{address: '127.0.0.1:{admin_port}'}}\naudit: {{stdout: true, file: {}{audit_extra}}}\naws: {{allowedEndpoints: ['127.0.0.1']}}\nresources: [{}]\nsecretsDir: {}\nlimits: {{handshakeTimeout: 3s, connectTimeout: 3s}}\n",
+                "listeners: [{{address: '127.0.0.1:{port}', database: orders}}]\ntls: {{certFile: {ca}/server.crt, keyFile: {ca}/server.key, clientCaFile: {ca}/ca.crt}}\nadmin: {{address: '127.0.0.1:{admin_port}'}}\naudit: {{stdout: true, file: {}{audit_extra}}}\naws: {{allowedEndpoints: ['127.0.0.1']}}\nresources: [{}]\nsecretsDir: {}\nlimits: {{handshakeTimeout: 3s, connectTimeout: 3s{limits_extra}}}\n",
                 audit_file.display(),
                 manifests.display(),
                 setup.db.secrets_dir().display(),
