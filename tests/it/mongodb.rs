@@ -505,6 +505,7 @@ fn a_client_workload_of_ten_thousand_documents_runs_through_the_proxy() {
     // Group 3: qty 3, 13, … 9993 (sum 4,998,000), each raised by one.
     assert_eq!((groups[3]["_id"].as_i64(), groups[3]["n"].as_i64(), groups[3]["total"].as_i64()), (Some(3), Some(1000), Some(4_998_000 + 1000)), "{r}");
     assert!(r["insert_seconds"].as_f64().unwrap() < 20.0, "{r}");
+    eprintln!("workload: 10,000 documents inserted through the proxy in {} s", r["insert_seconds"]);
 }
 
 /// An OP_MSG whose body has these string fields exactly as given (repeats included).
