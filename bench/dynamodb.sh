@@ -261,13 +261,14 @@ fi
 sleep 0.2 # the audit writer batches for a few ms
 metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null || true)
 audit_dropped=$(awk '/^portcullis_audit_dropped_events_total/ { print $2 }' <<<"$metrics")
+audit_blocked=$(awk '/^portcullis_audit_blocked_seconds_total/ { print $2 }' <<<"$metrics")
 audit_requests=$(grep -c '"event":"db.session.request"' "$T/proxy/audit.jsonl" || true)
 audit_starts=$(grep -c '"event":"db.session.start"' "$T/proxy/audit.jsonl" || true)
 proxy_requests=$(python3 -c 'import json, sys
 print(sum(r["requests"] + r["errors"] for r in map(json.loads, open(sys.argv[1])) if r["kind"] == "run" and r["path"] == "proxy"))' "$RESULTS")
 sts_calls=$(grep -c '"POST / HTTP' "$T/moto.log" || true) # moto serves only STS here
 {
-    echo "proxy audit: $audit_starts session starts, $audit_requests requests recorded for $proxy_requests measured proxy requests (plus warm-up and the sanity check), ${audit_dropped:-?} events dropped, file $(du -h "$T/proxy/audit.jsonl" | cut -f1)"
+    echo "proxy audit: $audit_starts session starts, $audit_requests requests recorded for $proxy_requests measured proxy requests (plus warm-up and the sanity check), ${audit_dropped:-?} events dropped, ${audit_blocked:-?} s waited for the audit queue, file $(du -h "$T/proxy/audit.jsonl" | cut -f1)"
     echo "STS requests moto served (the proxy caches the role's credentials): $sts_calls"
     echo "upstream signers: $(curl -fsS --max-time 5 "http://127.0.0.1:$UPSTREAM_PORT/stats" 2>/dev/null)"
     echo "proxy log lines (level warn): $(wc -l <"$T/proxy/proxy.log"); tunnel log lines: $(wc -l <"$T/tunnel.log")"

@@ -293,12 +293,13 @@ done
 # ---------------------------------------------------------------------------- report
 metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null || true)
 audit_dropped=$(awk '/^portcullis_audit_dropped_events_total/ { print $2 }' <<<"$metrics")
+audit_blocked=$(awk '/^portcullis_audit_blocked_seconds_total/ { print $2 }' <<<"$metrics")
 audit_queries=$(grep -c '"event":"db.session.query"' "$T/proxy/audit.jsonl" || true)
 audit_starts=$(grep -c '"event":"db.session.start"' "$T/proxy/audit.jsonl" || true)
 proxy_queries=$(python3 -c 'import json, sys
 print(sum(r.get("queries") or 0 for r in map(json.loads, open(sys.argv[1])) if r["target"] == "portcullis"))' "$RESULTS")
 {
-    echo "proxy audit: $audit_starts session starts, $audit_queries statements recorded for $proxy_queries measured queries (plus warm-up, prepares and checks), ${audit_dropped:-?} events dropped, file $(du -h "$T/proxy/audit.jsonl" | cut -f1)"
+    echo "proxy audit: $audit_starts session starts, $audit_queries statements recorded for $proxy_queries measured queries (plus warm-up, prepares and checks), ${audit_dropped:-?} events dropped, ${audit_blocked:-?} s waited for the audit queue, file $(du -h "$T/proxy/audit.jsonl" | cut -f1)"
     echo "proxy log lines (level warn): $(wc -l <"$T/proxy/proxy.log")"
 } >>"$T/info.txt"
 python3 "$BENCH/mysql_report.py" table --results "$RESULTS" >"$T/table.txt"

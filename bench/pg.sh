@@ -385,12 +385,13 @@ done
 
 metrics=$(http_get "$ADMIN_PORT" /metrics)
 audit_dropped=$(awk '/^portcullis_audit_dropped_events_total/ { print $2 }' <<<"$metrics")
+audit_blocked=$(awk '/^portcullis_audit_blocked_seconds_total/ { print $2 }' <<<"$metrics")
 audit_queries=$(grep -c '"event":"db.session.query"' "$T/proxy/audit.jsonl" || true)
 audit_starts=$(grep -c '"event":"db.session.start"' "$T/proxy/audit.jsonl" || true)
 proxy_txns=$(python3 -c 'import json, sys
 print(sum(r.get("transactions") or 0 for r in map(json.loads, open(sys.argv[1])) if r["target"] == "portcullis"))' "$RESULTS")
 {
-    echo "proxy audit: $audit_starts session starts, $audit_queries statements recorded for $proxy_txns measured transactions (plus warm-up and checks), ${audit_dropped:-?} events dropped, file $(du -h "$T/proxy/audit.jsonl" | cut -f1)"
+    echo "proxy audit: $audit_starts session starts, $audit_queries statements recorded for $proxy_txns measured transactions (plus warm-up and checks), ${audit_dropped:-?} events dropped, ${audit_blocked:-?} s waited for the audit queue, file $(du -h "$T/proxy/audit.jsonl" | cut -f1)"
     echo "proxy log lines (level warn) after the pgbench runs: $(wc -l <"$T/proxy/proxy.log")"
 } | tee -a "$T/info.txt" >&2
 stop_pid "$BOUNCER_PID" 10

@@ -1,5 +1,5 @@
 //! The audit trail: structured session events sent through a bounded queue to JSON-lines
-//! sinks (stdout, file). The data path never waits for the audit writer.
+//! sinks (stdout, file), written in batches by one thread; a full queue blocks (the default) or drops.
 
 use std::path::PathBuf;
 
@@ -285,19 +285,49 @@ impl AuditEvent {
     }
 }
 
+/// What a full audit queue does to the event that does not fit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    /// The session waits until there is room: nothing is lost (the time is counted).
+    #[default]
+    Block,
+    /// The event is dropped (and counted): the data path never waits.
+    Drop,
+}
+
 /// The sending side of the audit queue; cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<AuditEvent>,
     metrics: ProxyMetrics,
+    overflow: Overflow,
 }
 
 impl AuditSink {
-    /// Queues an event; when the queue is full the event is dropped and counted.
-    pub fn emit(&self, event: AuditEvent) {
-        if self.tx.try_send(event).is_err() {
-            self.metrics.audit_dropped.inc();
+    /// Queues an event. When the queue is full: with [`Overflow::Block`] the caller waits for
+    /// room (a session's next statement waits with it), with [`Overflow::Drop`] the event is
+    /// dropped; either is counted.
+    pub async fn emit(&self, event: AuditEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) if self.overflow == Overflow::Block => {
+                let started = std::time::Instant::now();
+                if self.tx.send(event).await.is_err() {
+                    self.metrics.audit_dropped.inc();
+                }
+                self.metrics.audit_blocked_seconds.inc_by(started.elapsed().as_secs_f64());
+            }
+            Err(_) => {
+                self.metrics.audit_dropped.inc();
+            }
         }
+    }
+
+    /// The same sink with another overflow policy.
+    pub fn with_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
     }
 }
 
@@ -348,7 +378,7 @@ pub fn start(targets: AuditTargets, queue: usize, metrics: ProxyMetrics) -> std:
     let done = tokio::task::spawn_blocking(move || {
         let _ = writer.join();
     });
-    Ok((AuditSink { tx, metrics }, done))
+    Ok((AuditSink { tx, metrics, overflow: Overflow::default() }, done))
 }
 
 fn push_line(buf: &mut Vec<u8>, event: &AuditEvent) {
@@ -399,15 +429,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+    async fn a_full_queue_drops_and_counts_with_drop() {
         let metrics = ProxyMetrics::default();
         let (tx, _rx) = mpsc::channel(1);
-        let sink = AuditSink { tx, metrics: metrics.clone() };
+        let sink = AuditSink { tx, metrics: metrics.clone(), overflow: Overflow::Drop };
         let ev = || AuditEvent::new(events::SESSION_START, "DB1000I", Default::default(), true, None, EventDetail::None {});
-        sink.emit(ev());
-        sink.emit(ev());
-        sink.emit(ev());
+        sink.emit(ev()).await;
+        sink.emit(ev()).await;
+        sink.emit(ev()).await;
         assert_eq!(metrics.audit_dropped.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_the_sender_wait_with_block_and_loses_nothing() {
+        let metrics = ProxyMetrics::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        let sink = AuditSink { tx, metrics: metrics.clone(), overflow: Overflow::Block };
+        let ev = || AuditEvent::new(events::SESSION_START, "DB1000I", Default::default(), true, None, EventDetail::None {});
+        sink.emit(ev()).await;
+        let waiting = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.emit(ev()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the second event waits for room");
+        assert!(rx.recv().await.is_some());
+        waiting.await.unwrap();
+        assert!(rx.recv().await.is_some(), "and then is queued");
+        assert_eq!(metrics.audit_dropped.get(), 0);
+        assert!(metrics.audit_blocked_seconds.get() >= 0.09, "{}", metrics.audit_blocked_seconds.get());
     }
 
     #[test]

@@ -103,13 +103,17 @@ pub struct AuditConfig {
     /// Append events as JSON lines to this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
-    /// Events buffered before new ones are dropped (and counted); the data path never waits.
+    /// Events buffered before `onOverflow` applies.
     #[serde(default = "default_queue", skip_serializing_if = "is_default_queue")]
     pub queue_size: usize,
     /// Refused connections audited one by one per client address and reason kind in each
     /// `refusalWindow`; more are counted into one `db.session.refusals` event.
     #[serde(default = "default_refusal_burst", skip_serializing_if = "is_default_refusal_burst")]
     pub refusal_burst: u32,
+    /// What a full queue does: `block` (the session waits; nothing is lost) or `drop` (the
+    /// event is dropped and counted; the data path never waits).
+    #[serde(default, skip_serializing_if = "is_default_overflow")]
+    pub on_overflow: crate::proxy::audit::Overflow,
     /// The window of `refusalBurst`.
     #[serde(default = "default_refusal_window", with = "humantime_serde_secs", skip_serializing_if = "is_default_refusal_window")]
     pub refusal_window: std::time::Duration,
@@ -117,8 +121,19 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { stdout: true, file: None, queue_size: default_queue(), refusal_burst: default_refusal_burst(), refusal_window: default_refusal_window() }
+        Self {
+            stdout: true,
+            file: None,
+            queue_size: default_queue(),
+            on_overflow: Default::default(),
+            refusal_burst: default_refusal_burst(),
+            refusal_window: default_refusal_window(),
+        }
     }
+}
+
+fn is_default_overflow(o: &crate::proxy::audit::Overflow) -> bool {
+    *o == crate::proxy::audit::Overflow::default()
 }
 
 fn default_refusal_burst() -> u32 {

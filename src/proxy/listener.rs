@@ -80,6 +80,7 @@ pub(super) async fn serve(
     let targets = AuditTargets { stdout: config.audit.stdout, file: config.audit.file.clone() };
     let (audit, audit_task) = audit::start(targets, config.audit.queue_size, metrics.clone())
         .map_err(|source| ProxyError::AuditFile { path: config.audit.file.clone().unwrap_or_default(), source })?;
+    let audit = audit.with_overflow(config.audit.on_overflow);
     let shutdown = CancellationToken::new();
     let aws = AwsContext::load().await;
     let state = Arc::new(ProxyState {

@@ -49,8 +49,10 @@ pub struct ProxyMetrics {
     pub bytes: Family<DirectionLabels, Counter>,
     /// RDS IAM tokens generated, by result.
     pub token_generations: Family<ResultLabels, Counter>,
-    /// Audit events dropped because the audit queue was full.
+    /// Audit events dropped because the audit queue was full (`audit.onOverflow: drop`).
     pub audit_dropped: Counter,
+    /// Time sessions waited for room in a full audit queue (`audit.onOverflow: block`).
+    pub audit_blocked_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// HTTP API requests (DynamoDB) by target and status.
     pub api_requests: Family<ApiLabels, Counter>,
 }
@@ -74,6 +76,7 @@ impl ProxyMetrics {
         r.register("bytes", "Bytes relayed by direction", self.bytes.clone());
         r.register("token_generations", "RDS IAM auth tokens generated, by result", self.token_generations.clone());
         r.register("audit_dropped_events", "Audit events dropped because the queue was full", self.audit_dropped.clone());
+        r.register("audit_blocked_seconds", "Time sessions waited for room in a full audit queue", self.audit_blocked_seconds.clone());
         r.register("api_requests", "HTTP API requests (DynamoDB) by X-Amz-Target and status", self.api_requests.clone());
     }
 

@@ -227,13 +227,13 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         Ok(Opening::Done) => return,
         Err(e) => {
             engine.refuse(&context, &mut stream, Stage::Plaintext, &e).await;
-            return record_refusal(&context, facts, &e);
+            return record_refusal(&context, facts, &e).await;
         }
     }
     let acceptor = TlsAcceptor::from(context.state.server_tls.config.clone());
     let mut client = match tokio::time::timeout_at(context.handshake_deadline(), acceptor.accept(stream)).await {
-        Err(_) => return record_refusal(&context, facts, &SessionError::Timeout("in the TLS handshake")),
-        Ok(Err(e)) => return record_refusal(&context, facts, &SessionError::ClientTls(e)),
+        Err(_) => return record_refusal(&context, facts, &SessionError::Timeout("in the TLS handshake")).await,
+        Ok(Err(e)) => return record_refusal(&context, facts, &SessionError::ClientTls(e)).await,
         Ok(Ok(tls)) => tls,
     };
     context.presented = client.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|der| crate::proxy::audit::PresentedCertificate::from_der(der));
@@ -241,7 +241,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         Ok(identity) => identity,
         Err(e) => {
             engine.refuse(&context, &mut client, Stage::Certificate, &e).await;
-            return record_refusal(&context, facts, &e);
+            return record_refusal(&context, facts, &e).await;
         }
     };
     context.fields.user = identity.user.clone();
@@ -253,12 +253,12 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             engine.refuse(&context, &mut client, Stage::LoginRequest, &e).await;
-            return record_refusal(&context, facts, &e);
+            return record_refusal(&context, facts, &e).await;
         }
         Err(_) => {
             let e = SessionError::Timeout(facts.login_wait);
             engine.refuse(&context, &mut client, Stage::LoginRequest, &e).await;
-            return record_refusal(&context, facts, &e);
+            return record_refusal(&context, facts, &e).await;
         }
     };
     context.fields.db_user = login.db_user.clone();
@@ -275,7 +275,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         Ok(x) => x,
         Err(e) => {
             engine.refuse(&context, &mut client, Stage::AfterLogin(&login), &e).await;
-            return record_refusal(&context, facts, &e);
+            return record_refusal(&context, facts, &e).await;
         }
     };
 
@@ -284,7 +284,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
     state.metrics.connection(facts.name, "accepted");
     state.metrics.active_sessions.inc();
     let start_fields = Arc::new(context.fields.clone());
-    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000I", start_fields.clone(), true, None, EventDetail::None {}));
+    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000I", start_fields.clone(), true, None, EventDetail::None {})).await;
     info!(user = %start_fields.user, database = %start_fields.database, db_user = %start_fields.db_user, db_name = %start_fields.db_name, "session started");
 
     let end = engine.relay(Established { context, identity, upstream, client, server, login, audit_queries }).await;
@@ -298,7 +298,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         duration_ms: started.elapsed().as_millis() as u64,
         reason: end.reason,
     };
-    state.audit.emit(AuditEvent::new(events::SESSION_END, "DB1002I", end.fields, true, None, detail));
+    state.audit.emit(AuditEvent::new(events::SESSION_END, "DB1002I", end.fields, true, None, detail)).await;
     // A protocol error mid-session is logged, not re-audited as a refused start.
     if let Some(e) = &end.error {
         info!(error = %e, "session ended with an error");
@@ -354,7 +354,7 @@ fn authorize<D>(state: &ProxyState, identity: &Identity, upstream: &Upstream, lo
 
 /// Records a session that ended before it started: metrics, a log line, and an audit event
 /// when the client had shown who it is.
-fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
+async fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
     let state = &context.state;
     // A client that closed before showing a certificate (TCP health checks, reachability
     // probes such as `portcullis db connect`'s) is neither a failure nor worth a log line.
@@ -385,7 +385,7 @@ fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
     }
     let message = e.client_message(facts.remedy).map(|m| m.message).unwrap_or_else(|| e.to_string());
     let detail = EventDetail::Refused { reason_kind: kind, certificate: context.presented.clone() };
-    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", Arc::new(context.fields.clone()), false, Some(message), detail));
+    state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", Arc::new(context.fields.clone()), false, Some(message), detail)).await;
 }
 
 #[cfg(test)]

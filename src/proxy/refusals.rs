@@ -74,14 +74,14 @@ impl RefusalThrottle {
                     _ = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {}
                     _ = shutdown.cancelled() => {}
                 }
-                this.summarise(peer, kind, &protocol, &audit);
+                this.summarise(peer, kind, &protocol, &audit).await;
             });
         }
         Admit::Counted
     }
 
     /// Audits the window's count and starts a new window.
-    fn summarise(&self, peer: IpAddr, kind: &'static str, protocol: &str, audit: &AuditSink) {
+    async fn summarise(&self, peer: IpAddr, kind: &'static str, protocol: &str, audit: &AuditSink) {
         let Some(window) = self.lock().remove(&(peer, kind)) else { return };
         if window.suppressed == 0 {
             return;
@@ -89,7 +89,7 @@ impl RefusalThrottle {
         let fields = SessionFields { protocol: protocol.to_owned(), client_addr: peer.to_string(), ..Default::default() };
         let detail = EventDetail::Refusals { reason_kind: kind, count: window.suppressed, window_seconds: self.window.as_secs() };
         let message = format!("{} more connections from {peer} refused ({kind}) beyond the first {} of the window", window.suppressed, self.burst);
-        audit.emit(AuditEvent::new(events::SESSION_REFUSALS, "DB1004W", Arc::new(fields), false, Some(message), detail));
+        audit.emit(AuditEvent::new(events::SESSION_REFUSALS, "DB1004W", Arc::new(fields), false, Some(message), detail)).await;
     }
 }
 

@@ -161,7 +161,7 @@ pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: 
                         }
                         Step::Audit { statement, error } => {
                             let detail = EventDetail::Query(statement);
-                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", fields.clone(), error.is_none(), error, detail));
+                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", fields.clone(), error.is_none(), error, detail)).await;
                         }
                         Step::AuditCommand { command, error } => {
                             // A document database names its database per command: the event's db_name.
@@ -171,7 +171,7 @@ pub async fn run(session: Session, mut filter: impl ClientFilter, mut observer: 
                                 Arc::new(SessionFields { db_name: command.db_name.clone(), ..(*fields).clone() })
                             };
                             let detail = EventDetail::Command(command);
-                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", event_fields, error.is_none(), error, detail));
+                            state.audit.emit(AuditEvent::new(events::SESSION_QUERY, "DB1001I", event_fields, error.is_none(), error, detail)).await;
                         }
                         Step::SwitchDatabase(db_name) => {
                             fields = Arc::new(SessionFields { db_name, ..(*fields).clone() });

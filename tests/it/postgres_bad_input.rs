@@ -392,3 +392,81 @@ fn sigterm_drains_running_sessions_refuses_new_ones_and_then_says_why() {
     let end = events.iter().find(|e| e["event"] == "db.session.end").expect("the session's end is audited");
     assert_eq!(end["reason"], "the proxy is shutting down", "{end}");
 }
+
+/// A proxy whose audit file is a FIFO that nobody reads yet (held open, so the writer blocks
+/// once the pipe is full), with a small audit queue and `extra` audit settings.
+fn stalled_audit(extra: &str) -> (Proxy, ClientIdentity, std::fs::File, tempfile::TempDir, std::sync::Arc<Postgres>, ProxyPki) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pg = shared_postgres();
+    let dir = scratch();
+    let pki = ProxyPki::new(dir.path());
+    let fifo = dir.path().join("audit.jsonl");
+    run_ok(std::process::Command::new("mkfifo").arg(&fifo));
+    // Read and write: opening a FIFO so does not wait for the other end (Linux).
+    let held = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let setup =
+        ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "warn", endpoint: None };
+    let proxy = Proxy::start_with_audit(setup, &pki, &format!(", queueSize: 16{extra}"));
+    let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
+    (proxy, alice, held, dir, pg, pki)
+}
+
+fn metric(proxy: &Proxy, name: &str) -> f64 {
+    proxy.metrics().lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn a_stalled_audit_sink_makes_sessions_wait_and_loses_nothing_unless_told_to_drop() {
+    let _machine = machine_shared();
+    let statements = 1000;
+    let script = (0..statements).map(|i| format!("select {i};\n")).collect::<String>();
+
+    // block (the default): the session waits while nobody reads the audit trail.
+    let (proxy, alice, mut held, dir, _pg, _pki) = stalled_audit("");
+    std::fs::write(dir.path().join("script.sql"), &script).unwrap();
+    let mut running = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(proxy.conninfo(&alice, "app", "orders"))
+        .arg("-f")
+        .arg(dir.path().join("script.sql"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(running.try_wait().unwrap().is_none(), "the session waits for the audit trail");
+    // Read the trail: the session goes on, and every statement is in it.
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut queries = 0;
+        for line in std::io::BufReader::new(&mut held).lines() {
+            let line = line.unwrap();
+            if line.contains("\"db.session.query\"") {
+                queries += 1;
+            }
+            if line.contains("\"db.session.end\"") {
+                break;
+            }
+        }
+        queries
+    });
+    let status = running.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(reader.join().unwrap(), statements, "every statement audited");
+    assert_eq!(metric(&proxy, "portcullis_audit_dropped_events_total"), 0.0);
+    assert!(metric(&proxy, "portcullis_audit_blocked_seconds_total") > 1.0, "{}", proxy.metrics());
+
+    // drop: the session does not wait, and the loss is counted.
+    let (proxy, alice, _held, dir, _pg, _pki) = stalled_audit(", onOverflow: drop");
+    std::fs::write(dir.path().join("script.sql"), &script).unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(proxy.conninfo(&alice, "app", "orders"))
+        .arg("-f")
+        .arg(dir.path().join("script.sql"))
+        .output()
+        .unwrap();
+    assert!(out.status.success() && started.elapsed() < Duration::from_secs(20), "{}", text(&out));
+    assert!(metric(&proxy, "portcullis_audit_dropped_events_total") > 0.0, "{}", proxy.metrics());
+}

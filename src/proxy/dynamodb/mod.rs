@@ -205,24 +205,24 @@ impl Session {
         let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         match self.forward(request).await {
             Ok((response, call)) => {
-                self.record(call, None);
+                self.record(call, None).await;
                 response
             }
             Err((e, call)) => {
                 let call = call.unwrap_or_else(|| ApiCall { target: target.clone(), ..Default::default() });
-                self.record(ApiCall { status: e.status.as_u16(), ..call }, Some(&e));
+                self.record(ApiCall { status: e.status.as_u16(), ..call }, Some(&e)).await;
                 e.to_response().map(|b| b.map_err(|never: Infallible| match never {}).boxed())
             }
         }
     }
 
-    fn record(&self, call: ApiCall, error: Option<&ApiError>) {
+    async fn record(&self, call: ApiCall, error: Option<&ApiError>) {
         let state = &self.state;
         let known = Target::parse(Some(&call.target)).is_ok_and(|t| t.is_known());
         state.metrics.api_request(known.then_some(call.target.as_str()), call.status);
         let success = error.is_none() && call.status < 400;
         let message = error.map(|e| format!("{}: {}", e.code, e.message));
-        state.audit.emit(AuditEvent::new(events::SESSION_REQUEST, "DB1003I", self.fields.clone(), success, message, EventDetail::Request(call)));
+        state.audit.emit(AuditEvent::new(events::SESSION_REQUEST, "DB1003I", self.fields.clone(), success, message, EventDetail::Request(call))).await;
     }
 
     /// Checks, re-signs and forwards one request; on failure, the error and what is known of
