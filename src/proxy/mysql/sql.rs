@@ -90,11 +90,10 @@ fn statements(sql: &str) -> Vec<String> {
 
 /// Whether `sql` (a COM_QUERY's text) changes the database, and how.
 pub fn use_statement(sql: &[u8]) -> UseStatement {
-    let Ok(text) = std::str::from_utf8(sql) else {
-        // Not UTF-8: look for the word in the raw bytes.
-        return if sql.windows(3).any(|w| w.eq_ignore_ascii_case(b"use")) { UseStatement::Mixed } else { UseStatement::None };
-    };
-    let all = statements(text);
+    // Clients in other character sets (latin1 …) send text that is not UTF-8; the keywords,
+    // quotes, comments and `;` that matter here are ASCII either way.
+    let text = String::from_utf8_lossy(sql);
+    let all = statements(&text);
     // `USE` then a space, a backtick or nothing (`USE\`db\`` is a USE too).
     let is_use = |s: &&String| s.get(..3).is_some_and(|w| w.eq_ignore_ascii_case("use")) && s[3..].chars().next().is_none_or(|c| c.is_whitespace() || c == '`');
     let uses: Vec<&String> = all.iter().filter(is_use).collect();
@@ -134,6 +133,9 @@ mod tests {
         assert_eq!(use_statement(b"SELECT 1; /*!USE reports*/"), UseStatement::Mixed, "executable comments are code");
         assert_eq!(use_statement(b"/*!50000 USE reports */"), UseStatement::Alone("reports".into()));
         assert_eq!(use_statement(b"SELECT 1 /* ; USE reports */"), UseStatement::None, "a plain comment is not");
+        assert_eq!(use_statement(b"INSERT INTO t (user_id, name) VALUES (1, 'caf\xe9')"), UseStatement::None, "latin1 text is read too");
+        assert_eq!(use_statement(b"SELECT 'caf\xe9'; USE reports"), UseStatement::Mixed);
+        assert_eq!(use_statement(b"uselect\xa0?"), UseStatement::None);
         for none in [
             &b"SELECT 'USE reports'"[..],
             b"SELECT 1 -- ; USE reports",
