@@ -352,8 +352,8 @@ fn authorize<D>(state: &ProxyState, identity: &Identity, upstream: &Upstream, lo
     }
 }
 
-/// Records a session that ended before it started: metrics, a log line, and an audit event
-/// when the client had shown who it is.
+/// Records a session that ended before it started: metrics, a log line and an audit event
+/// (the first few of a flood one by one, the rest counted: `refusals`).
 async fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
     let state = &context.state;
     // A client that closed before showing a certificate (TCP health checks, reachability

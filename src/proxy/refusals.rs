@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::audit::{AuditEvent, AuditSink, EventDetail, SessionFields, events};
 
+/// Windows kept before finished ones are swept.
+const MAX_TRACKED: usize = 4096;
+
 /// What to do with one refusal.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -57,6 +60,10 @@ impl RefusalThrottle {
     pub fn admit(&self, peer: IpAddr, kind: &'static str, protocol: &str, audit: &AuditSink, shutdown: &CancellationToken) -> Admit {
         let now = Instant::now();
         let mut windows = self.lock();
+        if windows.len() >= MAX_TRACKED {
+            // Many addresses (a distributed scan): forget the finished windows with nothing counted.
+            windows.retain(|_, w| w.suppressed > 0 || now.duration_since(w.started) < self.window);
+        }
         let window = windows.entry((peer, kind)).or_insert(Window { started: now, audited: 0, suppressed: 0 });
         if now.duration_since(window.started) >= self.window && window.suppressed == 0 {
             *window = Window { started: now, audited: 0, suppressed: 0 };
