@@ -26,6 +26,12 @@ enum State {
     Body { tag: u8, remaining: usize, capture: Option<Capture> },
 }
 
+/// Prepared statement names are shown up to this many bytes.
+const MAX_NAME: usize = 1024;
+/// Bytes of a name kept: one more than shown, so a character cut at the limit is seen as cut
+/// (and dropped, as for statements) rather than shown as a replacement character.
+const KEPT_NAME: usize = MAX_NAME + 1;
+
 #[derive(Debug)]
 struct Capture {
     kind: &'static str,
@@ -52,15 +58,15 @@ impl Capture {
                 let name = self.name.get_or_insert_with(Vec::new);
                 match data.iter().position(|&b| b == 0) {
                     Some(i) => {
-                        if name.len() < 1024 {
-                            name.extend_from_slice(&data[..i.min(1024 - name.len())]);
+                        if name.len() < KEPT_NAME {
+                            name.extend_from_slice(&data[..i.min(KEPT_NAME - name.len())]);
                         }
                         data = &data[i + 1..];
                         self.in_statement = true;
                     }
                     None => {
-                        if name.len() < 1024 {
-                            name.extend_from_slice(&data[..data.len().min(1024 - name.len())]);
+                        if name.len() < KEPT_NAME {
+                            name.extend_from_slice(&data[..data.len().min(KEPT_NAME - name.len())]);
                         }
                         return;
                     }
@@ -78,7 +84,7 @@ impl Capture {
     }
 
     fn finish(self) -> Statement {
-        let prepared_name = self.name.map(|n| shown_text(&n, 1024));
+        let prepared_name = self.name.map(|n| shown_text(&n, MAX_NAME));
         self.text.finish(self.kind, prepared_name)
     }
 }
@@ -180,6 +186,21 @@ mod tests {
             assert_eq!((p.kind, p.statement.as_str(), p.prepared_name.as_deref()), ("parse", "select $1::int", Some("s1")));
             assert_eq!(events[2], ClientEvent::Terminate);
         }
+    }
+
+    #[test]
+    fn a_character_cut_at_the_name_limit_is_dropped_not_replaced() {
+        // 1023 bytes, then a 2-byte character across the 1024-byte limit (found by pg_client_stream).
+        let name = format!("{}é{}", "n".repeat(MAX_NAME - 1), "n".repeat(300));
+        for chunk in [1, 7, 5000] {
+            let events = scan_in_chunks(&parse_msg(&name, "select 1"), chunk);
+            let ClientEvent::Statement(p) = &events[0] else { panic!() };
+            assert_eq!(p.prepared_name.as_deref(), Some("n".repeat(MAX_NAME - 1).as_str()), "chunk {chunk}");
+        }
+        let exact = "n".repeat(MAX_NAME);
+        let events = scan_in_chunks(&parse_msg(&exact, "select 1"), 100);
+        let ClientEvent::Statement(p) = &events[0] else { panic!() };
+        assert_eq!(p.prepared_name.as_deref(), Some(exact.as_str()), "a name of exactly the limit is whole");
     }
 
     #[test]
