@@ -80,8 +80,9 @@ pub struct Context {
     pub fields: SessionFields,
     /// The connection id the engine announced to the client (MySQL's greeting), or 0.
     pub connection_id: u32,
-    /// The certificate the client presented, once TLS is up (for refusals' audit).
-    pub presented: Option<crate::proxy::audit::PresentedCertificate>,
+    /// The certificate the client presented (DER), once TLS is up; read only for a refusal's
+    /// audit event.
+    pub presented: Option<Vec<u8>>,
 }
 
 impl Context {
@@ -236,7 +237,7 @@ pub async fn run<E: Engine>(engine: &'static E, connection: Connection) {
         Ok(Err(e)) => return record_refusal(&context, facts, &SessionError::ClientTls(e)).await,
         Ok(Ok(tls)) => tls,
     };
-    context.presented = client.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|der| crate::proxy::audit::PresentedCertificate::from_der(der));
+    context.presented = client.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|der| der.to_vec());
     let identity = match verify(&context.state, &client) {
         Ok(identity) => identity,
         Err(e) => {
@@ -384,7 +385,8 @@ async fn record_refusal(context: &Context, facts: &Facts, e: &SessionError) {
         _ => info!(error = %e, kind, "session refused"),
     }
     let message = e.client_message(facts.remedy).map(|m| m.message).unwrap_or_else(|| e.to_string());
-    let detail = EventDetail::Refused { reason_kind: kind, certificate: context.presented.clone() };
+    let certificate = context.presented.as_deref().and_then(crate::proxy::audit::PresentedCertificate::from_der);
+    let detail = EventDetail::Refused { reason_kind: kind, certificate };
     state.audit.emit(AuditEvent::new(events::SESSION_START, "DB1000W", Arc::new(context.fields.clone()), false, Some(message), detail)).await;
 }
 

@@ -237,13 +237,7 @@ fn certificate_between(pki: &ProxyPki, dir: &std::path::Path, not_before: time::
 #[test]
 fn every_refusal_is_audited_with_its_kind_and_certificate_and_a_flood_is_counted() {
     let _machine = machine_shared();
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let pg = shared_postgres();
-    let dir = scratch();
-    let pki = ProxyPki::new(dir.path());
-    let setup =
-        ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
-    let proxy = Proxy::start_with_audit(setup, &pki, ", refusalBurst: 20, refusalWindow: 3s");
+    let (proxy, _alice, pki, dir, _pg) = custom_proxy(", refusalBurst: 20, refusalWindow: 3s", "");
     let port = proxy.port;
     // No TLS: a StartupMessage without the SSLRequest.
     let mut s = raw(port);
@@ -331,15 +325,15 @@ fn every_refusal_is_audited_with_its_kind_and_certificate_and_a_flood_is_counted
     eprintln!("flood: {flood} refusals in {took:?}: {} audit lines, {} summaries", no_tls_lines.len(), summaries.len());
 }
 
-/// A proxy for the drain tests with `limits.drainTimeout` set.
-fn drain_fixture(drain: &str) -> (Proxy, ClientIdentity, ProxyPki, tempfile::TempDir, std::sync::Arc<Postgres>) {
+/// A proxy with more `audit` and `limits` settings (`, drainTimeout: 2s`), and alice.
+fn custom_proxy(audit_extra: &str, limits_extra: &str) -> (Proxy, ClientIdentity, ProxyPki, tempfile::TempDir, std::sync::Arc<Postgres>) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let pg = shared_postgres();
     let dir = scratch();
     let pki = ProxyPki::new(dir.path());
     let setup =
         ProxySetup { dir: dir.path(), db: &*pg, aws_extra: "", roles: ROLES, env: static_key_env(ACCESS_KEY, SECRET_KEY), log_level: "info", endpoint: None };
-    let proxy = Proxy::start_with_extra(setup, &pki, "", &format!(", drainTimeout: {drain}"));
+    let proxy = Proxy::start_with_extra(setup, &pki, audit_extra, limits_extra);
     let alice = pki.client("alice", "alice", &["dev"], None, Duration::from_secs(3600));
     (proxy, alice, pki, dir, pg)
 }
@@ -360,7 +354,7 @@ fn spawn_psql(conninfo: &str, sql: &str) -> std::process::Child {
 fn sigterm_drains_running_sessions_refuses_new_ones_and_then_says_why() {
     let _machine = machine_shared();
     // A 10 s statement, drainTimeout 30 s: it finishes, and the proxy exits right after it.
-    let (mut proxy, alice, _pki, _dir, _pg) = drain_fixture("30s");
+    let (mut proxy, alice, _pki, _dir, _pg) = custom_proxy("", ", drainTimeout: 30s");
     let conninfo = proxy.conninfo(&alice, "app", "orders");
     let running = spawn_psql(&conninfo, "select pg_sleep(10), 'finished'");
     std::thread::sleep(Duration::from_millis(1500));
@@ -378,7 +372,7 @@ fn sigterm_drains_running_sessions_refuses_new_ones_and_then_says_why() {
     assert!(proxy.log().contains("running sessions may finish"), "{}", proxy.log());
 
     // drainTimeout 2 s: a 20 s statement is ended after the drain, and the client is told why.
-    let (proxy, alice, _pki, _dir, _pg) = drain_fixture("2s");
+    let (proxy, alice, _pki, _dir, _pg) = custom_proxy("", ", drainTimeout: 2s");
     let running = spawn_psql(&proxy.conninfo(&alice, "app", "orders"), "select pg_sleep(20)");
     std::thread::sleep(Duration::from_millis(1500));
     let signalled = Instant::now();

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 /// Checks `body` is JSON without repeated fields, and returns the tables it names
 /// (`TableName`, the keys of `RequestItems`, and the `TableName` of each `TransactItems`
@@ -14,16 +15,16 @@ pub fn tables(body: &[u8]) -> Result<Vec<String>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
+    // One pass: the value is built and checked for repeated fields together.
     let mut de = serde_json::Deserializer::from_slice(body);
-    Unambiguous::deserialize(&mut de).and_then(|_| de.end()).map_err(|e| {
+    let Unambiguous(value) = Unambiguous::deserialize(&mut de).and_then(|v| de.end().map(|_| v)).map_err(|e| {
         let text = e.to_string();
         match text.strip_prefix("ambiguous: ") {
             Some(reason) => format!("Portcullis refuses an ambiguous request body: {}", reason.split(" at line").next().unwrap_or(reason)),
             None => format!("the request body is not valid JSON: {text}"),
         }
     })?;
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
-    let table_of = |v: &serde_json::Value| v.get("TableName").and_then(|n| n.as_str()).map(str::to_owned);
+    let table_of = |v: &Value| v.get("TableName").and_then(|n| n.as_str()).map(str::to_owned);
     let mut found: BTreeSet<String> = table_of(&value).into_iter().collect();
     if let Some(items) = value.get("RequestItems").and_then(|r| r.as_object()) {
         found.extend(items.keys().cloned());
@@ -34,8 +35,8 @@ pub fn tables(body: &[u8]) -> Result<Vec<String>, String> {
     Ok(found.into_iter().collect())
 }
 
-/// A JSON value read only to prove no object in it repeats a field.
-struct Unambiguous;
+/// A JSON value in which no object repeats a field (a repeat is an error).
+struct Unambiguous(Value);
 
 impl<'de> Deserialize<'de> for Unambiguous {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -53,38 +54,45 @@ impl<'de> Visitor<'de> for UnambiguousVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unambiguous, A::Error> {
-        let mut seen = std::collections::HashSet::new();
+        let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            map.next_value::<Unambiguous>()?;
-            if !seen.insert(key.clone()) {
+            let Unambiguous(value) = map.next_value()?;
+            if object.contains_key(&key) {
                 return Err(de::Error::custom(format!("ambiguous: the field {key:?} appears twice in one object")));
             }
+            object.insert(key, value);
         }
-        Ok(Unambiguous)
+        Ok(Unambiguous(Value::Object(object)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unambiguous, A::Error> {
-        while seq.next_element::<Unambiguous>()?.is_some() {}
-        Ok(Unambiguous)
+        let mut items = Vec::new();
+        while let Some(Unambiguous(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Unambiguous(Value::Array(items)))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Unambiguous, E> {
-        Ok(Unambiguous)
+    fn visit_bool<E>(self, v: bool) -> Result<Unambiguous, E> {
+        Ok(Unambiguous(Value::Bool(v)))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Unambiguous, E> {
-        Ok(Unambiguous)
+    fn visit_i64<E>(self, v: i64) -> Result<Unambiguous, E> {
+        Ok(Unambiguous(v.into()))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Unambiguous, E> {
-        Ok(Unambiguous)
+    fn visit_u64<E>(self, v: u64) -> Result<Unambiguous, E> {
+        Ok(Unambiguous(v.into()))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Unambiguous, E> {
-        Ok(Unambiguous)
+    fn visit_f64<E>(self, v: f64) -> Result<Unambiguous, E> {
+        Ok(Unambiguous(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
     }
-    fn visit_str<E>(self, _: &str) -> Result<Unambiguous, E> {
-        Ok(Unambiguous)
+    fn visit_str<E>(self, v: &str) -> Result<Unambiguous, E> {
+        Ok(Unambiguous(Value::String(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Unambiguous, E> {
+        Ok(Unambiguous(Value::String(v)))
     }
     fn visit_unit<E>(self) -> Result<Unambiguous, E> {
-        Ok(Unambiguous)
+        Ok(Unambiguous(Value::Null))
     }
 }
 
